@@ -1,0 +1,1 @@
+"""keyrelay: a key-injecting reverse proxy for AI providers, as a mitmproxy addon."""

@@ -1,0 +1,221 @@
+"""The mitmproxy addon: thin wiring from hooks to the pure modules beside it.
+
+`requestheaders` decides everything about a request (answer it here, or route it and inject
+the key); `responseheaders` settles the response head; `response` / `error` close the books.
+Every hook fails closed: mitmproxy forwards a flow whose hook raised, so each one catches
+its own errors and answers a 500 problem instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import server_hooks
+
+from addon import connect_to, errorpage
+from addon.config_node import ConfigError
+from addon.forwarding import upstream_headers
+from addon.keys import KeyStore
+from addon.problems import Refusal
+from addon.routing import Route, Router
+from addon.rules import Rules
+from addon.rules import load as load_rules
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules.yaml"
+RELOAD_INTERVAL = 1.0
+STATE = "keyrelay"  # flow.metadata key: what keyrelay decided, never a secret
+
+
+def fail_closed(hook: Callable[..., None]) -> Callable[..., None]:
+    """Turn an exception in a flow hook into a 500 problem that is never forwarded."""
+
+    @functools.wraps(hook)
+    def guarded(self: KeyRelay, flow: http.HTTPFlow) -> None:
+        try:
+            hook(self, flow)
+        except Exception:
+            logger.exception("keyrelay: internal error in %s", hook.__name__)
+            flow.metadata.setdefault(STATE, {})["decision"] = "refused: internal-error"
+            answer(flow, Refusal(500, "internal-error", "keyrelay failed to handle this request"))
+
+    return guarded
+
+
+def answer(flow: http.HTTPFlow, refusal: Refusal) -> None:
+    headers = {"content-type": "application/json", **dict(refusal.headers)}
+    if flow.response is not None:
+        flow.response.stream = False
+    flow.response = http.Response.make(refusal.status, refusal.body(), headers)
+    state = flow.metadata.setdefault(STATE, {})
+    state["decision"] = f"refused: {refusal.reason}"
+
+
+class KeyRelay:
+    def __init__(self) -> None:
+        self.rules: Rules | None = None
+        self.router: Router | None = None
+        self.keys: KeyStore | None = None
+        self.connect_to: dict[connect_to.Address, connect_to.Address] = {}
+        self._original_address: dict[str, connect_to.Address] = {}
+        self._rules_stamp: tuple[float, float] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- options ---------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        errorpage.install()
+        loader.add_option(
+            "keyrelay_rules", str, str(DEFAULT_RULES), "Path of keyrelay's rules file."
+        )
+        loader.add_option(
+            "keyrelay_connect_to",
+            Sequence[str],
+            [],
+            "HOST:PORT=ADDR:PORT: connect to ADDR:PORT when the upstream is HOST:PORT; "
+            "Host, SNI and certificate checks still use HOST. Repeat for more.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "keyrelay_connect_to" in updated:
+            try:
+                self.connect_to = connect_to.parse(ctx.options.keyrelay_connect_to)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"keyrelay_connect_to: {e}") from e
+        if "keyrelay_rules" in updated:
+            try:
+                self._install(self._read_rules())
+            except ConfigError as e:
+                raise exceptions.OptionsError(f"keyrelay_rules: {e}") from e
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager mode connects to the reverse-mode target before keyrelay has routed.
+            ctx.options.update(connection_strategy="lazy")
+
+    def running(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_rules())
+
+    def done(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+
+    def _read_rules(self) -> Rules:
+        path = Path(ctx.options.keyrelay_rules)
+        self._rules_stamp = _stamp(path)
+        return load_rules(path, dict(os.environ))
+
+    def _install(self, rules: Rules) -> None:
+        keys = KeyStore(rules)
+        self.rules, self.router, self.keys = rules, Router(rules), keys
+        logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)
+        keys.log_status(rules)
+
+    async def _watch_rules(self) -> None:
+        """Reload the rules when the file or its `.env` changes; a broken edit keeps the old."""
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            path = Path(ctx.options.keyrelay_rules)
+            if _stamp(path) == self._rules_stamp:
+                continue
+            try:
+                self._install(self._read_rules())
+            except ConfigError as e:
+                logger.error("keyrelay: keeping the previous rules: %s", e)
+            except Exception:
+                logger.exception("keyrelay: keeping the previous rules")
+
+    # -- requests ----------------------------------------------------------------------------
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        assert self.router is not None and self.keys is not None
+        request = flow.request
+        state: dict[str, Any] = flow.metadata.setdefault(STATE, {})
+        decision = self.router.route(request.method, request.path, request.headers.get)
+        if isinstance(decision, Refusal):
+            answer(flow, decision)
+            return
+        route: Route = decision
+        provider = route.provider
+        state["provider"] = provider.name
+        key = self.keys.key_for(provider)
+        if key is None:
+            answer(
+                flow,
+                Refusal(
+                    503,
+                    "key-not-configured",
+                    f"{provider.name} is not configured: set "
+                    f"{provider.credential.describe_missing()}",
+                ),
+            )
+            return
+        request.headers.fields = upstream_headers(
+            request.headers.fields,
+            provider,
+            provider.credential.header,
+            provider.credential.header_value(key.value),
+            websocket=request.headers.get("upgrade", "").lower() == "websocket",
+        )
+        request.scheme, request.host, request.port = route.scheme, route.host, route.port
+        request.path = route.path
+        request.headers["host"] = (
+            route.host if route.port in (80, 443) else f"{route.host}:{route.port}"
+        )
+        state["upstream"] = f"{route.host}{route.path.partition('?')[0]}"
+        state["decision"] = "forwarded"
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._redact(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._redact(flow)
+
+    def _redact(self, flow: http.HTTPFlow) -> None:
+        if self.keys is None:
+            return
+        for value, placeholder in self.keys.secrets().items():
+            for name, header in list(flow.request.headers.items(multi=True)):
+                if value in header:
+                    flow.request.headers[name] = header.replace(value, placeholder)
+
+    # -- upstream connections ----------------------------------------------------------------
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        address = data.server.address
+        if address is None:
+            return
+        destination = self.connect_to.get((address[0].lower(), address[1]))
+        if destination:
+            self._original_address[data.server.id] = address
+            data.server.address = destination
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # mitmproxy reuses a connection only when its address equals the request's (host,
+        # port): put the name back once connected, or every request opens a new connection.
+        original = self._original_address.pop(data.server.id, None)
+        if original:
+            data.server.address = original
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._original_address.pop(data.server.id, None)
+
+
+def _stamp(path: Path) -> tuple[float, float]:
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return mtime(path), mtime(path.parent / ".env")

@@ -1,0 +1,243 @@
+"""rules.yaml -> frozen dataclasses. Every mistake is reported with file, key and reason."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from addon import envfile
+from addon.config_node import ConfigError, Node
+from addon.credentials import Credential, parse_credential
+from addon.targets import Pattern, PatternError, compile_pattern
+
+RulesError = ConfigError
+
+DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PREFIX = re.compile(r"(/[A-Za-z0-9\-._~]+)+")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # "" or "/v1": the rest of the client's path is appended
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Only these endpoint ids (fal model ids such as `fal-ai/flux/dev`) may be called with `methods`."""
+
+    allow: tuple[str, ...]
+    methods: frozenset[str]
+    hosts: frozenset[str]
+
+    def allows(self, method: str, host: str, path: str) -> bool:
+        if method not in self.methods or (self.hosts and host not in self.hosts):
+            return True
+        return any(path == f"/{e}" or path.startswith(f"/{e}/") for e in self.allow)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    forward: tuple[str, ...] | None  # lower-case globs; None forwards everything not stripped
+    strip: frozenset[str]
+    set: tuple[tuple[str, str], ...]
+    default: tuple[tuple[str, str], ...]
+
+    def forwards(self, name: str) -> bool:
+        """Whether an allowlist, if any, lets a (lower-case) header name through."""
+        if self.forward is None:
+            return True
+        return any(
+            name.startswith(glob[:-1]) if glob.endswith("*") else name == glob
+            for glob in self.forward
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    credential: Credential
+    headers: HeaderPolicy
+    methods: frozenset[str]
+    prefix: str | None = None
+    upstream: Upstream | None = None
+    target_header: str | None = None
+    target_query: str | None = None
+    target_paths: tuple[str, ...] = ()  # where a request without a target is a 400, not a 404
+    allow: tuple[Pattern, ...] = ()
+    endpoints: Endpoints | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    source: Path
+    providers: tuple[Provider, ...]
+    env: dict[str, str] = field(repr=False)
+
+    def prefixed(self) -> tuple[Provider, ...]:
+        """Prefix-routed providers, longest prefix first."""
+        return tuple(
+            sorted((p for p in self.providers if p.prefix), key=lambda p: -len(p.prefix or ""))
+        )
+
+    def header_routed(self) -> tuple[Provider, ...]:
+        return tuple(p for p in self.providers if not p.prefix)
+
+
+def load(path: Path, environ: dict[str, str]) -> Rules:
+    """Read and validate a rules file; keys come from `environ` over a `.env` beside it."""
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(file, "", f"cannot be read: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(file, where, f"is not valid YAML: {getattr(e, 'problem', e)}") from e
+    env = {**envfile.load(path.parent / ".env"), **environ}
+    return parse(Node(data or {}, file), path, env)
+
+
+def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
+    providers_node = root.child("providers")
+    providers = tuple(
+        _provider(name, providers_node.child(name)) for name in list(providers_node.names())
+    )
+    if not providers:
+        root.fail("needs at least one provider", "providers")
+    _check_unique(root, providers)
+    root.finish()
+    return Rules(path, providers, env)
+
+
+def _provider(name: str, node: Node) -> Provider:
+    if not _NAME.fullmatch(name):
+        node.fail("a provider name must be lower-case letters, digits, '-' or '_'")
+    match = node.child("match")
+    prefix = match.str("prefix", None)
+    target_header = match.str("header", None)
+    target_query = match.str("query", None)
+    target_paths = match.str_list("paths", ())
+    match.finish()
+    if prefix is None and target_header is None and target_query is None:
+        match.fail("needs a prefix, a header or a query parameter")
+    if prefix is not None and (target_header or target_query):
+        match.fail("a provider is matched either by prefix or by target header/query, not both")
+    if prefix is not None and not _PREFIX.fullmatch(prefix):
+        match.fail("must look like /api/name (no trailing '/', no query)", "prefix")
+    if target_header is not None and not _TOKEN.fullmatch(target_header):
+        match.fail("is not a valid header name", "header")
+    if target_paths and prefix is not None:
+        match.fail("paths only applies to header-routed providers", "paths")
+    for i, p in enumerate(target_paths):
+        if not _PREFIX.fullmatch(p):
+            match.fail("must look like /api/name (no trailing '/', no query)", f"paths[{i}]")
+
+    upstream = None
+    if prefix is not None:
+        upstream = _upstream(node, node.str("upstream"))
+    allow = tuple(_pattern(node, i, p) for i, p in enumerate(node.str_list("allow", ())))
+    if prefix is None and not allow:
+        node.fail("a header-routed provider needs at least one allow pattern", "allow")
+    if prefix is not None and allow:
+        node.fail("only header-routed providers take allow patterns", "allow")
+
+    methods = frozenset(m.upper() for m in node.str_list("methods", tuple(DEFAULT_METHODS)))
+    if bad := sorted(m for m in methods if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
+        node.fail(f"'{bad[0]}' is not a method keyrelay forwards", "methods")
+    provider = Provider(
+        name=name,
+        credential=parse_credential(node.child("credential")),
+        headers=_headers(node.child("request_headers", None)),
+        methods=methods,
+        prefix=prefix,
+        upstream=upstream,
+        target_header=target_header.lower() if target_header else None,
+        target_query=target_query,
+        target_paths=target_paths,
+        allow=allow,
+        endpoints=_endpoints(node.child("endpoints", None)),
+    )
+    node.finish()
+    return provider
+
+
+def _upstream(node: Node, url: str) -> Upstream:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        node.fail("must be an http(s) URL with a host", "upstream")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        node.fail("must not have a query, fragment or user information", "upstream")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        node.fail("has an invalid port", "upstream")
+    return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+def _pattern(node: Node, index: int, text: str) -> Pattern:
+    try:
+        return compile_pattern(text)
+    except PatternError as e:
+        node.fail(f"'{text}': {e}", f"allow[{index}]")
+
+
+def _headers(node: Node | None) -> HeaderPolicy:
+    if node is None:
+        return HeaderPolicy(None, frozenset(), (), ())
+    forward = node.str_list("forward", None)
+    policy = HeaderPolicy(
+        forward=tuple(h.lower() for h in forward) if forward is not None else None,
+        strip=frozenset(h.lower() for h in node.str_list("strip", ())),
+        set=tuple(node.str_map("set").items()),
+        default=tuple(node.str_map("default").items()),
+    )
+    for name, _ in policy.set + policy.default:
+        if not _TOKEN.fullmatch(name):
+            node.fail(f"'{name}' is not a valid header name")
+    node.finish()
+    return policy
+
+
+def _endpoints(node: Node | None) -> Endpoints | None:
+    if node is None:
+        return None
+    allow = node.str_list("allow")
+    for i, endpoint in enumerate(allow):
+        if not endpoint or endpoint.startswith("/") or ".." in endpoint.split("/"):
+            node.fail("an endpoint id looks like 'fal-ai/flux/dev'", f"allow[{i}]")
+    endpoints = Endpoints(
+        allow=tuple(allow),
+        methods=frozenset(m.upper() for m in node.str_list("methods", ("POST",))),
+        hosts=frozenset(h.lower() for h in node.str_list("hosts", ())),
+    )
+    node.finish()
+    return endpoints
+
+
+def _check_unique(root: Node, providers: tuple[Provider, ...]) -> None:
+    seen: dict[str, str] = {}
+    for p in providers:
+        for claim in (
+            p.prefix,
+            p.target_header and f"header {p.target_header}",
+            p.target_query and f"query {p.target_query}",
+        ):
+            if not claim:
+                continue
+            if claim in seen:
+                root.fail(
+                    f"'{claim}' is already claimed by {seen[claim]}", f"providers.{p.name}.match"
+                )
+            seen[claim] = p.name
