@@ -48,13 +48,13 @@ class Node:
             return default
         return self.value[name]
 
-    def str(self, name: str, default: Any = _MISSING) -> Any:
+    def text(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(name, str, "a string", default)
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
+    def flag(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(name, bool, "true or false", default)
 
-    def int(self, name: str, default: Any = _MISSING, minimum: int = 0) -> Any:
+    def integer(self, name: str, default: Any = _MISSING, minimum: int = 0) -> Any:
         value = self._typed(name, int, "a whole number", default)
         if isinstance(value, int) and value < minimum:
             self.fail(f"must be at least {minimum}", name)
@@ -70,7 +70,7 @@ class Node:
             self.fail(f"must be at least {minimum}", name)
         return float(value)
 
-    def str_list(self, name: str, default: Any = _MISSING) -> Any:
+    def texts(self, name: str, default: Any = _MISSING) -> Any:
         value = self.raw(name, default)
         if value is default:
             return value
@@ -80,7 +80,7 @@ class Node:
             self.fail("must be a list of strings", name)
         return tuple(value)
 
-    def str_map(self, name: str) -> dict[str, str]:
+    def text_map(self, name: str) -> dict[str, str]:
         value = self.raw(name, {})
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str | int | float) for k, v in value.items()

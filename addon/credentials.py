@@ -60,8 +60,8 @@ class Credential:
 
 
 def parse_credential(node: Node) -> Credential:
-    header = node.str("header").lower()
-    fmt = node.str("format", "{key}")
+    header = node.text("header").lower()
+    fmt = node.text("format", "{key}")
     if fmt.count("{key}") != 1:
         node.fail("must contain '{key}' exactly once", "format")
     raw = node.raw("key")

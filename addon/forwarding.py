@@ -38,13 +38,13 @@ def upstream_headers(
         drop = drop - {"connection", "upgrade"}
     out: list[tuple[bytes, bytes]] = []
     present: set[str] = set()
-    for raw_name, value in fields:
+    for raw_name, raw_value in fields:
         name = raw_name.decode("latin-1").lower()
         if name in drop or name.startswith(STRIPPED_PREFIXES):
             continue
         if name not in FRAMING and not policy.forwards(name):
             continue
-        out.append((raw_name, value))
+        out.append((raw_name, raw_value))
         present.add(name)
     for name, value in policy.default:
         if name.lower() not in present:

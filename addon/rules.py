@@ -32,7 +32,7 @@ class Upstream:
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Only these endpoint ids (fal model ids such as `fal-ai/flux/dev`) may be called with `methods`."""
+    """Only these endpoint ids (fal model ids like `fal-ai/flux/dev`) may take `methods`."""
 
     allow: tuple[str, ...]
     methods: frozenset[str]
@@ -125,10 +125,10 @@ def _provider(name: str, node: Node) -> Provider:
     if not _NAME.fullmatch(name):
         node.fail("a provider name must be lower-case letters, digits, '-' or '_'")
     match = node.child("match")
-    prefix = match.str("prefix", None)
-    target_header = match.str("header", None)
-    target_query = match.str("query", None)
-    target_paths = match.str_list("paths", ())
+    prefix = match.text("prefix", None)
+    target_header = match.text("header", None)
+    target_query = match.text("query", None)
+    target_paths = match.texts("paths", ())
     match.finish()
     if prefix is None and target_header is None and target_query is None:
         match.fail("needs a prefix, a header or a query parameter")
@@ -146,14 +146,14 @@ def _provider(name: str, node: Node) -> Provider:
 
     upstream = None
     if prefix is not None:
-        upstream = _upstream(node, node.str("upstream"))
-    allow = tuple(_pattern(node, i, p) for i, p in enumerate(node.str_list("allow", ())))
+        upstream = _upstream(node, node.text("upstream"))
+    allow = tuple(_pattern(node, i, p) for i, p in enumerate(node.texts("allow", ())))
     if prefix is None and not allow:
         node.fail("a header-routed provider needs at least one allow pattern", "allow")
     if prefix is not None and allow:
         node.fail("only header-routed providers take allow patterns", "allow")
 
-    methods = frozenset(m.upper() for m in node.str_list("methods", tuple(DEFAULT_METHODS)))
+    methods = frozenset(m.upper() for m in node.texts("methods", tuple(DEFAULT_METHODS)))
     if bad := sorted(m for m in methods if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
         node.fail(f"'{bad[0]}' is not a method keyrelay forwards", "methods")
     provider = Provider(
@@ -196,12 +196,12 @@ def _pattern(node: Node, index: int, text: str) -> Pattern:
 def _headers(node: Node | None) -> HeaderPolicy:
     if node is None:
         return HeaderPolicy(None, frozenset(), (), ())
-    forward = node.str_list("forward", None)
+    forward = node.texts("forward", None)
     policy = HeaderPolicy(
         forward=tuple(h.lower() for h in forward) if forward is not None else None,
-        strip=frozenset(h.lower() for h in node.str_list("strip", ())),
-        set=tuple(node.str_map("set").items()),
-        default=tuple(node.str_map("default").items()),
+        strip=frozenset(h.lower() for h in node.texts("strip", ())),
+        set=tuple(node.text_map("set").items()),
+        default=tuple(node.text_map("default").items()),
     )
     for name, _ in policy.set + policy.default:
         if not _TOKEN.fullmatch(name):
@@ -213,14 +213,14 @@ def _headers(node: Node | None) -> HeaderPolicy:
 def _endpoints(node: Node | None) -> Endpoints | None:
     if node is None:
         return None
-    allow = node.str_list("allow")
+    allow = node.texts("allow")
     for i, endpoint in enumerate(allow):
         if not endpoint or endpoint.startswith("/") or ".." in endpoint.split("/"):
             node.fail("an endpoint id looks like 'fal-ai/flux/dev'", f"allow[{i}]")
     endpoints = Endpoints(
         allow=tuple(allow),
-        methods=frozenset(m.upper() for m in node.str_list("methods", ("POST",))),
-        hosts=frozenset(h.lower() for h in node.str_list("hosts", ())),
+        methods=frozenset(m.upper() for m in node.texts("methods", ("POST",))),
+        hosts=frozenset(h.lower() for h in node.texts("hosts", ())),
     )
     node.finish()
     return endpoints
