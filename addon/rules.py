@@ -110,10 +110,13 @@ def load(path: Path, environ: dict[str, str]) -> Rules:
 
 
 def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
+    defaults = root.child("defaults", None) or Node({}, root.file, "defaults")
     providers_node = root.child("providers")
     providers = tuple(
-        _provider(name, providers_node.child(name)) for name in list(providers_node.names())
+        _provider(name, providers_node.child(name), defaults)
+        for name in list(providers_node.names())
     )
+    defaults.finish()
     if not providers:
         root.fail("needs at least one provider", "providers")
     _check_unique(root, providers)
@@ -121,7 +124,14 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     return Rules(path, providers, env)
 
 
-def _provider(name: str, node: Node) -> Provider:
+def section(node: Node, defaults: Node, name: str) -> Node | None:
+    """A provider's own `name` section, else the one under `defaults`, else None."""
+    if name in node:
+        return node.child(name)
+    return defaults.child(name, None)
+
+
+def _provider(name: str, node: Node, defaults: Node) -> Provider:
     if not _NAME.fullmatch(name):
         node.fail("a provider name must be lower-case letters, digits, '-' or '_'")
     match = node.child("match")
