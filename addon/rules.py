@@ -126,9 +126,8 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
 
 def section(node: Node, defaults: Node, name: str) -> Node | None:
     """A provider's own `name` section, else the one under `defaults`, else None."""
-    if name in node:
-        return node.child(name)
-    return defaults.child(name, None)
+    inherited = defaults.child(name, None)
+    return node.child(name) if name in node else inherited
 
 
 def _provider(name: str, node: Node, defaults: Node) -> Provider:
