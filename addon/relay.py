@@ -23,6 +23,7 @@ from addon import connect_to, errorpage
 from addon.config_node import ConfigError
 from addon.forwarding import upstream_headers
 from addon.keys import KeyStore
+from addon.observe import Observer
 from addon.problems import Refusal
 from addon.routing import Route, Router
 from addon.rules import Rules
@@ -68,11 +69,13 @@ class KeyRelay:
         self._original_address: dict[str, connect_to.Address] = {}
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self.observe = Observer(lambda: (self.rules, self.keys), answer)
 
     # -- options ---------------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
         errorpage.install()
+        self.observe.load(loader)
         loader.add_option(
             "keyrelay_rules", str, str(DEFAULT_RULES), "Path of keyrelay's rules file."
         )
@@ -85,16 +88,17 @@ class KeyRelay:
         )
 
     def configure(self, updated: set[str]) -> None:
+        self.observe.configure(updated)
         if "keyrelay_connect_to" in updated:
             try:
                 self.connect_to = connect_to.parse(ctx.options.keyrelay_connect_to)
             except ValueError as e:
-                raise exceptions.OptionsError(f"keyrelay_connect_to: {e}") from e
-        if "keyrelay_rules" in updated:
+                raise exceptions.OptionsError(f"keyrelay_connect_to: {e}") from None
+        if "keyrelay_rules" in updated or "keyrelay_replay" in updated:
             try:
                 self._install(self._read_rules())
             except ConfigError as e:
-                raise exceptions.OptionsError(f"keyrelay_rules: {e}") from e
+                raise exceptions.OptionsError(f"keyrelay_rules: {e}") from None
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager mode connects to the reverse-mode target before keyrelay has routed.
             ctx.options.update(connection_strategy="lazy")
@@ -104,6 +108,7 @@ class KeyRelay:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_rules())
 
     def done(self) -> None:
+        self.observe.done()
         if self._watcher:
             self._watcher.cancel()
 
@@ -113,7 +118,7 @@ class KeyRelay:
         return load_rules(path, dict(os.environ))
 
     def _install(self, rules: Rules) -> None:
-        keys = KeyStore(rules)
+        keys = KeyStore(self.observe.keyed_rules(rules))
         self.rules, self.router, self.keys = rules, Router(rules), keys
         logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)
         keys.log_status(rules)
@@ -139,6 +144,8 @@ class KeyRelay:
         assert self.router is not None and self.keys is not None
         request = flow.request
         state: dict[str, Any] = flow.metadata.setdefault(STATE, {})
+        if self.observe.requestheaders(flow):  # keyrelay's own endpoints
+            return
         decision = self.router.route(request.method, request.path, request.headers.get)
         if isinstance(decision, Refusal):
             answer(flow, decision)
@@ -175,23 +182,19 @@ class KeyRelay:
 
     # -- responses ---------------------------------------------------------------------------
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.observe.responseheaders(flow)  # keep last: counts what streaming decided
+
     def response(self, flow: http.HTTPFlow) -> None:
-        self._redact(flow)
+        self.observe.response(flow)  # masks every secret, logs, counts
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._redact(flow)
-
-    def _redact(self, flow: http.HTTPFlow) -> None:
-        if self.keys is None:
-            return
-        for value, placeholder in self.keys.secrets().items():
-            for name, header in list(flow.request.headers.items(multi=True)):
-                if value in header:
-                    flow.request.headers[name] = header.replace(value, placeholder)
+        self.observe.error(flow)
 
     # -- upstream connections ----------------------------------------------------------------
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.observe.server_connect(data)  # replay mode: never the network
         address = data.server.address
         if address is None:
             return
@@ -202,10 +205,12 @@ class KeyRelay:
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         # mitmproxy reuses a connection only when its address equals the request's (host,
-        # port): put the name back once connected, or every request opens a new connection.
+        # port): put the name back once connected, or every request opens a new connection
+        # (and the sixth waits forever). Its setter refuses changes on an open connection to
+        # stop addons from redirecting one; this only restores the name it was opened for.
         original = self._original_address.pop(data.server.id, None)
         if original:
-            data.server.address = original
+            object.__setattr__(data.server, "address", original)
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._original_address.pop(data.server.id, None)
