@@ -278,7 +278,9 @@ def test_rules_are_reloaded_and_a_broken_edit_keeps_the_old(
 def test_bad_options_stop_mitmdump_naming_the_option(keyrelay_factory) -> None:
     bad_connect_to = keyrelay_factory(extra_args=["--set", "keyrelay_connect_to=x"], start=False)
     missing_rules = keyrelay_factory(rules_path=Path("/nonexistent/rules.yaml"), start=False)
+    misspelt = keyrelay_factory(extra_args=["--set", "keyrelay_conect_to=a:1=b:2"], start=False)
     for proc, message in [
+        (misspelt, "keyrelay_conect_to: unknown keyrelay option"),
         (bad_connect_to, "keyrelay_connect_to: 'x' is not HOST:PORT=ADDR:PORT"),
         (missing_rules, "keyrelay_rules: /nonexistent/rules.yaml: (top level): cannot be read"),
     ]:
