@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Prepare the real-client conformance environment: Debian's chromium and the Node clients in tests/clients.
+# Sourced by scripts/test (or run directly). Idempotent and quick when everything is already in place.
+# Fails loudly (non-zero exit, message on stderr) when something cannot be installed; it never skips silently.
+#   - chromium: `apt-get update && apt-get install -y chromium` only when /usr/bin/chromium is missing.
+#   - node clients: `npm ci` in tests/clients when node_modules is missing or older than package-lock.json.
+# Browsers are never downloaded by npm (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1): playwright-core drives /usr/bin/chromium.
+
+_keyrelay_setup_clients() {
+  local root clients chromium=/usr/bin/chromium stamp
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  clients="$root/tests/clients"
+  stamp="$clients/node_modules/.keyrelay-installed"
+
+  _kr_fail() { echo "keyrelay setup-clients: ERROR: $*" >&2; return 1; }
+
+  # --- chromium (Debian package) ---
+  if [ ! -x "$chromium" ]; then
+    command -v apt-get >/dev/null 2>&1 || { _kr_fail "$chromium is missing and apt-get is not available to install it"; return 1; }
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+      command -v sudo >/dev/null 2>&1 || { _kr_fail "$chromium is missing; installing it needs root (or sudo)"; return 1; }
+      sudo="sudo"
+    fi
+    echo "keyrelay setup-clients: installing Debian chromium (apt-get)" >&2
+    if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
+           $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >&2; }; then
+      _kr_fail "apt-get could not install chromium"; return 1
+    fi
+    [ -x "$chromium" ] || { _kr_fail "chromium was installed but $chromium does not exist"; return 1; }
+  fi
+  "$chromium" --version >/dev/null 2>&1 || { _kr_fail "$chromium does not run ($chromium --version failed)"; return 1; }
+
+  # --- node + npm ---
+  command -v node >/dev/null 2>&1 || { _kr_fail "node is not installed (needs Node >= 20)"; return 1; }
+  command -v npm >/dev/null 2>&1 || { _kr_fail "npm is not installed"; return 1; }
+  node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' ||
+    { _kr_fail "Node >= 20 is needed, found $(node --version)"; return 1; }
+  [ -f "$clients/package-lock.json" ] || { _kr_fail "$clients/package-lock.json is missing"; return 1; }
+
+  # --- node_modules ---
+  if [ ! -f "$stamp" ] || [ "$clients/package-lock.json" -nt "$stamp" ] || [ "$clients/package.json" -nt "$stamp" ]; then
+    echo "keyrelay setup-clients: npm ci in $clients" >&2
+    if ! (cd "$clients" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2); then
+      _kr_fail "npm ci failed in $clients"; return 1
+    fi
+    touch "$stamp"
+  fi
+  local mod
+  for mod in @fal-ai/client @inferencesh/sdk playwright-core esbuild; do
+    [ -f "$clients/node_modules/$mod/package.json" ] || { _kr_fail "node module $mod is missing after npm ci"; return 1; }
+  done
+
+  # --- browser bundle of @fal-ai/client (built locally from node_modules with esbuild; not committed) ---
+  local bundle="$clients/browser/fal-client.js"
+  if [ ! -f "$bundle" ] || [ "$stamp" -nt "$bundle" ] || [ "$clients/browser/build.mjs" -nt "$bundle" ]; then
+    (cd "$clients" && node browser/build.mjs >&2) || { _kr_fail "building $bundle failed"; return 1; }
+  fi
+  export KEYRELAY_CHROMIUM="$chromium"
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  # Run as a script.
+  set -euo pipefail
+  _keyrelay_setup_clients
+  echo "keyrelay setup-clients: ok ($(/usr/bin/chromium --version 2>/dev/null), node $(node --version))" >&2
+else
+  # Sourced: fail the caller loudly as well.
+  _keyrelay_setup_clients || { echo "keyrelay setup-clients: failed" >&2; return 1; }
+fi
