@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from addon.config_node import Node
+from addon.keysources.spec import (
+    EnvSource,
+    KeySource,
+    PoolSpec,
+    TenantSpec,
+    parse_pool,
+    parse_sources,
+    parse_tenants,
+)
+
+__all__ = ["CLIENT_CREDENTIAL_HEADERS", "Credential", "EnvSource", "parse_credential"]
 
 # Headers that carry a credential in one provider's API or another. The client never
 # chooses the key: all of them are removed before keyrelay sets its own.
@@ -22,33 +32,21 @@ CLIENT_CREDENTIAL_HEADERS = frozenset(
     }
 )
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@dataclass(frozen=True, slots=True)
-class EnvSource:
-    """A key read from one environment variable, or several joined with ':' (fal's id:secret)."""
-
-    names: tuple[str, ...]
-
-    def read(self, env: dict[str, str]) -> str | None:
-        values = [env.get(name, "").strip() for name in self.names]
-        return ":".join(values) if all(values) else None
-
-    def describe(self) -> str:
-        return " and ".join(self.names)
-
 
 @dataclass(frozen=True, slots=True)
 class Credential:
     header: str
     format: str  # with one "{key}"
-    sources: tuple[EnvSource, ...]  # alternatives, first available wins
+    sources: tuple[KeySource, ...]  # `key:` alternatives, first available wins; may be empty
+    pool: PoolSpec | None = None  # instead of `key:`: several keys, round-robin
+    tenants: TenantSpec | None = None  # per-tenant keys; `key`/`pool` is then the fallback
 
     def resolve(self, env: dict[str, str]) -> str | None:
-        """The key from the first source that is fully set, or None."""
+        """The key from the first environment source that is fully set, or None.
+
+        Files and commands are live sources: `addon.keys.KeyStore` reads and watches them."""
         for source in self.sources:
-            if (key := source.read(env)) is not None:
+            if isinstance(source, EnvSource) and (key := source.read(env)) is not None:
                 return key
         return None
 
@@ -56,7 +54,8 @@ class Credential:
         return self.format.replace("{key}", key)
 
     def describe_missing(self) -> str:
-        return " or ".join(s.describe() for s in self.sources)
+        sources = self.sources or (self.pool.sources if self.pool else ())
+        return " or ".join(s.describe() for s in sources) or "a key for this tenant"
 
 
 def parse_credential(node: Node) -> Credential:
@@ -64,24 +63,12 @@ def parse_credential(node: Node) -> Credential:
     fmt = node.text("format", "{key}")
     if fmt.count("{key}") != 1:
         node.fail("must contain '{key}' exactly once", "format")
-    raw = node.raw("key")
-    alternatives = raw if isinstance(raw, list) else [raw]
-    sources = tuple(_source(node, f"key[{i}]", alt) for i, alt in enumerate(alternatives))
-    if not sources:
-        node.fail("needs at least one source", "key")
+    pool = parse_pool(node.child("pool", None))
+    tenants = parse_tenants(node.child("tenants", None))
+    sources = parse_sources(node, "key") if "key" in node or not (pool or tenants) else ()
+    if pool and sources:
+        node.fail("use either key or pool, not both", "pool")
+    if tenants and tenants.fallback == "shared" and not (pool or sources):
+        node.fail("fallback: shared needs a key or a pool beside tenants", "tenants.fallback")
     node.finish()
-    return Credential(header, fmt, sources)
-
-
-def _source(node: Node, key: str, value: object) -> EnvSource:
-    if not isinstance(value, dict) or set(value) != {"env"}:
-        node.fail("a key source is {env: NAME} or {env: [ID, SECRET]}", key)
-    names = value["env"]
-    names = [names] if isinstance(names, str) else names
-    if (
-        not isinstance(names, list)
-        or not names
-        or not all(isinstance(n, str) and _ENV_NAME.fullmatch(n) for n in names)
-    ):
-        node.fail("env must name one or more environment variables", key)
-    return EnvSource(tuple(names))
+    return Credential(header, fmt, sources, pool, tenants)

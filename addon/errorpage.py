@@ -30,8 +30,11 @@ def message(status: int, reason: str, detail: str) -> str:
 
 
 def problem_for(status: int, message_text: str) -> tuple[int, bytes]:
-    if message_text.startswith(PREFIX):
-        code, reason, detail = message_text[len(PREFIX) :].split(":", 2)
+    # mitmproxy may wrap it: "Connection killed: keyrelay:..." for a refused server_connect.
+    _, found, ours = message_text.partition(PREFIX)
+    code, _, rest = ours.partition(":")
+    if found and code.isdigit() and ":" in rest:
+        reason, detail = rest.split(":", 1)
         return int(code), problem_body(int(code), reason, detail)
     reason, detail = _GENERIC.get(
         status, ("proxy-error", "keyrelay could not complete the request.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -19,15 +20,17 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
-from addon import connect_to, errorpage
+from addon import connect_to, cors_flow, errorpage
 from addon.config_node import ConfigError
 from addon.forwarding import upstream_headers
+from addon.guard import Guard
 from addon.keys import KeyStore
 from addon.observe import Observer
 from addon.problems import Refusal
 from addon.routing import Route, Router
 from addon.rules import Rules
 from addon.rules import load as load_rules
+from addon.transport import Fidelity
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +39,31 @@ RELOAD_INTERVAL = 1.0
 STATE = "keyrelay"  # flow.metadata key: what keyrelay decided, never a secret
 
 
-def fail_closed(hook: Callable[..., None]) -> Callable[..., None]:
+def fail_closed(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Turn an exception in a flow hook into a 500 problem that is never forwarded."""
+
+    def internal_error(flow: http.HTTPFlow) -> None:
+        logger.exception("keyrelay: internal error in %s", hook.__name__)
+        flow.metadata.setdefault(STATE, {})["decision"] = "refused: internal-error"
+        answer(flow, Refusal(500, "internal-error", "keyrelay failed to handle this request"))
+
+    if inspect.iscoroutinefunction(hook):  # async hooks (authentication may await a service)
+
+        @functools.wraps(hook)
+        async def guarded_async(self: KeyRelay, flow: http.HTTPFlow) -> None:
+            try:
+                await hook(self, flow)
+            except Exception:
+                internal_error(flow)
+
+        return guarded_async
 
     @functools.wraps(hook)
     def guarded(self: KeyRelay, flow: http.HTTPFlow) -> None:
         try:
             hook(self, flow)
         except Exception:
-            logger.exception("keyrelay: internal error in %s", hook.__name__)
-            flow.metadata.setdefault(STATE, {})["decision"] = "refused: internal-error"
-            answer(flow, Refusal(500, "internal-error", "keyrelay failed to handle this request"))
+            internal_error(flow)
 
     return guarded
 
@@ -55,7 +72,10 @@ def answer(flow: http.HTTPFlow, refusal: Refusal) -> None:
     headers = {"content-type": "application/json", **dict(refusal.headers)}
     if flow.response is not None:
         flow.response.stream = False
+    # An answered request is never streamed upstream (mitmproxy refuses both at once, crashing).
+    flow.request.stream = False
     flow.response = http.Response.make(refusal.status, refusal.body(), headers)
+    cors_flow.decorate(flow)  # an allowed origin must be able to read the problem
     state = flow.metadata.setdefault(STATE, {})
     state["decision"] = f"refused: {refusal.reason}"
 
@@ -65,11 +85,13 @@ class KeyRelay:
         self.rules: Rules | None = None
         self.router: Router | None = None
         self.keys: KeyStore | None = None
+        self.guard: Guard | None = None  # auth, limits, body rules (addon/guard.py)
         self.connect_to: dict[connect_to.Address, connect_to.Address] = {}
         self._original_address: dict[str, connect_to.Address] = {}
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.observe = Observer(lambda: (self.rules, self.keys), answer)
+        self.transport = Fidelity()  # streams, encodings, size limit, timeouts
 
     # -- options ---------------------------------------------------------------------------
 
@@ -89,6 +111,10 @@ class KeyRelay:
 
     def configure(self, updated: set[str]) -> None:
         self.observe.configure(updated)
+        # mitmproxy silently keeps unknown `--set` names for later; a misspelt keyrelay option
+        # (say keyrelay_conect_to) would otherwise send traffic to the real providers.
+        if misspelt := sorted(k for k in ctx.options.deferred if k.startswith("keyrelay_")):
+            raise exceptions.OptionsError(f"{misspelt[0]}: unknown keyrelay option")
         if "keyrelay_connect_to" in updated:
             try:
                 self.connect_to = connect_to.parse(ctx.options.keyrelay_connect_to)
@@ -104,11 +130,18 @@ class KeyRelay:
             ctx.options.update(connection_strategy="lazy")
 
     def running(self) -> None:
+        self.observe.running()
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_rules())
+        if self.guard:
+            self.guard.start()
 
     def done(self) -> None:
         self.observe.done()
+        if self.keys:
+            self.keys.stop()  # file watchers, key commands
+        if self.guard:
+            self.guard.stop()
         if self._watcher:
             self._watcher.cancel()
 
@@ -118,7 +151,9 @@ class KeyRelay:
         return load_rules(path, dict(os.environ))
 
     def _install(self, rules: Rules) -> None:
-        keys = KeyStore(self.observe.keyed_rules(rules))
+        keys = KeyStore(self.observe.keyed_rules(rules), self.keys)  # keeps live sources
+        self.guard = Guard(rules, self.guard)
+        self.guard.warn_if_exposed(ctx.options.listen_host)
         self.rules, self.router, self.keys = rules, Router(rules), keys
         logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)
         keys.log_status(rules)
@@ -140,10 +175,12 @@ class KeyRelay:
     # -- requests ----------------------------------------------------------------------------
 
     @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        assert self.router is not None and self.keys is not None
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        assert self.router is not None and self.keys is not None and self.guard is not None
         request = flow.request
         state: dict[str, Any] = flow.metadata.setdefault(STATE, {})
+        if cors_flow.requestheaders(self.rules, flow, answer):  # preflight: before any auth
+            return
         if self.observe.requestheaders(flow):  # keyrelay's own endpoints
             return
         decision = self.router.route(request.method, request.path, request.headers.get)
@@ -153,17 +190,15 @@ class KeyRelay:
         route: Route = decision
         provider = route.provider
         state["provider"] = provider.name
-        key = self.keys.key_for(provider)
-        if key is None:
-            answer(
-                flow,
-                Refusal(
-                    503,
-                    "key-not-configured",
-                    f"{provider.name} is not configured: set "
-                    f"{provider.credential.describe_missing()}",
-                ),
-            )
+        if refusal := self.transport.requestheaders(flow, route):  # size limit, streaming
+            answer(flow, refusal)
+            return
+        if refusal := await self.guard.admit(flow, route):  # who may, how often (guard.py)
+            answer(flow, refusal)
+            return
+        key = await self.keys.pick(provider, state)  # tenant, pool or shared key (keys.py)
+        if isinstance(key, Refusal):
+            answer(flow, key)
             return
         request.headers.fields = upstream_headers(
             request.headers.fields,
@@ -183,18 +218,35 @@ class KeyRelay:
     # -- responses ---------------------------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.keys:
+            self.keys.feedback(flow)  # a pool key answered 429/401 rests a while
+        cors_flow.responseheaders(flow)  # keyrelay's CORS headers, never the upstream's
+        self.transport.responseheaders(flow)  # streaming, content-encoding, head fixes
         self.observe.responseheaders(flow)  # keep last: counts what streaming decided
 
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        if self.guard and (refusal := self.guard.check_body(flow)):  # body rules, body whole
+            answer(flow, refusal)
+        self.transport.request(flow)  # the time to first byte starts now
+
     def response(self, flow: http.HTTPFlow) -> None:
+        self.transport.response(flow)  # decodes a buffered body, stops the timers
+        if self.guard:
+            self.guard.release(flow)  # frees the request's concurrency slot
         self.observe.response(flow)  # masks every secret, logs, counts
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self.transport.error(flow)
+        if self.guard:
+            self.guard.release(flow)
         self.observe.error(flow)
 
     # -- upstream connections ----------------------------------------------------------------
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.observe.server_connect(data)  # replay mode: never the network
+        self.transport.server_connect(data)  # connect timeout, HTTP/2 offer
         address = data.server.address
         if address is None:
             return
@@ -208,11 +260,13 @@ class KeyRelay:
         # port): put the name back once connected, or every request opens a new connection
         # (and the sixth waits forever). Its setter refuses changes on an open connection to
         # stop addons from redirecting one; this only restores the name it was opened for.
+        self.transport.server_connected(data)
         original = self._original_address.pop(data.server.id, None)
         if original:
             object.__setattr__(data.server, "address", original)
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.transport.server_connected(data)
         self._original_address.pop(data.server.id, None)
 
 

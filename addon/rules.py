@@ -10,9 +10,15 @@ from urllib.parse import urlsplit
 import yaml
 
 from addon import envfile
+from addon.auth import AuthSpec, parse_auth
 from addon.config_node import ConfigError, Node
+from addon.cors import NO_CORS, CorsPolicy, parse_cors
 from addon.credentials import Credential, parse_credential
+from addon.endpoints import Admin, parse_admin
+from addon.ratelimit import BackendSpec, LimitSpec, parse_backend, parse_limits
 from addon.targets import Pattern, PatternError, compile_pattern
+from addon.transport import Transport, parse_transport
+from addon.validation import ValidationSpec, parse_validation
 
 RulesError = ConfigError
 
@@ -74,6 +80,11 @@ class Provider:
     target_paths: tuple[str, ...] = ()  # where a request without a target is a 400, not a 404
     allow: tuple[Pattern, ...] = ()
     endpoints: Endpoints | None = None
+    auth: AuthSpec = field(default_factory=AuthSpec)
+    limits: LimitSpec = field(default_factory=LimitSpec)
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
+    transport: Transport = field(default_factory=Transport)  # streams, sizes, timeouts
+    cors: CorsPolicy = NO_CORS  # browsers on other origins: none allowed unless configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,9 @@ class Rules:
     source: Path
     providers: tuple[Provider, ...]
     env: dict[str, str] = field(repr=False)
+    admin: Admin = field(default_factory=Admin)  # /_keyrelay/ endpoints: who may read them
+    limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
+    cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
 
     def prefixed(self) -> tuple[Provider, ...]:
         """Prefix-routed providers, longest prefix first."""
@@ -111,6 +125,7 @@ def load(path: Path, environ: dict[str, str]) -> Rules:
 
 def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     defaults = root.child("defaults", None) or Node({}, root.file, "defaults")
+    cors = parse_cors(defaults.child("cors", None))
     providers_node = root.child("providers")
     providers = tuple(
         _provider(name, providers_node.child(name), defaults)
@@ -120,8 +135,10 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     if not providers:
         root.fail("needs at least one provider", "providers")
     _check_unique(root, providers)
+    admin = parse_admin(root.child("admin", None))
+    limits_backend = parse_backend(root.child("limits_backend", None))
     root.finish()
-    return Rules(path, providers, env)
+    return Rules(path, providers, env, admin, limits_backend=limits_backend, cors=cors)
 
 
 def section(node: Node, defaults: Node, name: str) -> Node | None:
@@ -177,6 +194,12 @@ def _provider(name: str, node: Node, defaults: Node) -> Provider:
         target_paths=target_paths,
         allow=allow,
         endpoints=_endpoints(node.child("endpoints", None)),
+        auth=parse_auth(section(node, defaults, "auth")),
+        limits=parse_limits(section(node, defaults, "limits")),
+        validation=parse_validation(section(node, defaults, "validation")),
+        transport=parse_transport(section(node, defaults, "transport")),
+        # Keys a provider's cors leaves out come from defaults.cors (e.g. credentials only).
+        cors=parse_cors(node.child("cors", None), parse_cors(defaults.child("cors", None))),
     )
     node.finish()
     return provider

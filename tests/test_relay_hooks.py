@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,42 +15,45 @@ from addon.relay import KeyRelay
 RULES = Path(__file__).resolve().parent.parent / "rules.yaml"
 
 
-@pytest.fixture
-def relay() -> KeyRelay:
-    return KeyRelay()
-
-
 def test_an_exception_in_a_hook_answers_500_and_is_not_forwarded(
-    relay: KeyRelay, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with taddons.context(relay) as tctx:
-        tctx.configure(relay, keyrelay_rules=str(RULES))
-        assert relay.router is not None
+    async def scenario() -> None:
+        relay = KeyRelay()
+        with taddons.context(relay) as tctx:
+            tctx.configure(relay, keyrelay_rules=str(RULES))
+            assert relay.router is not None
 
-        def broken(*_args: object) -> None:
-            raise RuntimeError("boom with a secret-looking value sk-live-123")
+            def broken(*_args: object) -> None:
+                raise RuntimeError("boom with a secret-looking value sk-live-123")
 
-        monkeypatch.setattr(relay.router, "route", broken)
-        flow = tflow.tflow()
-        flow.request.path = "/api/anthropic/v1/messages"
-        relay.requestheaders(flow)
-        assert flow.response is not None
-        assert flow.response.status_code == 500
-        assert b"sk-live-123" not in flow.response.content
-        assert flow.metadata["keyrelay"]["decision"] == "refused: internal-error"
+            monkeypatch.setattr(relay.router, "route", broken)
+            flow = tflow.tflow()
+            flow.request.path = "/api/anthropic/v1/messages"
+            await relay.requestheaders(flow)
+            assert flow.response is not None
+            assert flow.response.status_code == 500
+            assert b"sk-live-123" not in flow.response.content
+            assert flow.metadata["keyrelay"]["decision"] == "refused: internal-error"
+
+    asyncio.run(scenario())
 
 
-def test_connect_to_redirects_and_restores_the_address(relay: KeyRelay) -> None:
-    with taddons.context(relay) as tctx:
-        tctx.configure(
-            relay,
-            keyrelay_rules=str(RULES),
-            keyrelay_connect_to=["api.openai.com:443=127.0.0.1:9443"],
-        )
-        server = Server(address=("api.openai.com", 443))
-        data = ServerConnectionHookData(server=server, client=tflow.tclient_conn())
-        relay.server_connect(data)
-        assert server.address == ("127.0.0.1", 9443)
-        server.state = ConnectionState.OPEN
-        relay.server_connected(data)
-        assert server.address == ("api.openai.com", 443)
+def test_connect_to_redirects_and_restores_the_address() -> None:
+    async def scenario() -> None:
+        relay = KeyRelay()
+        with taddons.context(relay) as tctx:
+            tctx.configure(
+                relay,
+                keyrelay_rules=str(RULES),
+                keyrelay_connect_to=["api.openai.com:443=127.0.0.1:9443"],
+            )
+            server = Server(address=("api.openai.com", 443))
+            data = ServerConnectionHookData(server=server, client=tflow.tclient_conn())
+            relay.server_connect(data)
+            assert server.address == ("127.0.0.1", 9443)
+            server.state = ConnectionState.OPEN
+            relay.server_connected(data)
+            assert server.address == ("api.openai.com", 443)
+
+    asyncio.run(scenario())

@@ -1,0 +1,70 @@
+"""One structured line per request: who, which provider, what, how it went. Never a key, a
+body, or a query value (queries can carry secrets: only the path is logged)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+FORMATS = ("text", "json", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    time: float  # request arrival, epoch seconds
+    identity: str
+    provider: str | None
+    method: str
+    host: str | None  # upstream host; None when nothing was forwarded
+    path: str  # upstream path (or the client's, when refused), without the query
+    status: int | None  # what the client got; None when the flow failed without a response
+    bytes_in: int  # request body bytes received from the client
+    bytes_out: int  # response body bytes sent to the client
+    duration_ms: float | None
+    ttfb_ms: float | None
+    decision: str  # "forwarded", "refused", "replayed", "admin", "error"
+    refusal: str | None = None  # the refusal reason, when keyrelay answered itself
+    error: str | None = None  # why the flow failed (client went away, upstream unreachable)
+
+
+def as_json(entry: Entry) -> str:
+    data = asdict(entry)
+    data["time"] = _iso(entry.time)
+    return json.dumps({k: v for k, v in data.items() if v is not None}, separators=(",", ":"))
+
+
+def as_text(entry: Entry) -> str:
+    target = f"{entry.host}{entry.path}" if entry.host else entry.path
+    parts = [
+        _iso(entry.time),
+        entry.identity,
+        entry.provider or "-",
+        entry.method,
+        target,
+        str(entry.status) if entry.status is not None else "-",
+        f"in={entry.bytes_in}",
+        f"out={entry.bytes_out}",
+        f"dur={_ms(entry.duration_ms)}",
+        f"ttfb={_ms(entry.ttfb_ms)}",
+        entry.decision,
+    ]
+    if entry.refusal:
+        parts.append(f"reason={entry.refusal}")
+    if entry.error:
+        parts.append(f"error={json.dumps(entry.error)}")
+    return " ".join(parts)
+
+
+def render(entry: Entry, fmt: str) -> str | None:
+    if fmt == "off":
+        return None
+    return as_json(entry) if fmt == "json" else as_text(entry)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"

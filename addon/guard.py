@@ -1,0 +1,165 @@
+"""Who may spend the keys, how fast, and on what: authentication, rate limits and body rules,
+wired to mitmproxy. relay.py makes one call per hook into the Guard built for the current rules.
+
+Order in `requestheaders`: authenticate (401/403) -> check the body can be validated (411/413/
+415) -> charge the rate limits (429, or 503 when the shared store is down and failing closed).
+The body rules run in `request`, once the (kept buffered) body is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from typing import Any
+
+from mitmproxy import ctx, http
+from mitmproxy.utils import human
+
+from addon import validation
+from addon.auth.gate import AuthSetupError, Gate, Shared
+from addon.auth.identity import STATE
+from addon.config_node import ConfigError
+from addon.problems import Refusal
+from addon.ratelimit.limiter import Admitted, Limiter, make_store
+from addon.routing import Route
+from addon.rules import Provider, Rules
+from addon.targets import Target
+
+logger = logging.getLogger(__name__)
+
+
+class Guard:
+    def __init__(self, rules: Rules, previous: Guard | None = None) -> None:
+        self.providers = {p.name: p for p in rules.providers}
+        self.shared: Shared = previous.shared if previous else Shared()
+        try:
+            self.gates = {p.name: Gate(p.auth, rules.env, self.shared) for p in rules.providers}
+        except AuthSetupError as e:
+            raise ConfigError(str(rules.source), "auth", str(e)) from e
+        backend = rules.limits_backend
+        if previous is not None and previous.limiter.backend == backend:
+            store = previous.limiter.store
+        else:
+            store = make_store(backend)
+            if previous is not None:
+                _spawn(previous.limiter.store.close())
+        self.limiter: Limiter = Limiter(backend, store)
+        # Open requests holding a concurrency slot, by flow id; they outlive a rules reload.
+        self._open: dict[str, Admitted] = previous._open if previous else {}
+
+    def start(self) -> None:
+        """Begin background work (JWKS refresh); call with the event loop running."""
+        self.shared.start()
+
+    def stop(self) -> None:
+        self.shared.stop()
+
+    def warn_if_exposed(self, listen_host: str) -> None:
+        open_providers = [p.name for p in self.providers.values() if p.auth.mode == "none"]
+        if open_providers and not _loopback(listen_host):
+            logger.warning(
+                "keyrelay: WARNING: listening on %s with NO client authentication for %s: "
+                "anyone who can reach this address can spend those keys. Set auth: in rules.yaml.",
+                listen_host or "all interfaces",
+                ", ".join(open_providers),
+            )
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    async def admit(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
+        """requestheaders: None lets the request go on (the caller then routes it)."""
+        request = flow.request
+        if _preflight(request):
+            return None  # CORS preflights carry no credentials and are answered without any
+        provider = route.provider
+        header = request.headers.get
+        peer = flow.client_conn.peername
+        identity = await self.gates[provider.name].authenticate(
+            request.method, request.path, header, str(peer[0]) if peer else "unknown"
+        )
+        if isinstance(identity, Refusal):
+            return identity
+        state: dict[str, Any] = flow.metadata.setdefault(STATE, {})
+        state["identity"] = str(identity)
+        # keyrelay's own credential never goes upstream (routing drops Authorization and
+        # Cookie already; a custom header is dropped here).
+        request.headers.pop(provider.auth.header, None)
+
+        spec = provider.validation
+        if spec.reads_body:
+            if refusal := validation.prepare(spec, request.method, header, _buffer_limit()):
+                return refusal
+            request.stream = False  # keep it buffered: the `request` hook checks it whole
+        path, _, query = route.path.partition("?")
+        admitted = await self.limiter.admit(
+            provider.limits,
+            provider.name,
+            str(identity),
+            request.method,
+            Target(route.host, path, query),
+        )
+        if isinstance(admitted, Refusal):
+            return admitted
+        if admitted.slots is not None:
+            self._open[flow.id] = admitted
+        return None
+
+    def check_body(self, flow: http.HTTPFlow) -> Refusal | None:
+        """request: the body rules, on the complete body."""
+        provider = self._provider_of(flow)
+        if flow.response is not None or provider is None or not provider.validation.reads_body:
+            return None
+        if flow.request.stream:
+            # Already sent upstream: prepare() should have made this impossible.
+            logger.error("keyrelay: a body that needed checking was streamed")
+            return Refusal(500, "internal-error", "the body could not be checked")
+        return validation.check_body(
+            provider.validation,
+            flow.request.headers.get("content-type", ""),
+            flow.request.raw_content or b"",
+        )
+
+    def release(self, flow: http.HTTPFlow) -> None:
+        """response / error: give back the request's concurrency slot."""
+        admitted = self._open.pop(flow.id, None)
+        if admitted is not None:
+            _spawn(self.limiter.release(admitted))
+
+    def _provider_of(self, flow: http.HTTPFlow) -> Provider | None:
+        name = flow.metadata.get(STATE, {}).get("provider")
+        return self.providers.get(name) if name else None
+
+
+def _preflight(request: http.Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "origin" in request.headers
+        and "access-control-request-method" in request.headers
+    )
+
+
+def _buffer_limit() -> int | None:
+    """mitmproxy starts streaming a buffered body past `stream_large_bodies`: stay below it."""
+    try:
+        return human.parse_size(ctx.options.stream_large_bodies)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coroutine: Any) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _tasks.add(task)  # keep a reference until done, or the task may be collected mid-way
+    task.add_done_callback(_tasks.discard)

@@ -1,0 +1,111 @@
+"""Prometheus metrics, in keyrelay's own registry (not the process-global default one).
+
+Other modules record through the functions here, e.g. the limits module calls
+`metrics.rate_limited(provider)` when it refuses a request for its rate.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# `*_created` samples double the output and say nothing a scraper needs here.
+disable_created_metrics()
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+NO_PROVIDER = "none"  # the label of requests no provider matched
+
+# AI calls run from milliseconds (a status poll) to minutes (a long generation).
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, float("inf"))
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "keyrelay_requests",
+    "Requests handled, by provider and the status the client got ('error' when none).",
+    ["provider", "status"],
+    registry=REGISTRY,
+)
+REFUSALS = Counter(
+    "keyrelay_refusals",
+    "Requests keyrelay answered itself instead of forwarding, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "keyrelay_upstream_duration_seconds",
+    "Forwarded requests: from the request's arrival to the response's last byte.",
+    ["provider"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+TTFB = Histogram(
+    "keyrelay_upstream_ttfb_seconds",
+    "Forwarded requests: from the request's arrival to the upstream response head.",
+    ["provider"],
+    buckets=_BUCKETS,
+    registry=REGISTRY,
+)
+BYTES = Counter(
+    "keyrelay_body_bytes",
+    "Body bytes relayed, by provider and direction (request: to upstream, response: to client).",
+    ["provider", "direction"],
+    registry=REGISTRY,
+)
+OPEN_STREAMS = Gauge(
+    "keyrelay_open_streams",
+    "Streamed responses currently being relayed.",
+    ["provider"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "keyrelay_rate_limited",
+    "Requests refused by a rate limit, by provider.",
+    ["provider"],
+    registry=REGISTRY,
+)
+
+
+def request_done(provider: str | None, status: int | None) -> None:
+    REQUESTS.labels(provider or NO_PROVIDER, str(status) if status else "error").inc()
+
+
+def refused(reason: str) -> None:
+    REFUSALS.labels(reason).inc()
+
+
+def upstream_timing(provider: str, duration: float | None, ttfb: float | None) -> None:
+    if duration is not None:
+        LATENCY.labels(provider).observe(max(duration, 0.0))
+    if ttfb is not None:
+        TTFB.labels(provider).observe(max(ttfb, 0.0))
+
+
+def body_bytes(provider: str | None, sent: int, received: int) -> None:
+    label = provider or NO_PROVIDER
+    BYTES.labels(label, "request").inc(sent)
+    BYTES.labels(label, "response").inc(received)
+
+
+def stream_opened(provider: str) -> None:
+    OPEN_STREAMS.labels(provider).inc()
+
+
+def stream_closed(provider: str) -> None:
+    OPEN_STREAMS.labels(provider).dec()
+
+
+def rate_limited(provider: str) -> None:
+    """For the limits module: one request refused by a rate limit."""
+    RATE_LIMITED.labels(provider).inc()
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,305 @@
+"""Seeing traffic: keyrelay's endpoints, the access log, metrics, mitmweb's flow summary, and
+masking every secret before a flow is stored or shown. relay.py calls one method per hook.
+
+Per-flow bookkeeping that holds a secret (the client's credential) stays in this object's
+memory, keyed by flow id, and is dropped when the flow ends; flow.metadata never holds one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http, io
+from mitmproxy.proxy import server_hooks
+
+from addon import accesslog, endpoints, metrics, redaction, replay
+from addon.keys import KeyStore
+from addon.problems import Refusal
+from addon.rules import Provider, Rules
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("keyrelay.access")
+
+STATE = "keyrelay"
+REFUSED_MARK = ":no_entry_sign:"
+ERROR_MARK = ":warning:"
+
+Current = Callable[[], tuple[Rules | None, KeyStore | None]]
+Answer = Callable[[http.HTTPFlow, Refusal], None]
+
+
+@dataclass
+class _Live:
+    flow: http.HTTPFlow
+    client_secrets: dict[str, str]
+    streamed_bytes: int = 0
+    streaming: str | None = None  # the provider whose open-streams gauge this flow holds
+
+
+class Observer:
+    def __init__(self, current: Current, answer: Answer) -> None:
+        self._current = current
+        self._answer = answer
+        self._live: dict[str, _Live] = {}
+        self._log_file: Path | None = None
+
+    # -- options -----------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "keyrelay_access_log",
+            str,
+            "text",
+            "One line per request: text, json or off.",
+            choices=list(accesslog.FORMATS),
+        )
+        loader.add_option(
+            "keyrelay_access_log_file",
+            str,
+            "",
+            "Also append each access log line to this file (bare lines, no log prefix).",
+        )
+        loader.add_option(
+            "keyrelay_replay",
+            bool,
+            False,
+            "Replay mode (with server_replay=FILE): placeholder keys, never the network.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "keyrelay_access_log_file" in updated:
+            path = ctx.options.keyrelay_access_log_file
+            self._log_file = Path(path).expanduser() if path else None
+            if self._log_file and not self._log_file.parent.is_dir():
+                raise exceptions.OptionsError(
+                    f"keyrelay_access_log_file: {self._log_file.parent} is not a directory"
+                )
+
+    @property
+    def replaying(self) -> bool:
+        return bool(ctx.options.keyrelay_replay)
+
+    def keyed_rules(self, rules: Rules) -> Rules:
+        """The rules whose keys the KeyStore should load: placeholders in replay mode."""
+        return replay.offline(rules) if self.replaying else rules
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> bool:
+        """Before routing. Remembers the client's credential (to mask it later) and answers
+        keyrelay's own endpoints. True when the flow is answered."""
+        rules, keys = self._current()
+        secrets = redaction.client_credentials(flow.request.headers)
+        self._live[flow.id] = _Live(flow, secrets)
+        if not endpoints.is_admin_path(flow.request.path) or rules is None:
+            return False
+        admin = rules.admin
+        result = endpoints.serve(
+            admin,
+            admin.token_value(rules.env),
+            flow.request.method,
+            flow.request.path,
+            _peer_ip(flow),
+            flow.request.headers.get("authorization"),
+            lambda: {p.name: bool(keys and keys.key_for(p)) for p in rules.providers},
+        )
+        if isinstance(result, Refusal):
+            self._answer(flow, result)
+        else:
+            flow.response = http.Response.make(
+                result.status, result.body, {"content-type": result.content_type}
+            )
+            flow.metadata.setdefault(STATE, {})["decision"] = "admin"
+        return True
+
+    def running(self) -> None:
+        if self.replaying:
+            self._load_recording()
+
+    def _load_recording(self) -> None:
+        """Give server_replay only the responses keyrelay forwarded. A recorded refusal or
+        health answer must not stand in for what keyrelay decides now: mitmproxy's replay
+        replaces any response an addon set, and matching ignores headers (so credentials)."""
+        try:
+            flows = io.read_flows_from_paths(ctx.options.server_replay)
+        except exceptions.FlowReadException as e:
+            raise exceptions.OptionsError(f"server_replay: {e}") from e
+        forwarded = [
+            f
+            for f in flows
+            if isinstance(f, http.HTTPFlow)
+            and f.response is not None
+            and f.metadata.get(STATE, {}).get("decision") == "forwarded"
+        ]
+        ctx.master.commands.call("replay.server", forwarded)
+        logger.info(
+            "keyrelay: replaying %d recorded responses (%d flows skipped: not forwarded)",
+            len(forwarded),
+            len(flows) - len(forwarded),
+        )
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """After the response head is settled: count streamed bytes and open streams."""
+        live = self._live.get(flow.id)
+        response = flow.response
+        if live is None or response is None or not response.stream:
+            return
+        inner = response.stream
+        provider = _state(flow).get("provider") or metrics.NO_PROVIDER
+
+        def counted(chunk: bytes) -> bytes | Iterable[bytes]:
+            out = inner(chunk) if callable(inner) else chunk
+            if isinstance(out, bytes):
+                live.streamed_bytes += len(out)
+                return out
+            parts = list(out)
+            live.streamed_bytes += sum(map(len, parts))
+            return parts
+
+        response.stream = counted
+        live.streaming = provider
+        metrics.stream_opened(provider)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, None)
+
+    def done(self) -> None:
+        """Flows still open at shutdown are saved by Save's `done`, after this: mask them now."""
+        for live in list(self._live.values()):
+            self._finish(live.flow, "still open at shutdown")
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        if self.replaying:
+            data.server.error = replay.NOT_RECORDED
+
+    # -- closing the books -----------------------------------------------------------------------
+
+    def _finish(self, flow: http.HTTPFlow, note: str | None) -> None:
+        live = self._live.pop(flow.id, None)
+        if live and live.streaming:
+            metrics.stream_closed(live.streaming)
+        secrets = self._secrets(live)
+        redaction.scrub_flow(flow, secrets)  # first: nothing after this may leave a key behind
+        try:
+            entry = self._entry(flow, live, note)
+            self._summarise(flow, entry)
+            self._count(entry)
+            self._log(entry, secrets)
+        except Exception:
+            logger.exception("keyrelay: could not log or count a request")
+
+    def _secrets(self, live: _Live | None) -> dict[str, str]:
+        rules, keys = self._current()
+        secrets: dict[str, str] = dict(live.client_secrets) if live else {}
+        if rules is not None and (token := rules.admin.token_value(rules.env)):
+            secrets[token] = "<KEYRELAY_ADMIN_TOKEN>"
+        if keys is not None:
+            secrets.update(keys.secrets())
+        return secrets
+
+    def _entry(self, flow: http.HTTPFlow, live: _Live | None, note: str | None) -> accesslog.Entry:
+        state = _state(flow)
+        request, response = flow.request, flow.response
+        decision = str(state.get("decision", "error"))
+        refusal = decision.partition("refused: ")[2] or None
+        if decision == "forwarded" and flow.is_replay == "response":
+            decision = "replayed"
+        forwarded = decision in ("forwarded", "replayed")
+        start = request.timestamp_start
+        end = (response.timestamp_end if response else None) or time.time()
+        head = response.timestamp_start if response else None
+        sent_out = len(response.raw_content) if response and response.raw_content else 0
+        if live and live.streaming:
+            sent_out = live.streamed_bytes
+        error = note or (flow.error.msg if flow.error else None)
+        return accesslog.Entry(
+            time=start,
+            identity=str(state.get("identity") or _peer_ip(flow)),
+            provider=state.get("provider"),
+            method=request.method,
+            host=request.pretty_host if forwarded else None,
+            path=request.path.partition("?")[0],
+            status=response.status_code if response and not flow.error else None,
+            bytes_in=len(request.raw_content or b""),
+            bytes_out=sent_out,
+            duration_ms=(end - start) * 1000,
+            ttfb_ms=(head - start) * 1000 if head and forwarded else None,
+            decision="refused" if refusal else ("error" if error else decision),
+            refusal=refusal,
+            error=error,
+        )
+
+    def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry) -> None:
+        """What mitmweb shows at a glance: provider, rule, identity, decision."""
+        rules, _ = self._current()
+        provider = _provider(rules, entry.provider)
+        parts = [
+            f"provider: {entry.provider or '-'}",
+            f"rule: {_rule(provider)}",
+            f"identity: {entry.identity}",
+            f"decision: {entry.decision}",
+        ]
+        if entry.refusal:
+            parts.append(f"reason: {entry.refusal}")
+        if entry.error:
+            parts.append(f"error: {entry.error}")
+        flow.comment = " | ".join(parts)
+        if entry.refusal:
+            flow.marked = REFUSED_MARK
+        elif entry.error and not flow.marked:
+            flow.marked = ERROR_MARK
+
+    def _count(self, entry: accesslog.Entry) -> None:
+        metrics.request_done(entry.provider, entry.status)
+        if entry.refusal:
+            metrics.refused(entry.refusal)
+        metrics.body_bytes(entry.provider, entry.bytes_in, entry.bytes_out)
+        if entry.provider and entry.decision in ("forwarded", "replayed"):
+            metrics.upstream_timing(
+                entry.provider,
+                entry.duration_ms / 1000 if entry.duration_ms is not None else None,
+                entry.ttfb_ms / 1000 if entry.ttfb_ms is not None else None,
+            )
+
+    def _log(self, entry: accesslog.Entry, secrets: dict[str, str]) -> None:
+        line = accesslog.render(entry, ctx.options.keyrelay_access_log)
+        if line is None:
+            return
+        line = redaction.scrub_text(line, secrets)
+        access_logger.info(line)
+        if self._log_file:
+            with self._log_file.open("a") as f:
+                f.write(line + "\n")
+
+
+def _state(flow: http.HTTPFlow) -> dict[str, Any]:
+    return flow.metadata.setdefault(STATE, {})
+
+
+def _peer_ip(flow: http.HTTPFlow) -> str:
+    peer = flow.client_conn.peername
+    return str(peer[0]) if peer else "-"
+
+
+def _provider(rules: Rules | None, name: str | None) -> Provider | None:
+    if rules is None or name is None:
+        return None
+    return next((p for p in rules.providers if p.name == name), None)
+
+
+def _rule(provider: Provider | None) -> str:
+    if provider is None:
+        return "-"
+    if provider.prefix:
+        return f"prefix {provider.prefix}"
+    names = [f"header {provider.target_header}"] if provider.target_header else []
+    names += [f"query {provider.target_query}"] if provider.target_query else []
+    return " or ".join(names)

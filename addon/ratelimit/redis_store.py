@@ -1,0 +1,123 @@
+"""The shared store: Redis, one EVALSHA per decision, correct for any number of keyrelay
+instances because the script runs atomically inside Redis.
+
+Why not the `limits` library's Redis storage: each of its hits is its own round trip and is
+charged on its own, so a request with three counters (per-minute, daily, endpoint) would take
+three round trips and a request refused by the second counter would already have been charged
+by the first. It has no concurrency limit either. This script checks every counter and the
+open-request slots first and charges them only if all pass, with the same fixed-window rule
+as the in-memory store (a window starts at its first request and lasts `seconds`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from addon.ratelimit.backend import Check, Decision, Slots, Standing, StoreError
+
+# KEYS: the counters, then the slots set (when ARGV[2] == "1").
+# ARGV: n, has_slots, then per counter: amount, window ms, cost; then slots: limit, lease, ttl ms.
+# Returns {allowed, blocked index (0 none, n+1 slots), then per counter: used, ms to reset}.
+DECIDE = """
+local n = tonumber(ARGV[1])
+local has_slots = ARGV[2] == '1'
+local blocked = 0
+for i = 1, n do
+  local amount, cost = tonumber(ARGV[3*i]), tonumber(ARGV[3*i + 2])
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if cost > 0 and used + cost > amount then blocked = i break end
+end
+local now_ms = 0
+if blocked == 0 and has_slots then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local base = 3*n + 3
+  redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[n + 1]) >= tonumber(ARGV[base]) then blocked = n + 1 end
+end
+local out = {blocked == 0 and 1 or 0, blocked}
+for i = 1, n do
+  local window, cost = tonumber(ARGV[3*i + 1]), tonumber(ARGV[3*i + 2])
+  local used
+  if blocked == 0 and cost > 0 then
+    used = redis.call('INCRBY', KEYS[i], cost)
+    if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], window) end
+  else
+    used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl < 0 then ttl = window end
+  out[#out + 1] = used
+  out[#out + 1] = ttl
+end
+if blocked == 0 and has_slots then
+  local base = 3*n + 3
+  local ttl = tonumber(ARGV[base + 2])
+  redis.call('ZADD', KEYS[n + 1], now_ms + ttl, ARGV[base + 1])
+  redis.call('PEXPIRE', KEYS[n + 1], ttl)
+end
+return out
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, *, prefix: str, timeout: float, lease_seconds: int) -> None:
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # a failed decision is answered now, not retried
+            health_check_interval=0,
+        )
+        self._decide = self._client.register_script(DECIDE)
+        self._prefix = prefix
+        self._timeout = timeout
+        self._lease_ms = lease_seconds * 1000
+
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}:{name}"
+
+    async def decide(self, checks: tuple[Check, ...], slots: Slots | None) -> Decision:
+        keys = [self._key(f"{c.key}:{c.window.amount}/{c.window.seconds}") for c in checks]
+        args: list[Any] = [len(checks), "1" if slots else "0"]
+        for c in checks:
+            args += [c.window.amount, c.window.seconds * 1000, c.cost]
+        if slots is not None:
+            keys.append(self._key(slots.key))
+            args += [slots.limit, slots.lease, self._lease_ms]
+        reply = await self._call(self._decide(keys=keys, args=args))
+        allowed, blocked = int(reply[0]), int(reply[1])
+        standings = tuple(
+            Standing(
+                c.window,
+                max(0, c.window.amount - int(reply[2 + 2 * i])),
+                max(1, math.ceil(int(reply[3 + 2 * i]) / 1000)),
+            )
+            for i, c in enumerate(checks)
+        )
+        if allowed:
+            return Decision(True, standings)
+        if blocked == len(checks) + 1:
+            return Decision(False, standings, "concurrent", 1)
+        return Decision(
+            False, standings, checks[blocked - 1].window.name, standings[blocked - 1].reset
+        )
+
+    async def release(self, slots: Slots) -> None:
+        await self._call(self._client.zrem(self._key(slots.key), slots.lease))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, self._timeout * 2)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise StoreError(type(e).__name__) from e

@@ -1,0 +1,124 @@
+"""Mask secrets in everything a flow keeps: the injected keys, keys an upstream echoes back, and
+the client's own credential for keyrelay.
+
+Save (`-w`), HAR export and mitmweb read the flow after the script's `response` / `error` /
+`done` hooks, so scrubbing there keeps secrets out of everything stored or shown afterwards.
+Redaction works on values, not header names: a key is masked wherever it turns up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from mitmproxy import http
+
+from addon.credentials import CLIENT_CREDENTIAL_HEADERS
+
+Secrets = Mapping[str, str]  # secret value -> placeholder, e.g. "sk-..." -> "<OPENAI_API_KEY>"
+
+# Shorter values would mask ordinary text ("Bearer", "null"); credentials are never this short.
+MIN_SECRET_LENGTH = 6
+_AUTH_SCHEMES = ("bearer ", "basic ", "key ", "token ")
+
+
+def scrub_text(text: str, secrets: Secrets) -> str:
+    for value, placeholder in _longest_first(secrets):
+        if value in text:
+            text = text.replace(value, placeholder)
+    return text
+
+
+def scrub_bytes(data: bytes, secrets: Secrets) -> bytes:
+    for value, placeholder in _longest_first(secrets):
+        raw = value.encode("utf-8", "surrogateescape")
+        if raw in data:
+            data = data.replace(raw, placeholder.encode())
+    return data
+
+
+def _longest_first(secrets: Secrets) -> list[tuple[str, str]]:
+    # fal's "id:secret" contains "id": mask the whole first so no fragment is left behind.
+    return sorted(
+        ((v, p) for v, p in secrets.items() if len(v) >= MIN_SECRET_LENGTH),
+        key=lambda item: -len(item[0]),
+    )
+
+
+def client_credentials(
+    headers: http.Headers, names: Iterable[str] = CLIENT_CREDENTIAL_HEADERS
+) -> dict[str, str]:
+    """The credential values a client sent, each mapped to a placeholder naming only a hash.
+
+    Called before the core strips them; the result lives in memory, never in flow metadata.
+    The value after an auth scheme ("Bearer x") and each cookie value count as secrets too.
+    """
+    found: dict[str, str] = {}
+    for name in names:
+        for value in headers.get_all(name):
+            placeholder = f"<client {name.lower()} {fingerprint(value)}>"
+            for part in _credential_parts(name, value):
+                found[part] = placeholder
+    return found
+
+
+def _credential_parts(name: str, value: str) -> list[str]:
+    parts = [value.strip()]
+    lower = value.lower()
+    for scheme in _AUTH_SCHEMES:
+        if lower.startswith(scheme):
+            parts.append(value[len(scheme) :].strip())
+    if name.lower() == "cookie":
+        parts += [c.partition("=")[2].strip() for c in value.split(";")]
+    return [p for p in parts if len(p) >= MIN_SECRET_LENGTH]
+
+
+def fingerprint(value: str) -> str:
+    """A short, stable, non-reversible name for a credential: enough to tell two clients apart."""
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def scrub_headers(headers: http.Headers, secrets: Secrets) -> None:
+    fields = tuple((name, scrub_bytes(value, secrets)) for name, value in headers.fields)
+    if fields != headers.fields:
+        headers.fields = fields
+
+
+def scrub_message(message: http.Message, secrets: Secrets) -> None:
+    """Headers, trailers and body (decoded when it can be; the raw bytes otherwise)."""
+    scrub_headers(message.headers, secrets)
+    if message.trailers:
+        scrub_headers(message.trailers, secrets)
+    raw = message.raw_content
+    if not raw:
+        return
+    content = message.get_content(strict=False)
+    if content is not None and content is not raw:
+        cleaned = scrub_bytes(content, secrets)
+        if cleaned != content:
+            message.content = cleaned
+            return
+    cleaned = scrub_bytes(raw, secrets)
+    if cleaned != raw:
+        message.raw_content = cleaned
+        # A buffered response still goes to the client after this: keep its framing true.
+        if "content-length" in message.headers and "transfer-encoding" not in message.headers:
+            message.headers["content-length"] = str(len(cleaned))
+
+
+def scrub_flow(flow: http.HTTPFlow, secrets: Secrets) -> None:
+    """Mask every secret in a flow: request (URL, headers, body), response, error, WebSocket."""
+    if not secrets:
+        return
+    request = flow.request
+    path = scrub_text(request.path, secrets)
+    if path != request.path:
+        request.path = path
+    scrub_message(request, secrets)
+    if flow.response is not None:
+        scrub_message(flow.response, secrets)
+    if flow.error is not None:
+        flow.error.msg = scrub_text(flow.error.msg, secrets)
+    if flow.websocket is not None:
+        for ws_message in flow.websocket.messages:
+            ws_message.content = scrub_bytes(ws_message.content, secrets)

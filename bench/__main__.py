@@ -1,0 +1,265 @@
+"""scripts/bench: keyrelay against bare mitmdump, nginx and fal's Express proxy, one table.
+
+Everything runs on this machine, on loopback, against the same upstream (nginx with TLS from a
+throwaway CA, and a Python SSE server behind it). A target that cannot start is reported with
+the reason and its column stays empty; every other failure stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import all_on, cluster, load, table
+from bench.procs import Proc, StartError, free_port, raise_fd_limit
+from bench.setting import (
+    MIB,
+    Setting,
+    Sizes,
+    make_payloads,
+    make_tls,
+    start_upstream,
+)
+from bench.targets import BARE_MITMDUMP_STREAM, BUILDERS, Target, keyrelay_proc
+
+CLUSTER = "2kr+lb"
+PROVIDER_KEY = "bench-provider-key-0123456789"
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def cluster_target(s: Setting) -> Target:
+    """Two kr+all instances behind nginx, their limits shared in one Redis."""
+    redis = cluster.start_redis(s.workdir)
+    procs = [redis]
+    redis.wait_listening()
+    rules = all_on.build(s.workdir / "cluster", f"redis://127.0.0.1:{redis.port}/0")
+
+    def make(name: str) -> Proc:
+        return keyrelay_proc(s, name, rules.rules, rules.options, rules.env)
+
+    procs += cluster.start(s.workdir, 2, make, free_port())
+    headers = dict(rules.headers)
+    return Target(
+        CLUSTER, "127.0.0.1", procs[-1].port, prefix="/api/openai", headers=headers, procs=procs
+    )
+
+
+class Run:
+    def __init__(self, s: Setting, targets: dict[str, Target]) -> None:
+        self.s, self.targets = s, targets
+        self.results: dict[str, dict[str, float | None]] = {k: {} for k in targets}
+        self.notes: list[str] = []
+        self.ctx = s.tls.client_context()
+
+    def measure(self, what: str, fn: Callable[[Target], dict[str, float | None]]) -> None:
+        for key, target in self.targets.items():
+            started = time.monotonic()
+            try:
+                figures = fn(target)
+            except load.LoadError as e:
+                self.notes.append(f"{key}: {what}: {e}")
+                log(f"{key:9} {what}: FAILED: {e}")
+                continue
+            self.results[key].update(figures)
+            shown = ", ".join(f"{k}={v:.2f}" for k, v in figures.items() if v is not None)
+            log(f"{key:9} {what}: {shown} ({time.monotonic() - started:.1f}s)")
+
+    def post(self, target: Target) -> dict[str, float | None]:
+        """Each concurrency run `rounds` times; the best run counts (the least disturbed by
+        whatever else this machine was doing)."""
+        z = self.s.sizes
+        if z.warmup_seconds:
+            load.wrk_post(target, 8, z.warmup_seconds)  # connections, TLS sessions, caches
+        out: dict[str, float | None] = {}
+        for c in (1, 32):
+            runs = [load.wrk_post(target, c, z.post_seconds) for _ in range(z.post_rounds)]
+            r = max(runs, key=lambda run: run.rps)
+            out |= {f"post{c}_rps": r.rps, f"post{c}_p50": r.p50_ms, f"post{c}_p99": r.p99_ms}
+        return out
+
+    def sse(self, target: Target) -> dict[str, float | None]:
+        z = self.s.sizes
+        load.sse_stream(target, self.ctx, 10, z.sse_interval_ms)  # first-connection costs
+        r = load.sse_stream(target, self.ctx, z.sse_events, z.sse_interval_ms)
+        delays = sorted(r.delays_ms)
+        return {
+            "sse_ttfb": r.ttfb_ms,
+            "sse_p50": delays[len(delays) // 2],
+            "sse_p99": delays[min(len(delays) - 1, int(len(delays) * 0.99))],
+        }
+
+    def streams(self, target: Target) -> dict[str, float | None]:
+        z = self.s.sizes
+        ttfb = self.results[target.key].get("sse_ttfb")
+        if ttfb is not None and ttfb > z.sse_events * z.sse_interval_ms / 2:
+            raise load.LoadError("it buffers SSE (first event only at the end): none can be held")
+        r = load.open_streams(
+            target, self.ctx, z.open_streams, z.open_hold_seconds, z.open_interval_ms
+        )
+        return {"streams_kib": r.rss_per_stream_kib, "streams_held": 100 * r.held}
+
+    def transfers(self, target: Target) -> dict[str, float | None]:
+        up = load.curl_transfer(target, self.s.tls.ca_cert, self.s.upload_file)
+        down = load.curl_transfer(target, self.s.tls.ca_cert, None)
+        peaks = [p for p in (up.peak_rss_kib, down.peak_rss_kib) if p is not None]
+        return {
+            "upload_mbs": up.mb_per_s,
+            "download_mbs": down.mb_per_s,
+            "transfer_rss_mib": max(peaks) / 1024 if peaks else None,
+        }
+
+
+def start_targets(s: Setting, wanted: list[str], notes: list[str]) -> dict[str, Target]:
+    builders: dict[str, Callable[[Setting], Target]] = {**BUILDERS, CLUSTER: cluster_target}
+    started: dict[str, Target] = {}
+    for key in wanted:
+        try:
+            started[key] = builders[key](s)
+        except (FileNotFoundError, StartError) as e:
+            notes.append(f"{key}: not measured: {e}")
+            log(f"{key}: NOT MEASURED: {e}")
+    ready: dict[str, Target] = {}
+    for key, target in started.items():
+        try:
+            for proc in target.procs:
+                proc.wait_listening()
+            ready[key] = target
+        except StartError as e:
+            notes.append(f"{key}: not measured: {e}")
+            log(f"{key}: NOT MEASURED: {e}")
+            target.stop()
+    return ready
+
+
+def machine() -> str:
+    model = "unknown"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln), model
+        )
+    except OSError:
+        pass
+    python = sys.version.split()[0]
+    return f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, Python {python}"
+
+
+def versions() -> str:
+    def out(argv: list[str]) -> str:
+        if not shutil.which(argv[0]):
+            return "missing"
+        done = subprocess.run(argv, capture_output=True, text=True)
+        return (done.stdout + done.stderr).strip().splitlines()[0]
+
+    import mitmproxy.version
+
+    return (
+        f"mitmproxy {mitmproxy.version.VERSION}; {out(['nginx', '-v'])}; "
+        f"node {out(['node', '--version'])}; {out(['wrk', '--version'])}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
+    parser.add_argument(
+        "--targets",
+        default=",".join([*BUILDERS, CLUSTER]),
+        help="comma-separated columns to measure (default: all)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        metavar="SECONDS",
+        default=0,
+        help="then profile keyrelay (everything on) under load with py-spy",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    wanted = [t for t in args.targets.split(",") if t]
+    if "direct" not in wanted:
+        wanted.insert(0, "direct")  # every + row is relative to it
+
+    raise_fd_limit()
+    workdir = Path(tempfile.mkdtemp(prefix="keyrelay-bench-"))
+    workdir.chmod(0o755)  # nginx workers may run as another user
+    sizes = Sizes.of(args.quick)
+    procs: list[Proc] = []
+    targets: dict[str, Target] = {}
+    notes: list[str] = []
+    try:
+        tls = make_tls(workdir)
+        download, upload = make_payloads(workdir, sizes.transfer_bytes)
+        upstream_port, procs = start_upstream(workdir, tls, download)
+        s = Setting(
+            workdir,
+            tls,
+            sizes,
+            upstream_port,
+            PROVIDER_KEY,
+            all_on.build(workdir, None),
+            download,
+            upload,
+        )
+        targets = start_targets(s, wanted, notes)
+        run = Run(s, targets)
+        run.notes = notes
+        # Open streams early: memory per stream is read against a process that has not yet
+        # been through the big transfers (whose freed memory would hide the streams' cost).
+        run.measure("SSE", run.sse)
+        run.measure("open streams", run.streams)
+        run.measure("POST", run.post)
+        run.measure("transfers", run.transfers)
+        if args.profile and "kr+all" in targets:
+            from bench import profile
+
+            notes.append(profile.run(targets["kr+all"], args.profile))
+        print(report(run, wanted, s, quick=args.quick))
+    finally:
+        for target in targets.values():
+            target.stop()
+        for proc in procs:
+            proc.stop()
+        if args.keep:
+            log(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def report(run: Run, wanted: list[str], s: Setting, *, quick: bool) -> str:
+    z = s.sizes
+    lines = [
+        "",
+        f"keyrelay benchmark{' (--quick)' if quick else ''}: {machine()}",
+        versions(),
+        f"POST: wrk -t1, {z.post_seconds:g}s per run; SSE: {z.sse_events} events, one per "
+        f"{z.sse_interval_ms:g} ms; transfers: {z.transfer_bytes // MIB} MiB each way (curl); "
+        f"open streams: {z.open_streams} x one event per {z.open_interval_ms:g} ms for "
+        f"{z.open_hold_seconds:g}s",
+        f"mitmdump: no addon, stream_large_bodies={BARE_MITMDUMP_STREAM} (keyrelay's own "
+        "threshold); every mitmdump runs with flow_detail=0",
+        f"kr+all: {', '.join(s.all_on.features)}; 2kr+lb: two kr+all behind nginx, one Redis",
+        "",
+        table.render(run.results, wanted),
+        "",
+        table.LEGEND,
+    ]
+    if run.notes:
+        lines += ["", "Notes:", *(f"- {n}" for n in run.notes)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
