@@ -82,6 +82,10 @@ class Guard:
             return identity
         state: dict[str, Any] = flow.metadata.setdefault(STATE, {})
         state["identity"] = str(identity)
+        tenants = provider.credential.tenants
+        if tenants and tenants.claim and tenants.claim in identity.claims:
+            # Only the claim that picks the tenant's key is kept: metadata is saved with flows.
+            state["claims"] = {tenants.claim: str(identity.claims[tenants.claim])}
         # keyrelay's own credential never goes upstream (routing drops Authorization and
         # Cookie already; a custom header is dropped here).
         request.headers.pop(provider.auth.header, None)

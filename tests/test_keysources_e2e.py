@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from support.client import HttpClient
-from support.guard import rules, token_entry
+from support.guard import AUDIENCE, HS_SECRET, ISSUER, hs_token, rules, token_entry
 from support.redis_server import RedisServer
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, echo
 
@@ -352,3 +352,37 @@ def test_every_pool_key_resting_is_a_503_with_retry_after(
     assert reply.json()["type"].endswith("/keys-cooling-down")
     assert 25 <= int(reply.header("retry-after") or 0) <= 30
     assert len(upstream.requests) == 2
+
+
+def test_a_jwt_claim_picks_the_tenant_key_and_only_that_claim_is_kept(
+    keyrelay_factory, upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    table = tmp_path / "org-keys.yaml"
+    table.write_text(yaml.safe_dump({"org-1": "org-one-key-5a5a", "org-2": "org-two-key-6b6b"}))
+    text = rules(
+        defaults={
+            "auth": {
+                "mode": "jwt",
+                "jwt": {
+                    "algorithms": ["HS256"],
+                    "secret": {"env": "KR_JWT_SECRET"},
+                    "audience": AUDIENCE,
+                    "issuer": ISSUER,
+                },
+            }
+        },
+        openai=openai_credential(tenants={"file": str(table), "claim": "org"}),
+    )
+    proxy = keyrelay_factory(text, env={"KR_JWT_SECRET": HS_SECRET})
+    with HttpClient(proxy.port) as c:
+        for user, org in [("alice", "org-1"), ("bob", "org-2"), ("carol", "org-1")]:
+            token = hs_token(user, org=org, email=f"{user}@example.com")
+            reply = c.post(CHAT, json={}, headers=[("authorization", f"Bearer {token}")])
+            assert reply.status == 200, reply.body
+        no_org = c.post(CHAT, json={}, headers=[("authorization", f"Bearer {hs_token('dan')}")])
+    assert no_org.status == 403
+    assert [sent_key(r) for r in upstream.wait_for_requests(3)] == [
+        "org-one-key-5a5a",
+        "org-two-key-6b6b",
+        "org-one-key-5a5a",
+    ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 STATE = "keyrelay"  # the flow.metadata key relay.py uses (relay.STATE); a test keeps them equal
@@ -14,6 +15,8 @@ class Identity:
 
     kind: str
     name: str
+    # A JWT's verified claims; held in memory only (a tenant key may be chosen by one of them).
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"

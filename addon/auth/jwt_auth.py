@@ -51,4 +51,4 @@ class JwtVerifier:
         subject = claims.get(self.spec.identity_claim)
         if not isinstance(subject, str | int) or str(subject) == "":
             return f"the token's {self.spec.identity_claim} claim is not usable"
-        return Identity("jwt", str(subject))
+        return Identity("jwt", str(subject), claims)
