@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from addon import errorpage
+from addon.credentials import Credential, EnvSource
 from addon.rules import Rules
 
 NOT_RECORDED = errorpage.message(
@@ -19,13 +20,16 @@ NOT_RECORDED = errorpage.message(
 
 
 def offline(rules: Rules) -> Rules:
-    """The rules with each credential variable set to a placeholder instead of the real key."""
-    names = {
-        name
-        for provider in rules.providers
-        for source in provider.credential.sources
-        for name in source.names
-    }
-    env = {k: v for k, v in rules.env.items() if k not in names}
-    env.update({name: f"replay-placeholder-{name.lower()}" for name in names})
-    return dataclasses.replace(rules, env=env)
+    """The rules with every credential replaced by one placeholder key per provider.
+
+    Files, commands, pools and tenant tables are dropped too: replay never reads a real key."""
+    env = dict(rules.env)
+    providers = []
+    for provider in rules.providers:
+        name = f"KEYRELAY_REPLAY_{provider.name.upper().replace('-', '_')}"
+        env[name] = f"replay-placeholder-{provider.name}"
+        credential = Credential(
+            provider.credential.header, provider.credential.format, (EnvSource((name,)),)
+        )
+        providers.append(dataclasses.replace(provider, credential=credential))
+    return dataclasses.replace(rules, providers=tuple(providers), env=env)

@@ -16,6 +16,10 @@ from support.client import HttpClient
 from support.proxy import KeyrelayProcess
 from support.tls import TlsMaterial
 
+from addon.credentials import EnvSource
+from addon.replay import offline
+from addon.rules import load
+
 
 def recorded_responses(file: Path) -> list[http.Response]:
     """The responses keyrelay forwarded, in the order they were recorded."""
@@ -78,3 +82,23 @@ def test_replay_never_reaches_the_network(test_ca: TlsMaterial, tmp_path: Path) 
     assert json.loads(unrecorded.body)["type"].endswith("/not-recorded")
     # keyrelay's own checks still run before any replayed response.
     assert refused.status == 412
+
+
+def test_offline_rules_never_read_a_real_key_source(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        """
+providers:
+  openai:
+    match: {prefix: /api/openai}
+    upstream: https://api.openai.com/v1
+    credential:
+      header: authorization
+      format: "Bearer {key}"
+      pool: {keys: [{command: ["false"]}, {file: /run/secrets/openai}]}
+      tenants: {file: /run/secrets/tenants.yaml, fallback: shared}
+"""
+    )
+    credential = offline(load(tmp_path / "rules.yaml", {})).providers[0].credential
+    assert credential.pool is None and credential.tenants is None
+    assert all(isinstance(s, EnvSource) for s in credential.sources)
+    assert credential.header_value("k") == "Bearer k"
