@@ -96,6 +96,20 @@ def test_an_http1_client_streams_over_an_http2_upstream(
     assert first["x-api-key"] == TEST_KEYS["ANTHROPIC_API_KEY"]
 
 
+def test_an_http1_client_gets_a_504_when_an_http2_upstream_is_silent(
+    keyrelay_factory: KeyrelayFactory, test_ca: TlsMaterial
+) -> None:
+    with Http2Upstream(test_ca, EVENTS, GAP, head_delay=3) as silent:
+        relay = keyrelay_factory(
+            rules_with_transport({"timeouts": {"first_byte": 1}}), upstream_port=silent.port
+        )
+        with HttpClient(relay.port) as client:
+            reply = client.post("/api/anthropic/v1/messages", json={})
+            assert reply.status == 504
+            assert reply.json()["type"].endswith("/upstream-timeout")
+            assert client.connections_opened == 1
+
+
 def test_upstream_http2_can_be_turned_off(
     keyrelay_factory: KeyrelayFactory, h2_upstream: Http2Upstream
 ) -> None:

@@ -167,11 +167,14 @@ class WebSocketUpstream(_TlsServer):
 
 class Http2Upstream(_TlsServer):
     """A TLS server that speaks only HTTP/2 (ALPN h2) and answers every request with server-sent
-    events, `gap` seconds apart. Records each request's headers (pseudo-headers included)."""
+    events, `gap` seconds apart, after `head_delay` seconds of silence. Records each request's
+    headers (pseudo-headers included)."""
 
-    def __init__(self, tls: TlsMaterial, events: list[bytes], gap: float) -> None:
+    def __init__(
+        self, tls: TlsMaterial, events: list[bytes], gap: float, head_delay: float = 0.0
+    ) -> None:
         super().__init__(tls, ("h2",))
-        self._events, self._gap = events, gap
+        self._events, self._gap, self._head_delay = events, gap, head_delay
         self.requests: list[dict[str, str]] = []
 
     def _serve(self, raw: socket.socket) -> None:
@@ -196,6 +199,8 @@ class Http2Upstream(_TlsServer):
             return
 
     def _respond(self, sock: ssl.SSLSocket, conn: h2.connection.H2Connection, stream: int) -> None:
+        if self._stop.wait(self._head_delay):
+            return
         conn.send_headers(stream, [(":status", "200"), ("content-type", "text/event-stream")])
         for i, event in enumerate(self._events):
             if i and self._stop.wait(self._gap):
