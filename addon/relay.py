@@ -218,11 +218,17 @@ class KeyRelay:
     # -- responses ---------------------------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if self.keys:
-            self.keys.feedback(flow)  # a pool key answered 429/401 rests a while
-        cors_flow.responseheaders(flow)  # keyrelay's CORS headers, never the upstream's
-        self.transport.responseheaders(flow)  # streaming, content-encoding, head fixes
-        self.observe.responseheaders(flow)  # keep last: counts what streaming decided
+        try:
+            if self.keys:
+                self.keys.feedback(flow)  # a pool key answered 429/401 rests a while
+            cors_flow.responseheaders(flow)  # keyrelay's CORS headers, never the upstream's
+            self.transport.responseheaders(flow)  # streaming, content-encoding, head fixes
+            self.observe.responseheaders(flow)  # keep last: counts what streaming decided
+        except Exception:
+            # The head may be half rewritten (upstream CORS headers, a stale encoding): an
+            # answer is not owed, so the client gets a reset rather than a wrong response.
+            logger.exception("keyrelay: internal error in responseheaders")
+            flow.kill()
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
@@ -231,16 +237,20 @@ class KeyRelay:
         self.transport.request(flow)  # the time to first byte starts now
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self.transport.response(flow)  # decodes a buffered body, stops the timers
-        if self.guard:
-            self.guard.release(flow)  # frees the request's concurrency slot
-        self.observe.response(flow)  # masks every secret, logs, counts
+        _settle(
+            flow,
+            self.transport.response,  # decodes a buffered body, stops the timers
+            self.guard.release if self.guard else None,  # frees the concurrency slot
+            self.observe.response,  # masks every secret, logs, counts
+        )
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self.transport.error(flow)
-        if self.guard:
-            self.guard.release(flow)
-        self.observe.error(flow)
+        _settle(
+            flow,
+            self.transport.error,
+            self.guard.release if self.guard else None,
+            self.observe.error,
+        )
 
     # -- upstream connections ----------------------------------------------------------------
 
@@ -268,6 +278,17 @@ class KeyRelay:
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.transport.server_connected(data)
         self._original_address.pop(data.server.id, None)
+
+
+def _settle(flow: http.HTTPFlow, *steps: Callable[[http.HTTPFlow], None] | None) -> None:
+    """Run every closing step even when one fails: a failure must never skip the masking."""
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step(flow)
+        except Exception:
+            logger.exception("keyrelay: internal error closing a flow")
 
 
 def _stamp(path: Path) -> tuple[float, float]:

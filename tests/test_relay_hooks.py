@@ -57,3 +57,40 @@ def test_connect_to_redirects_and_restores_the_address() -> None:
             assert server.address == ("api.openai.com", 443)
 
     asyncio.run(scenario())
+
+
+def test_a_failing_closing_step_never_skips_the_masking(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        relay = KeyRelay()
+        with taddons.context(relay) as tctx:
+            tctx.configure(relay, keyrelay_rules=str(RULES))
+            assert relay.keys is not None
+
+            def broken(_flow: object) -> None:
+                raise RuntimeError("transport bug")
+
+            monkeypatch.setattr(relay.transport, "response", broken)
+            monkeypatch.setattr(relay.keys, "secrets", lambda: {"sk-test-secret-1": "<KEY>"})
+            flow = tflow.tflow(resp=True)
+            flow.request.headers["authorization"] = "Bearer sk-test-secret-1"
+            relay.response(flow)
+            assert flow.request.headers["authorization"] == "Bearer <KEY>"
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_response_head_is_killed_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        relay = KeyRelay()
+        with taddons.context(relay) as tctx:
+            tctx.configure(relay, keyrelay_rules=str(RULES))
+
+            def broken(_flow: object) -> None:
+                raise RuntimeError("transport bug")
+
+            monkeypatch.setattr(relay.transport, "responseheaders", broken)
+            flow = tflow.tflow(resp=True)
+            relay.responseheaders(flow)
+            assert flow.error is not None and flow.error.msg == "Connection killed."
+
+    asyncio.run(scenario())
