@@ -151,15 +151,19 @@ class Observer:
             return
         inner = response.stream
         provider = _state(flow).get("provider") or metrics.NO_PROVIDER
+        # A key an upstream echoes must not reach the client either: the head goes out right
+        # after this hook, the body chunk by chunk.
+        secrets = self._secrets(live)
+        redaction.scrub_headers(response.headers, secrets)
+        scrub = redaction.StreamScrubber(secrets)
 
         def counted(chunk: bytes) -> bytes | Iterable[bytes]:
             out = inner(chunk) if callable(inner) else chunk
-            if isinstance(out, bytes):
-                live.streamed_bytes += len(out)
-                return out
-            parts = list(out)
-            live.streamed_bytes += sum(map(len, parts))
-            return parts
+            data = scrub(out if isinstance(out, bytes) else b"".join(out), end=not chunk)
+            if not data and chunk:
+                return []  # an empty chunk would end an HTTP/1 body early
+            live.streamed_bytes += len(data)
+            return data
 
         response.stream = counted
         live.streaming = provider

@@ -122,3 +122,45 @@ def scrub_flow(flow: http.HTTPFlow, secrets: Secrets) -> None:
     if flow.websocket is not None:
         for ws_message in flow.websocket.messages:
             ws_message.content = scrub_bytes(ws_message.content, secrets)
+
+
+class StreamScrubber:
+    """Masks secrets in a body relayed chunk by chunk, for the client as it streams.
+
+    A key split across two chunks must still be caught, so a chunk's tail that could be the
+    start of a secret is held back until the next chunk shows whether it is one. Only such a
+    tail waits: ordinary SSE events pass at once, their timing intact.
+    """
+
+    def __init__(self, secrets: Secrets) -> None:
+        self._pairs = [
+            (value.encode("utf-8", "surrogateescape"), placeholder.encode())
+            for value, placeholder in _longest_first(secrets)
+        ]
+        self._window = max((len(value) for value, _ in self._pairs), default=1) - 1
+        self._held = b""
+
+    def __call__(self, chunk: bytes, *, end: bool = False) -> bytes:
+        data = self._held + chunk
+        for value, placeholder in self._pairs:
+            if value in data:
+                data = data.replace(value, placeholder)
+        if end:  # nothing more can complete a secret
+            self._held = b""
+            return data
+        cut = self._cut(data)
+        self._held = data[cut:]
+        return data[:cut]
+
+    def _cut(self, data: bytes) -> int:
+        """Where a possible beginning of a secret starts in the tail, else the end."""
+        start = max(0, len(data) - self._window)
+        cut = len(data)
+        for value, _ in self._pairs:
+            i = data.find(value[:1], start)
+            while i != -1 and i < cut:
+                if value.startswith(data[i:]):
+                    cut = i
+                    break
+                i = data.find(value[:1], i + 1)
+        return cut

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support.client import HttpClient
 from support.proxy import REPO, KeyrelayProcess, ProxyStartError
-from support.upstream import UpstreamServer, json_response
+from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, json_response
 
 CLIENT_CREDENTIALS = [
     ("Authorization", "Bearer client-chosen-key"),
@@ -160,7 +160,7 @@ HOSTILE_TARGETS = [
     "https://fal.run\\@evil.com/",
     "https://fal.run%40evil.com/",
     "https://evil.com/%2e%2e/fal.run",
-    "https://xn--fl-7kc.run/x",  # "fаl.run" with a Cyrillic a
+    "https://xn--fl-7kc.run/x",  # "fal.run" spelt with a Cyrillic "a"
     "https://2130706433/",
     "https://localhost/",
     "https://rest.fal.ai/admin",
@@ -332,3 +332,27 @@ def test_scripts_dev_answers_the_readme_curl(tmp_path: Path) -> None:
     with proc, HttpClient(proc.port) as c:
         reply = c.get("/api/fal/proxy")
         assert reply.status == 400 and reply.json()["type"].endswith("missing-target")
+
+
+def test_a_key_echoed_in_a_streamed_response_never_reaches_the_client(
+    client: HttpClient, upstream: UpstreamServer, TEST_KEYS: dict[str, str]
+) -> None:
+    def echo_key(req: RecordedRequest, w: ResponseWriter) -> None:
+        key = (req.header("authorization") or "").removeprefix("Bearer ").encode()
+        w.send_head(
+            401, [("content-type", "text/event-stream"), ("x-echo", key.decode())], chunked=True
+        )
+        w.write_chunk(b"data: first event\n\n")
+        w.sleep(0.05)
+        w.write_chunk(b"data: bad key " + key[:7])  # split across two chunks
+        w.sleep(0.05)
+        w.write_chunk(key[7:] + b"\n\n")
+        w.end()
+
+    upstream.route("POST", "/v1/chat", echo_key)
+    reply = client.stream("POST", "/api/openai/chat/completions", b"{}", [])
+    assert reply.status == 401
+    assert TEST_KEYS["OPENAI_API_KEY"] not in reply.body.decode()
+    assert TEST_KEYS["OPENAI_API_KEY"] not in str(reply.headers)
+    assert b"data: bad key <OPENAI_API_KEY>\n\n" in reply.body
+    assert reply.chunks[0][1].startswith(b"data: first event")

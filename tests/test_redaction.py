@@ -75,3 +75,20 @@ def test_websocket_messages_are_scrubbed() -> None:
     f.websocket.messages[0].content = f"hello {KEY}".encode()
     redaction.scrub_flow(f, SECRETS)
     assert f.websocket.messages[0].content == b"hello <OPENAI_API_KEY>"
+
+
+def test_stream_scrubber_masks_keys_split_across_chunks_and_holds_back_only_a_possible_key() -> (
+    None
+):
+    scrub = redaction.StreamScrubber({"sk-live-abcdef123": "<KEY>"})
+    assert scrub(b"data: hello\n\n") == b"data: hello\n\n"  # nothing held: timing intact
+    assert scrub(b"error: bad key sk-li") == b"error: bad key "  # could be the key: held
+    assert scrub(b"ve-abcdef123 rejected") == b"<KEY> rejected"
+    assert scrub(b"sk-") == b""
+    assert scrub(b"not a key") == b"sk-not a key"
+    assert scrub(b"tail sk-live", end=True) == b"tail sk-live"
+
+
+def test_stream_scrubber_without_secrets_passes_chunks_through() -> None:
+    scrub = redaction.StreamScrubber({})
+    assert scrub(b"abc") == b"abc" and scrub(b"", end=True) == b""
