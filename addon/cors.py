@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from addon.problems import Refusal
-from addon.targets import TargetError, normalise_path
+from addon.targets import TargetError, normalise_path, path_under
 
 if TYPE_CHECKING:
     from addon.config_node import Node
@@ -204,7 +204,6 @@ def provider_for(rules: Rules, path: str, header: Header) -> Provider | None:
     """The provider a request (or its preflight) is for, as far as can be told without a target.
 
     A preflight carries no target header, only its name in Access-Control-Request-Headers."""
-    from addon.routing import _under  # routing imports rules, which imports this module
 
     raw_path, _, query = path.partition("?")
     requested = set(requested_headers(header))
@@ -216,14 +215,14 @@ def provider_for(rules: Rules, path: str, header: Header) -> Provider | None:
                 and (header(p.target_header) is not None or p.target_header in requested)
             )
             or (p.target_query and p.target_query in query_names)
-            or any(_under(raw_path, prefix) for prefix in p.target_paths)
+            or any(path_under(raw_path, prefix) for prefix in p.target_paths)
         ):
             return p
     try:
         norm = normalise_path(raw_path)
     except TargetError:
         return None
-    return next((p for p in rules.prefixed() if p.prefix and _under(norm, p.prefix)), None)
+    return next((p for p in rules.prefixed() if p.prefix and path_under(norm, p.prefix)), None)
 
 
 def policy_for(rules: Rules, path: str, header: Header) -> tuple[Provider | None, CorsPolicy]:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 from addon.problems import Refusal
 from addon.rules import Provider, Rules
-from addon.targets import TargetError, normalise_path, parse_target
+from addon.targets import TargetError, normalise_path, parse_target, path_under
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class Router:
             target = _target_of(provider, query, header)
             if target is not None:
                 return _check(method, provider, target)
-            if any(_under(raw_path, p) for p in provider.target_paths):
+            if any(path_under(raw_path, p) for p in provider.target_paths):
                 return Refusal(
                     400,
                     "missing-target",
@@ -52,7 +52,7 @@ class Router:
             return Refusal(400, "malformed-path", "the request path is malformed")
         for provider in self.prefixed:
             assert provider.prefix and provider.upstream
-            if _under(norm, provider.prefix):
+            if path_under(norm, provider.prefix):
                 up = provider.upstream
                 rest = norm[len(provider.prefix) :]
                 upstream_path = (up.base_path + rest) or "/"
@@ -61,10 +61,6 @@ class Router:
                 route = Route(provider, up.scheme, up.host, up.port, upstream_path)
                 return _method_allowed(method, provider) or route
         return Refusal(404, "no-route", "no provider matches this request")
-
-
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
 
 
 def _target_of(provider: Provider, query: str, header: Callable[[str], str | None]) -> str | None:

@@ -80,6 +80,11 @@ def normalise_host(authority: str) -> str:
     return host
 
 
+def path_under(path: str, prefix: str) -> bool:
+    """Whether `path` is `prefix` or below it, at a segment boundary."""
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def normalise_path(path: str) -> str:
     """RFC 3986 normalisation: decode unreserved escapes, resolve dot segments."""
     if not path.startswith("/") or not _PCHAR.fullmatch(path) or _ESCAPE.search(path):

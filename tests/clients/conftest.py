@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from drivers import CLIENTS
 from support.upstream import UpstreamServer
+
+from clients.drivers import CLIENTS
+from clients.provider_fakes import install_upload_server
 
 SETUP = "scripts/_setup_clients.sh"
 NODE_MODULES = ("@fal-ai/client", "@inferencesh/sdk", "playwright-core")
@@ -31,8 +33,6 @@ def upload_server_session() -> Iterator[UpstreamServer]:
 
 @pytest.fixture
 def upload_server(upload_server_session: UpstreamServer) -> Iterator[UpstreamServer]:
-    from provider_fakes import install_upload_server
-
     upload_server_session.reset()
     install_upload_server(upload_server_session)
     yield upload_server_session

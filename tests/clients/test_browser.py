@@ -9,10 +9,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from drivers import run_driver
-from provider_fakes import ANTHROPIC_DELTAS, FLUX_RESULT, anthropic_messages, install_fal
 from support.proxy import DEFAULT_RULES, KeyrelayProcess
 from support.upstream import UpstreamServer
+
+from clients.drivers import run_driver
+from clients.provider_fakes import ANTHROPIC_DELTAS, FLUX_RESULT, anthropic_messages, install_fal
 
 STEPS = "anthropic,fal,fal_stream,fal_upload"
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from drivers import run_driver
-from provider_fakes import FLUX_RESULT, install_fal, install_inference
 from support.proxy import KeyrelayProcess
 from support.upstream import UpstreamServer
+
+from clients.drivers import run_driver
+from clients.provider_fakes import FLUX_RESULT, install_fal, install_inference
 
 
 def upstream_calls(upstream: UpstreamServer) -> list[tuple[str, str, str]]:

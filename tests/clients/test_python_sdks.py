@@ -10,7 +10,10 @@ import anthropic
 import openai
 import pytest
 from elevenlabs.client import ElevenLabs
-from provider_fakes import (
+from support.proxy import KeyrelayProcess
+from support.upstream import UpstreamServer
+
+from clients.provider_fakes import (
     ANTHROPIC_DELTAS,
     AUDIO,
     OPENAI_DELTAS,
@@ -20,8 +23,6 @@ from provider_fakes import (
     openai_chat_stream,
     openai_image_edit,
 )
-from support.proxy import KeyrelayProcess
-from support.upstream import UpstreamServer
 
 CLIENT_KEY = "sk-client-side-dummy"  # what an app puts in the SDK; keyrelay replaces it
 

@@ -1,0 +1,1 @@
+"""Real-client conformance suite: the providers' own client libraries against keyrelay."""
