@@ -127,15 +127,17 @@ def scrub_flow(flow: http.HTTPFlow, secrets: Secrets) -> None:
 class StreamScrubber:
     """Masks secrets in a body relayed chunk by chunk, for the client as it streams.
 
-    A key split across two chunks must still be caught, so a chunk's tail that could be the
-    start of a secret is held back until the next chunk shows whether it is one. Only such a
-    tail waits: ordinary SSE events pass at once, their timing intact.
+    The head (and any content-length) is already on its way, so a key becomes a placeholder of
+    exactly its own length. A key split across two chunks must still be caught, so a chunk's
+    tail that could be the start of a secret is held back until the next chunk shows whether
+    it is one. Only such a tail waits: ordinary SSE events pass at once, their timing intact.
     """
 
     def __init__(self, secrets: Secrets) -> None:
         self._pairs = [
-            (value.encode("utf-8", "surrogateescape"), placeholder.encode())
+            (raw, _same_length(placeholder.encode(), len(raw)))
             for value, placeholder in _longest_first(secrets)
+            for raw in [value.encode("utf-8", "surrogateescape")]
         ]
         self._window = max((len(value) for value, _ in self._pairs), default=1) - 1
         self._held = b""
@@ -164,3 +166,8 @@ class StreamScrubber:
                     break
                 i = data.find(value[:1], i + 1)
         return cut
+
+
+def _same_length(placeholder: bytes, length: int) -> bytes:
+    """`<OPENAI_API_KEY>****` cut or padded to `length` bytes."""
+    return (placeholder + b"*" * length)[:length]
