@@ -32,6 +32,7 @@ from bench.targets import BARE_MITMDUMP_STREAM, BUILDERS, Target, keyrelay_proc
 
 CLUSTER = "2kr+lb"
 PROVIDER_KEY = "bench-provider-key-0123456789"
+SETTLE_SECONDS = 2.0
 
 
 def log(message: str) -> None:
@@ -90,11 +91,14 @@ class Run:
 
     def sse(self, target: Target) -> dict[str, float | None]:
         z = self.s.sizes
-        load.sse_stream(target, self.ctx, 10, z.sse_interval_ms)  # first-connection costs
-        r = load.sse_stream(target, self.ctx, z.sse_events, z.sse_interval_ms)
+        events, interval = z.sse_events, z.sse_interval_ms
+        load.sse_stream(target, self.ctx, 10, interval, kept_alive=False)  # process warm-up
+        new = load.sse_stream(target, self.ctx, events, interval, kept_alive=False)
+        r = load.sse_stream(target, self.ctx, events, interval, kept_alive=True)
         delays = sorted(r.delays_ms)
         return {
-            "sse_ttfb": r.ttfb_ms,
+            "sse_ttfb": new.ttfb_ms,
+            "sse_ttfb_kept": r.ttfb_ms,
             "sse_p50": delays[len(delays) // 2],
             "sse_p99": delays[min(len(delays) - 1, int(len(delays) * 0.99))],
         }
@@ -110,13 +114,18 @@ class Run:
         return {"streams_kib": r.rss_per_stream_kib, "streams_held": 100 * r.held}
 
     def transfers(self, target: Target) -> dict[str, float | None]:
-        up = load.curl_transfer(target, self.s.tls.ca_cert, self.s.upload_file)
-        down = load.curl_transfer(target, self.s.tls.ca_cert, None)
-        peaks = [p for p in (up.peak_rss_kib, down.peak_rss_kib) if p is not None]
+        """Best of `post_rounds` each way (one transfer is short); the largest RSS growth."""
+        runs = [
+            load.curl_transfer(target, self.s.tls.ca_cert, upload)
+            for upload in (self.s.upload_file, None)
+            for _ in range(self.s.sizes.post_rounds + 1)
+        ]
+        half = len(runs) // 2
+        growth = [r.rss_growth_kib for r in runs if r.rss_growth_kib is not None]
         return {
-            "upload_mbs": up.mb_per_s,
-            "download_mbs": down.mb_per_s,
-            "transfer_rss_mib": max(peaks) / 1024 if peaks else None,
+            "upload_mbs": max(r.mb_per_s for r in runs[:half]),
+            "download_mbs": max(r.mb_per_s for r in runs[half:]),
+            "transfer_rss_mib": max(growth) / 1024 if growth else None,
         }
 
 
@@ -201,7 +210,7 @@ def main(argv: list[str]) -> int:
     try:
         tls = make_tls(workdir)
         download, upload = make_payloads(workdir, sizes.transfer_bytes)
-        upstream_port, procs = start_upstream(workdir, tls, download)
+        upstream_port, plain_port, procs = start_upstream(workdir, tls, download)
         s = Setting(
             workdir,
             tls,
@@ -211,8 +220,10 @@ def main(argv: list[str]) -> int:
             all_on.build(workdir, None),
             download,
             upload,
+            plain_port,
         )
         targets = start_targets(s, wanted, notes)
+        time.sleep(SETTLE_SECONDS)  # start-up work (imports, JIT) ends before measuring
         run = Run(s, targets)
         run.notes = notes
         # Open streams early: memory per stream is read against a process that has not yet
@@ -221,10 +232,13 @@ def main(argv: list[str]) -> int:
         run.measure("open streams", run.streams)
         run.measure("POST", run.post)
         run.measure("transfers", run.transfers)
-        if args.profile and "kr+all" in targets:
+        if args.profile:
             from bench import profile
 
-            notes.append(profile.run(targets["kr+all"], args.profile))
+            for key in ("mitmdump", "keyrelay", "kr+all"):
+                if key in targets:
+                    log(f"{key}: profiling for {args.profile:g}s under wrk -c32")
+                    notes.append(profile.run(targets[key], args.profile))
         print(report(run, wanted, s, quick=args.quick))
     finally:
         for target in targets.values():
@@ -249,7 +263,8 @@ def report(run: Run, wanted: list[str], s: Setting, *, quick: bool) -> str:
         f"open streams: {z.open_streams} x one event per {z.open_interval_ms:g} ms for "
         f"{z.open_hold_seconds:g}s",
         f"mitmdump: no addon, stream_large_bodies={BARE_MITMDUMP_STREAM} (keyrelay's own "
-        "threshold); every mitmdump runs with flow_detail=0",
+        "threshold); mitm-st: no addon, stream_large_bodies=1 (streams every body); "
+        "every mitmdump runs with flow_detail=0",
         f"kr+all: {', '.join(s.all_on.features)}; 2kr+lb: two kr+all behind nginx, one Redis",
         "",
         table.render(run.results, wanted),

@@ -14,6 +14,7 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def wrk_post(target: Target, connections: int, seconds: float) -> PostResult:
         "-s",
         str(LUA),
     ]
-    done = subprocess.run([*argv, url], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run([*argv, url], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise LoadError(f"wrk against {url} did not finish in 120s") from None
     match = _WRK_LINE.search(done.stdout)
     if done.returncode or not match:
         raise LoadError(f"wrk failed against {url}: {done.stdout}{done.stderr}")
@@ -78,11 +82,11 @@ def wrk_post(target: Target, connections: int, seconds: float) -> PostResult:
 @dataclass(frozen=True)
 class TransferResult:
     mb_per_s: float
-    peak_rss_kib: int | None
+    rss_growth_kib: int | None  # peak RSS during the transfer (VmHWM) minus RSS before it
 
 
 def curl_transfer(target: Target, ca: Path, upload: Path | None) -> TransferResult:
-    """One 50 MiB download (upload None) or upload through the target; peak RSS of the proxy."""
+    """One download (upload None) or upload through the target, and the proxy's RSS growth."""
     endpoint = "upload" if upload else "download"
     argv = ["curl", "-sS", "--fail-with-body", "-o", "-" if upload else "/dev/null"]
     argv += ["-w", "\n%{http_code} %{size_download} %{size_upload} %{time_total}"]
@@ -99,7 +103,11 @@ def curl_transfer(target: Target, ca: Path, upload: Path | None) -> TransferResu
     pids = target.memory_pids()
     for pid in pids:
         reset_peak(pid)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    before = sum(status_kib(pid, "VmRSS") for pid in pids)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise LoadError(f"{endpoint} via {target.key}: no answer in 120s") from None
     body, _, stats = done.stdout.rpartition("\n")
     if done.returncode:
         raise LoadError(f"curl {endpoint} via {target.key}: {done.stderr.strip()} {stats}")
@@ -107,35 +115,51 @@ def curl_transfer(target: Target, ca: Path, upload: Path | None) -> TransferResu
     size = upload.stat().st_size if upload else int(downloaded)
     if upload and json.loads(body).get("received") != size:
         raise LoadError(f"upload via {target.key}: upstream got {body!r}, sent {size}")
-    peak = sum(status_kib(pid, "VmHWM") for pid in pids) if pids else None
-    return TransferResult(size / float(seconds) / 1e6, peak)
+    # Summed peaks of several processes (a cluster) may not be simultaneous: an upper bound.
+    peak = sum(status_kib(pid, "VmHWM") for pid in pids)
+    return TransferResult(size / float(seconds) / 1e6, peak - before if pids else None)
 
 
 # -- Server-Sent Events ---------------------------------------------------------------------
 
 
-async def _open(
-    target: Target, endpoint: str, ctx: ssl.SSLContext
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    reader, writer = await asyncio.open_connection(
+async def _connect(
+    target: Target, ctx: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(
         target.host,
         target.port,
         ssl=ctx if target.tls_name else None,
         server_hostname=target.tls_name,
         limit=1 << 20,
     )
+
+
+async def _request(
+    target: Target, endpoint: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> tuple[bytes, int]:
+    """Send a GET on an open connection; the response head (lower-cased) and when it was sent."""
     host = target.tls_name or f"{target.host}:{target.port}"
     lines = [f"GET {target.path(endpoint)} HTTP/1.1", f"Host: {host}", "Accept: text/event-stream"]
     lines += [f"{k}: {v}" for k, v in target.request_headers(endpoint).items()]
+    sent = time.monotonic_ns()  # the client's own connection (and TLS) is already up
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     head = await reader.readuntil(b"\r\n\r\n")
     status = head.split(b" ", 2)[1]
     if status != b"200":
         raise LoadError(f"SSE via {target.key}: {head.decode(errors='replace')[:300]}")
-    return reader, writer, head.lower()
+    return head.lower(), sent
 
 
-async def _body(reader: asyncio.StreamReader, head: bytes):  # type: ignore[no-untyped-def]
+async def _open(
+    target: Target, endpoint: str, ctx: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    reader, writer = await _connect(target, ctx)
+    head, _ = await _request(target, endpoint, reader, writer)
+    return reader, writer, head
+
+
+async def _body(reader: asyncio.StreamReader, head: bytes) -> AsyncIterator[bytes]:
     """The body's bytes as they arrive: decoded chunks, or reads up to content-length."""
     if b"transfer-encoding: chunked" in head:
         while True:
@@ -160,17 +184,26 @@ def _event_times(data: bytes) -> list[int]:
 
 @dataclass(frozen=True)
 class SseResult:
-    ttfb_ms: float  # request sent -> first event read
+    ttfb_ms: float  # request sent on an open connection -> first event read
     delays_ms: list[float]  # per event: read time - the upstream's send time
 
 
-async def _sse_once(target: Target, ctx: ssl.SSLContext, events: int, interval_ms: float):  # type: ignore[no-untyped-def]
-    start = time.monotonic_ns()
-    reader, writer, head = await _open(target, f"sse?n={events}&interval_ms={interval_ms}", ctx)
+async def _sse_once(
+    target: Target, ctx: ssl.SSLContext, events: int, interval_ms: float, kept_alive: bool
+) -> SseResult:
+    """One stream on a new connection, or (kept_alive) after a first request on it: a proxy
+    that keeps its upstream connection then has it ready, as for a browser's second call."""
+    reader, writer = await _connect(target, ctx)
     delays: list[float] = []
     first: int | None = None
     pending = b""
     try:
+        if kept_alive:
+            head, _ = await _request(target, "sse?n=1&interval_ms=0", reader, writer)
+            async for _ in _body(reader, head):
+                pass
+        endpoint = f"sse?n={events}&interval_ms={interval_ms}"
+        head, start = await _request(target, endpoint, reader, writer)
         async for data in _body(reader, head):
             now = time.monotonic_ns()
             complete, _, pending = (pending + data).rpartition(b"\n\n")
@@ -185,8 +218,10 @@ async def _sse_once(target: Target, ctx: ssl.SSLContext, events: int, interval_m
     return SseResult((first - start) / 1e6, delays)
 
 
-def sse_stream(target: Target, ctx: ssl.SSLContext, events: int, interval_ms: float) -> SseResult:
-    return asyncio.run(_sse_once(target, ctx, events, interval_ms))
+def sse_stream(
+    target: Target, ctx: ssl.SSLContext, events: int, interval_ms: float, *, kept_alive: bool
+) -> SseResult:
+    return asyncio.run(_sse_once(target, ctx, events, interval_ms, kept_alive))
 
 
 @dataclass(frozen=True)
@@ -205,7 +240,10 @@ async def _hold_streams(
     opened = [0]
 
     async def one() -> None:
-        reader, writer, head = await _open(target, f"sse?n=0&interval_ms={interval_ms}", ctx)
+        # Finite, so a proxy that keeps reading upstream after its client left stops some time.
+        events = int((hold_s + 30) * 1000 / interval_ms)
+        endpoint = f"sse?n={events}&interval_ms={interval_ms}"
+        reader, writer, head = await _open(target, endpoint, ctx)
         try:
             first = True
             async for chunk in _body(reader, head):

@@ -56,15 +56,18 @@ http {{
 
 
 def upstream_conf(
-    prefix: Path, port: int, cert: Path, key: Path, sse_port: int, download: Path
+    prefix: Path, port: int, plain_port: int, cert: Path, key: Path, sse_port: int, download: Path
 ) -> str:
-    """HTTPS for every provider host name: fixed JSON, a static download, SSE and uploads."""
+    """HTTPS for every provider host name: fixed JSON, a static download, SSE and uploads.
+    The same on plain HTTP (plain_port) for the direct column, so its client does no more
+    work than a proxy's client does."""
     return _main_conf(
         prefix,
         f"""
   upstream sse {{ server 127.0.0.1:{sse_port}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port} ssl default_server;
+    listen 127.0.0.1:{plain_port} default_server;
     server_name _;
     ssl_certificate {cert};
     ssl_certificate_key {key};

@@ -18,6 +18,8 @@ from bench.setting import REPO
 from bench.targets import Target
 
 TOP = 15
+# Self time here is mitmproxy calling addons: finding hooks, safecall's context manager.
+DISPATCH = ("mitmproxy/addonmanager.py:", "mitmproxy/hooks.py:", "contextlib.py:")
 
 
 def run(target: Target, seconds: float) -> str:
@@ -41,7 +43,7 @@ def summarize(collapsed: str, name: str) -> str:
     """Self and inclusive sample counts from py-spy's raw (collapsed stack) output."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = in_addon = 0
+    total = in_addon = dispatch = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
@@ -50,6 +52,8 @@ def summarize(collapsed: str, name: str) -> str:
         frames = [_short(f) for f in stack.split(";")]
         total += count
         own[frames[-1]] += count
+        if frames[-1].startswith(DISPATCH):
+            dispatch += count
         addon_frames = {f for f in frames if f.startswith("addon/")}
         if addon_frames:
             in_addon += count
@@ -59,6 +63,7 @@ def summarize(collapsed: str, name: str) -> str:
         return "profile: no samples"
     lines = [f"profile of {name} under wrk -c32 ({total} samples):"]
     lines.append(f"  inside keyrelay's addon code: {100 * in_addon / total:.1f}% of samples")
+    lines.append(f"  mitmproxy's hook dispatch (self time): {100 * dispatch / total:.1f}%")
     lines += [f"  {100 * n / total:5.1f}% incl  {f}" for f, n in inclusive.most_common(TOP)]
     lines.append("  top self time (any code):")
     lines += [f"  {100 * n / total:5.1f}% self  {f}" for f, n in own.most_common(TOP)]

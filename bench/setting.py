@@ -53,11 +53,12 @@ class Setting:
     workdir: Path
     tls: TlsMaterial
     sizes: Sizes
-    upstream_port: int
+    upstream_port: int  # HTTPS, what every proxy forwards to
     provider_key: str
     all_on: AllOn
     download_file: Path
     upload_file: Path
+    upstream_plain_port: int  # the same upstream on plain HTTP, for the direct column
 
 
 def make_payloads(workdir: Path, size: int) -> tuple[Path, Path]:
@@ -75,9 +76,10 @@ def make_tls(workdir: Path) -> TlsMaterial:
     return make_test_ca(workdir / "ca", extra_names=("127.0.0.1",))
 
 
-def start_upstream(workdir: Path, tls: TlsMaterial, download: Path) -> tuple[int, list[Proc]]:
-    """nginx (TLS, fixed JSON, static download) in front of the Python SSE/upload server."""
-    sse_port, port = free_port(), free_port()
+def start_upstream(workdir: Path, tls: TlsMaterial, download: Path) -> tuple[int, int, list[Proc]]:
+    """nginx (TLS, fixed JSON, static download) in front of the Python SSE/upload server.
+    Returns its TLS port, its plain HTTP port, and the processes."""
+    sse_port, port, plain_port = free_port(), free_port(), free_port()
     sse = Proc(
         "sse-server",
         [sys.executable, "-m", "bench.sse_server", str(sse_port)],
@@ -86,9 +88,15 @@ def start_upstream(workdir: Path, tls: TlsMaterial, download: Path) -> tuple[int
         cwd=REPO,
     )
     conf = nginx.upstream_conf(
-        workdir / "nginx-upstream", port, tls.server_chain, tls.server_key, sse_port, download
+        workdir / "nginx-upstream",
+        port,
+        plain_port,
+        tls.server_chain,
+        tls.server_key,
+        sse_port,
+        download,
     )
     front = nginx.start("nginx-upstream", workdir, port, conf)
     for proc in (sse, front):
         proc.wait_listening()
-    return port, [sse, front]
+    return port, plain_port, [sse, front]

@@ -11,6 +11,7 @@ Results = Mapping[str, Mapping[str, float | None]]  # target -> raw measure -> v
 RATIOS: tuple[tuple[str, str], ...] = (
     ("keyrelay", "mitmdump"),
     ("kr+all", "mitmdump"),
+    ("keyrelay", "mitm-st"),
     ("keyrelay", "nginx"),
     ("keyrelay", "fal"),
     ("2kr+lb", "kr+all"),
@@ -33,12 +34,13 @@ ROWS: tuple[Row, ...] = (
     Row("POST c32 req/s", "post32_rps", True, digits=0),
     Row("POST c32 p50 ms", "post32_p50", False, added=True, digits=2),
     Row("POST c32 p99 ms", "post32_p99", False, added=True, digits=2),
-    Row("SSE first event ms", "sse_ttfb", False, added=True, digits=2),
+    Row("SSE first event, new conn ms", "sse_ttfb", False, added=True, digits=2),
+    Row("SSE first event, kept conn ms", "sse_ttfb_kept", False, added=True, digits=2),
     Row("SSE per event p50 ms", "sse_p50", False, added=True, digits=2),
     Row("SSE per event p99 ms", "sse_p99", False, added=True, digits=2),
     Row("upload MB/s", "upload_mbs", True, digits=0),
     Row("download MB/s", "download_mbs", True, digits=0),
-    Row("transfer peak RSS MiB", "transfer_rss_mib", False),
+    Row("transfer RSS growth MiB", "transfer_rss_mib", False),
     Row("open streams KiB/stream", "streams_kib", False),
     Row("open streams rate held %", "streams_held", True, digits=0),
 )

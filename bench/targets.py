@@ -16,7 +16,9 @@ from bench import nginx
 from bench.procs import Proc, children, free_port
 from bench.setting import REPO, Setting
 
-BARE_MITMDUMP_STREAM = "1m"  # bare mitmdump streams large bodies; small ones stay buffered
+# Bare mitmdump streams bodies over 1 MiB, as keyrelay's transport defaults do; smaller ones
+# (and SSE, which has no length) stay buffered. The mitm-st column streams everything.
+BARE_MITMDUMP_STREAM = "1m"
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Target:
     key: str  # column name in the table
     host: str
     port: int
-    tls_name: str | None = None  # SNI and Host when the client speaks TLS (direct only)
+    tls_name: str | None = None  # SNI and Host when the client speaks TLS (none does now)
     prefix: str = "/v1"  # path prefix the client uses for /v1/...
     headers: dict[str, str] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
@@ -64,27 +66,33 @@ class Target:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_KEY"))}
-    env.update(PYTHONUNBUFFERED="1", **extra)
+    env.pop("PYTHONUNBUFFERED", None)  # as deployed: stdout (a file here) block-buffered
+    env.update(**extra)
     return env
 
 
 def direct(s: Setting) -> Target:
-    return Target("direct", "127.0.0.1", s.upstream_port, tls_name="api.openai.com")
+    return Target("direct", "127.0.0.1", s.upstream_plain_port)
 
 
-def bare_mitmdump(s: Setting) -> Target:
+def bare_mitmdump(s: Setting, key: str = "mitmdump", stream: str = BARE_MITMDUMP_STREAM) -> Target:
     port = free_port()
     argv = [
         str(REPO / ".venv/bin/mitmdump"),
         *("--mode", f"reverse:https://127.0.0.1:{s.upstream_port}"),
         *("--listen-host", "127.0.0.1", "--listen-port", str(port)),
-        *("--set", f"confdir={s.workdir / 'mitm-bare'}"),
+        *("--set", f"confdir={s.workdir / ('mitm-' + key)}"),
         *("--set", f"ssl_verify_upstream_trusted_ca={s.tls.ca_cert}"),
         *("--set", "flow_detail=0"),
-        *("--set", f"stream_large_bodies={BARE_MITMDUMP_STREAM}"),
+        *("--set", f"stream_large_bodies={stream}"),
     ]
-    proc = Proc("mitmdump", argv, s.workdir / "mitmdump.log", port=port, env=_env())
-    return Target("mitmdump", "127.0.0.1", port, procs=[proc])
+    proc = Proc(key, argv, s.workdir / f"{key}.log", port=port, env=_env())
+    return Target(key, "127.0.0.1", port, procs=[proc])
+
+
+def streaming_mitmdump(s: Setting) -> Target:
+    """Bare mitmdump streaming every body: the engine's own floor for SSE and open streams."""
+    return bare_mitmdump(s, "mitm-st", "1")
 
 
 def keyrelay_proc(
@@ -159,6 +167,7 @@ def fal_express(s: Setting) -> Target:
 BUILDERS: dict[str, Callable[[Setting], Target]] = {
     "direct": direct,
     "mitmdump": bare_mitmdump,
+    "mitm-st": streaming_mitmdump,
     "keyrelay": keyrelay_default,
     "kr+all": keyrelay_all_on,
     "nginx": nginx_peer,

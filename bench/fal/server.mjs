@@ -10,7 +10,6 @@ const [upstreamHost, upstreamPort] = process.env.BENCH_UPSTREAM.split(":");
 const connector = buildConnector({ ca: readFileSync(process.env.BENCH_CA) });
 setGlobalDispatcher(
   new Agent({
-    connections: 128,
     connect: (opts, callback) =>
       connector(
         {
