@@ -16,6 +16,7 @@ from mitmproxy.proxy.layers.http import _http1, _http2, _http3
 from addon.problems import problem_body
 
 PREFIX = "keyrelay:"
+KILLED = "Connection killed: "  # what mitmproxy puts before a server.error set by an addon
 
 _GENERIC = {
     400: ("bad-request", "The request could not be parsed."),
@@ -31,8 +32,10 @@ def message(status: int, reason: str, detail: str) -> str:
 
 def problem_for(status: int, message_text: str) -> tuple[int, bytes]:
     # mitmproxy may wrap it: "Connection killed: keyrelay:..." for a refused server_connect.
-    _, found, ours = message_text.partition(PREFIX)
-    code, _, rest = ours.partition(":")
+    # Only those two shapes: other messages quote what an upstream sent.
+    ours = message_text.removeprefix(KILLED)
+    found = ours.startswith(PREFIX)
+    code, _, rest = ours[len(PREFIX) :].partition(":")
     if found and code.isdigit() and ":" in rest:
         reason, detail = rest.split(":", 1)
         return int(code), problem_body(int(code), reason, detail)

@@ -22,6 +22,7 @@ from mitmproxy.proxy import server_hooks
 
 from addon import connect_to, cors_flow, errorpage
 from addon.config_node import ConfigError
+from addon.early_refusal import EarlyRefusals
 from addon.forwarding import upstream_headers
 from addon.guard import Guard
 from addon.keys import KeyStore
@@ -92,6 +93,7 @@ class KeyRelay:
         self._watcher: asyncio.Task[None] | None = None
         self.observe = Observer(lambda: (self.rules, self.keys), answer)
         self.transport = Fidelity()  # streams, encodings, size limit, timeouts
+        self.early = EarlyRefusals()  # refusals that must not wait for a large body
 
     # -- options ---------------------------------------------------------------------------
 
@@ -176,30 +178,32 @@ class KeyRelay:
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if refusal := await self._route_and_admit(flow):
+            answer(flow, refusal)
+            self.early.divert(flow, refusal)  # a large body still arriving is never read
+
+    async def _route_and_admit(self, flow: http.HTTPFlow) -> Refusal | None:
+        """Route the request and inject the key, or say why not (None: handled)."""
         assert self.router is not None and self.keys is not None and self.guard is not None
         request = flow.request
         state: dict[str, Any] = flow.metadata.setdefault(STATE, {})
         if cors_flow.requestheaders(self.rules, flow, answer):  # preflight: before any auth
-            return
+            return None
         if self.observe.requestheaders(flow):  # keyrelay's own endpoints
-            return
+            return None
         decision = self.router.route(request.method, request.path, request.headers.get)
         if isinstance(decision, Refusal):
-            answer(flow, decision)
-            return
+            return decision
         route: Route = decision
         provider = route.provider
         state["provider"] = provider.name
         if refusal := self.transport.requestheaders(flow, route):  # size limit, streaming
-            answer(flow, refusal)
-            return
+            return refusal
         if refusal := await self.guard.admit(flow, route):  # who may, how often (guard.py)
-            answer(flow, refusal)
-            return
+            return refusal
         key = await self.keys.pick(provider, state)  # tenant, pool or shared key (keys.py)
         if isinstance(key, Refusal):
-            answer(flow, key)
-            return
+            return key
         request.headers.fields = upstream_headers(
             request.headers.fields,
             provider,
@@ -214,6 +218,7 @@ class KeyRelay:
         )
         state["upstream"] = f"{route.host}{route.path.partition('?')[0]}"
         state["decision"] = "forwarded"
+        return None
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -239,6 +244,7 @@ class KeyRelay:
     def response(self, flow: http.HTTPFlow) -> None:
         _settle(
             flow,
+            self.early.forget,
             self.transport.response,  # decodes a buffered body, stops the timers
             self.guard.release if self.guard else None,  # frees the concurrency slot
             self.observe.response,  # masks every secret, logs, counts
@@ -247,6 +253,7 @@ class KeyRelay:
     def error(self, flow: http.HTTPFlow) -> None:
         _settle(
             flow,
+            self.early.forget,
             self.transport.error,
             self.guard.release if self.guard else None,
             self.observe.error,
@@ -255,6 +262,8 @@ class KeyRelay:
     # -- upstream connections ----------------------------------------------------------------
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        if self.early.server_connect(data):  # a diverted refusal: fail it with its problem
+            return
         self.observe.server_connect(data)  # replay mode: never the network
         self.transport.server_connect(data)  # connect timeout, HTTP/2 offer
         address = data.server.address

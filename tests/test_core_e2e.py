@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from pathlib import Path
 
@@ -356,3 +358,31 @@ def test_a_key_echoed_in_a_streamed_response_never_reaches_the_client(
     assert TEST_KEYS["OPENAI_API_KEY"] not in str(reply.headers)
     assert b"data: bad key <OPENAI_API_KEY>********\n\n" in reply.body  # the key's length
     assert reply.chunks[0][1].startswith(b"data: first event")
+
+
+def test_a_refused_request_is_answered_without_reading_its_large_body(
+    keyrelay: KeyrelayProcess, upstream: UpstreamServer
+) -> None:
+    """A 10 GiB upload to a route without a key: the 503 comes at once, the body is never read."""
+    with socket.create_connection(("127.0.0.1", keyrelay.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/fal/proxy HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n"
+            b"x-fal-target-url: https://evil.example/\r\n\r\n" + b"x" * 100_000
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 412 ")
+    assert json.loads(body)["type"].endswith("/target-not-allowed")
+    assert upstream.requests == []
+
+
+def test_a_refused_small_body_keeps_the_connection(client: HttpClient) -> None:
+    for _ in range(3):
+        reply = client.request("POST", "/api/fal/proxy", b"{}" * 100, [("x-fal-target-url", "x")])
+        assert reply.status == 412
+    assert client.connections_opened == 1
