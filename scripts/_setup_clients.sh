@@ -2,9 +2,11 @@
 # Prepare the real-client conformance environment: Debian's chromium and the Node clients in tests/clients.
 # Sourced by scripts/test (or run directly). Idempotent and quick when everything is already in place.
 # Fails loudly (non-zero exit, message on stderr) when something cannot be installed; it never skips silently.
-#   - chromium: `apt-get update && apt-get install -y chromium` only when /usr/bin/chromium is missing.
+#   - chromium: `apt_install chromium` (scripts/_apt.sh) only when /usr/bin/chromium is missing.
 #   - node clients: `npm ci` in tests/clients when node_modules is missing or older than package-lock.json.
 # Browsers are never downloaded by npm (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1): playwright-core drives /usr/bin/chromium.
+
+source "$(dirname "${BASH_SOURCE[0]}")/_apt.sh"
 
 _keyrelay_setup_clients() {
   local root clients chromium=/usr/bin/chromium stamp
@@ -16,17 +18,7 @@ _keyrelay_setup_clients() {
 
   # --- chromium (Debian package) ---
   if [ ! -x "$chromium" ]; then
-    command -v apt-get >/dev/null 2>&1 || { _kr_fail "$chromium is missing and apt-get is not available to install it"; return 1; }
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then
-      command -v sudo >/dev/null 2>&1 || { _kr_fail "$chromium is missing; installing it needs root (or sudo)"; return 1; }
-      sudo="sudo"
-    fi
-    echo "keyrelay setup-clients: installing Debian chromium (apt-get)" >&2
-    if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
-           $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >&2; }; then
-      _kr_fail "apt-get could not install chromium"; return 1
-    fi
+    apt_install chromium || { _kr_fail "$chromium is missing and could not be installed"; return 1; }
     [ -x "$chromium" ] || { _kr_fail "chromium was installed but $chromium does not exist"; return 1; }
   fi
   "$chromium" --version >/dev/null 2>&1 || { _kr_fail "$chromium does not run ($chromium --version failed)"; return 1; }

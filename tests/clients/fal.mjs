@@ -19,64 +19,24 @@
 //                           FAL_KEY_ID and FAL_KEY_SECRET in the environment are ignored on purpose: keyrelay holds the key.
 //   UPLOAD_BYTES            size of the uploaded blob (default 4096); UPLOAD_CONTENT_TYPE (default image/png)
 //   TIMEOUT_MS              overall time limit (default 30000)
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { fal } from "@fal-ai/client";
+import { env, lastPut, packageLabel, recordingFetch, runSteps, startDriver, uploadBlob } from "./lib/driver.mjs";
 
-const pkg = (name) => JSON.parse(readFileSync(new URL(`./node_modules/${name}/package.json`, import.meta.url), "utf8"));
-const CLIENT = `@fal-ai/client@${pkg("@fal-ai/client").version}`;
-const ALL_STEPS = ["run", "subscribe", "stream", "upload", "cancel"];
-
-const env = process.env;
-const proxyUrl = env.PROXY_URL;
 const endpoint = env.FAL_ENDPOINT || "fal-ai/flux/dev";
-const steps = (process.argv.slice(2).join(",") || env.FAL_STEPS || "subscribe,stream,upload")
-  .split(/[,\s]+/)
-  .filter(Boolean);
-const timeoutMs = Number(env.TIMEOUT_MS || 30000);
+const driver = startDriver({
+  client: packageLabel("@fal-ai/client"),
+  allSteps: ["run", "subscribe", "stream", "upload", "cancel"],
+  stepsVar: "FAL_STEPS",
+  defaultSteps: "subscribe,stream,upload",
+  fields: { endpoint },
+});
+const { proxyUrl, out } = driver;
 const input = { prompt: env.FAL_PROMPT || "a red fox in the snow", image_size: "square_hd", num_images: 1 };
-
-const out = { ok: false, client: CLIENT, proxy_url: proxyUrl, endpoint, steps: {}, requests: [] };
-function finish(code) {
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exit(code);
-}
-const bad = steps.filter((s) => !ALL_STEPS.includes(s));
-if (!proxyUrl || bad.length) {
-  out.error = !proxyUrl ? "PROXY_URL is not set" : `unknown step(s) ${bad.join(", ")}; known: ${ALL_STEPS.join(", ")}`;
-  finish(2);
-}
-setTimeout(() => {
-  out.error = `timed out after ${timeoutMs} ms`;
-  finish(1);
-}, timeoutMs).unref();
-
-// Pass-through fetch that records what the client sent and got (the client is configured, not modified).
-async function tracingFetch(url, init = {}) {
-  const headers = new Headers(init.headers);
-  const entry = {
-    method: (init.method || "GET").toUpperCase(),
-    url: String(url),
-    target: headers.get("x-fal-target-url"),
-    authorization: headers.get("authorization"),
-    accept: headers.get("accept"),
-  };
-  out.requests.push(entry);
-  try {
-    const response = await fetch(url, init);
-    entry.status = response.status;
-    entry.content_type = response.headers.get("content-type");
-    return response;
-  } catch (error) {
-    entry.error = String(error?.cause?.code || error);
-    throw error;
-  }
-}
 
 fal.config({
   proxyUrl: { url: proxyUrl, when: "always" }, // "always": proxy in Node too (default is browser only)
   credentials: env.FAL_CLIENT_CREDENTIALS || undefined, // explicit: never read FAL_KEY* from the environment
-  fetch: tracingFetch,
+  fetch: recordingFetch(out, fetch, "x-fal-target-url"),
 });
 
 function describeError(error) {
@@ -124,19 +84,10 @@ const runners = {
   },
 
   async upload() {
-    const size = Number(env.UPLOAD_BYTES || 4096);
-    const bytes = new Uint8Array(size).map((_, i) => (i * 7 + 3) % 256);
-    const blob = new Blob([bytes], { type: env.UPLOAD_CONTENT_TYPE || "image/png" });
+    const { blob, ...sent } = uploadBlob();
     const fileUrl = await fal.storage.upload(blob);
-    const put = out.requests.filter((r) => r.method === "PUT").at(-1);
-    return {
-      ok: typeof fileUrl === "string" && fileUrl.length > 0,
-      file_url: fileUrl,
-      bytes: size,
-      sha256: createHash("sha256").update(bytes).digest("hex"),
-      upload_url: put?.url, // where the bytes went: directly, not through PROXY_URL
-      upload_via_proxy: put ? put.target != null : undefined,
-    };
+    // lastPut: where the bytes went (directly, not through PROXY_URL)
+    return { ok: typeof fileUrl === "string" && fileUrl.length > 0, file_url: fileUrl, ...sent, ...lastPut(out) };
   },
 
   async cancel() {
@@ -146,16 +97,4 @@ const runners = {
   },
 };
 
-let failed = false;
-for (const step of steps) {
-  const started = Date.now();
-  try {
-    out.steps[step] = await runners[step]();
-  } catch (error) {
-    out.steps[step] = { ok: false, error: describeError(error) };
-  }
-  out.steps[step].ms = Date.now() - started;
-  failed ||= !out.steps[step].ok;
-}
-out.ok = !failed;
-finish(failed ? 1 : 0);
+await runSteps(driver, runners, describeError);

@@ -12,27 +12,21 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from .headers import HeaderLookup
+
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 Body = bytes | str | Iterable[bytes] | None
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass
-class Reply:
+class Reply(HeaderLookup):
     status: int
     reason: str
     headers: list[tuple[str, str]]  # as received, duplicates kept
     body: bytes
     # (seconds since the request was sent, bytes) per read; filled by HttpClient.stream()
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
-
-    def header(self, name: str) -> str | None:
-        values = self.header_all(name)
-        return values[0] if values else None
-
-    def header_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for k, v in self.headers if k.lower() == lname]
 
     @property
     def text(self) -> str:
@@ -50,12 +44,8 @@ class _CountingConnection(http.client.HTTPConnection):
         self.opened += 1
 
 
-class _CountingTlsConnection(http.client.HTTPSConnection):
-    opened = 0
-
-    def connect(self) -> None:
-        super().connect()
-        self.opened += 1
+class _CountingTlsConnection(_CountingConnection, http.client.HTTPSConnection):
+    """HTTPSConnection.connect (TLS on top of the plain connect), counted the same way."""
 
 
 class HttpClient:
@@ -78,14 +68,14 @@ class HttpClient:
     ) -> None:
         self.host, self.port, self.keep_alive, self.timeout = host, port, keep_alive, timeout
         self._tls, self._server_hostname = tls, server_hostname
-        self._conn: _CountingConnection | _CountingTlsConnection | None = None
+        self._conn: _CountingConnection | None = None
         self._closed_opened = 0
 
     @property
     def connections_opened(self) -> int:
         return self._closed_opened + (self._conn.opened if self._conn else 0)
 
-    def _connection(self) -> _CountingConnection | _CountingTlsConnection:
+    def _connection(self) -> _CountingConnection:
         if self._conn is None:
             if self._tls is not None:
                 # Connect to host (an address) but verify and send SNI for server_hostname.

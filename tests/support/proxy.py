@@ -23,9 +23,9 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from .lifecycle import StartStop
 from .tls import PROVIDER_HOSTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ class ProxyStartError(RuntimeError):
     pass
 
 
-class KeyrelayProcess:
+class KeyrelayProcess(StartStop):
     """One mitmdump process running keyrelay on 127.0.0.1 with a port chosen by the kernel.
 
     Without rules_text/rules_path the repo's rules.yaml is copied into the work directory, so a
@@ -189,17 +189,6 @@ class KeyrelayProcess:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return proc.returncode
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- inspection ----------------------------------------------------------------------------
     @property

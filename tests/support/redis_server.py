@@ -11,8 +11,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from .lifecycle import StartStop
 
 
 def _free_port() -> int:
@@ -21,7 +22,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class RedisServer:
+class RedisServer(StartStop):
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -85,11 +86,3 @@ class RedisServer:
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

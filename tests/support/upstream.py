@@ -19,9 +19,10 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
 from typing import IO, Any, Self
 
+from .headers import HeaderLookup
+from .lifecycle import StartStop
 from .tls import TlsMaterial
 
 HeaderList = list[tuple[str, str]]
@@ -37,7 +38,7 @@ class BadRequest(Exception):
 
 
 @dataclass
-class RecordedRequest:
+class RecordedRequest(HeaderLookup):
     """One request as the upstream received it."""
 
     method: str
@@ -69,15 +70,6 @@ class RecordedRequest:
     @property
     def host(self) -> str | None:
         return self.header("host")
-
-    def header(self, name: str) -> str | None:
-        """First value of a header, case-insensitively, or None."""
-        values = self.header_all(name)
-        return values[0] if values else None
-
-    def header_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for k, v in self.headers if k.lower() == lname]
 
     def header_names(self) -> list[str]:
         return [k.lower() for k, _ in self.headers]
@@ -361,7 +353,7 @@ class _Route:
     handler: Handler
 
 
-class UpstreamServer:
+class UpstreamServer(StartStop):
     """The fake provider. TLS with `tls`'s server certificate, or plain HTTP when tls is None."""
 
     def __init__(self, tls: TlsMaterial | None, *, host: str = "127.0.0.1") -> None:
@@ -410,17 +402,6 @@ class UpstreamServer:
                 s.shutdown(socket.SHUT_RDWR)
         for t in threads:
             t.join(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- programming ---------------------------------------------------------------------------
     @property
