@@ -26,6 +26,17 @@ REMEMBERED = 8  # past values per source kept for redaction (in-flight requests,
 Stamp = tuple[int, int, int] | None
 
 
+class KnownValues:
+    """Moves whenever a key value is seen for the first time (a rotation, a tenant's key looked
+    up): `KeyStore.secrets()` keeps its answer until then, as redaction asks for every flow."""
+
+    version = 0
+
+    @classmethod
+    def changed(cls) -> None:
+        cls.version += 1
+
+
 def file_stamp(path: Path) -> Stamp:
     """What changes when a file is replaced or rewritten (Kubernetes swaps a symlink: the
     inode changes; an editor may keep size and second)."""
@@ -115,6 +126,7 @@ class LiveKey:
             self.value = value
             if value not in self.history:
                 self.history = [*self.history, value][-REMEMBERED:]
+                KnownValues.changed()
         return True
 
 

@@ -11,13 +11,13 @@ import time
 
 from addon.keysources.ids import key_id, retry_after_seconds
 from addon.keysources.live import LiveKey
-from addon.keysources.redis_link import RedisLink, RedisUnavailable
+from addon.keysources.redis_link import RedisLink
 from addon.keysources.spec import PoolSpec
+from addon.redis_client import RedisFailed, in_background
 
 logger = logging.getLogger(__name__)
 
 COOLING_STATUSES = frozenset({401, 429})
-_tasks: set[asyncio.Task[None]] = set()
 
 
 def cooldown_for(status: int, retry_after: str | None, spec: PoolSpec) -> float | None:
@@ -47,8 +47,8 @@ class Cooldowns:
                 pipe = self.redis.client.pipeline(transaction=False)
                 for k in keys:
                     pipe.pttl(k)
-                ttls = await self.redis.call(pipe.execute(), "pool cool-downs")
-            except RedisUnavailable:
+                ttls = await self.redis.ask("pool cool-downs", pipe.execute)
+            except RedisFailed:
                 return left  # this instance's own knowledge still holds
             for i, ttl in zip(ids, ttls, strict=True):
                 if isinstance(ttl, int) and ttl > 0:
@@ -60,14 +60,14 @@ class Cooldowns:
         if self.redis is not None:
             link = self.redis
             key = link.key("keypool", self.scope, kid)
-            task = asyncio.get_running_loop().create_task(self._share(link, key, seconds))
-            _tasks.add(task)  # referenced until done, or it may be collected mid-way
-            task.add_done_callback(_tasks.discard)
+            in_background(self._share(link, key, seconds))
 
     @staticmethod
     async def _share(link: RedisLink, key: str, seconds: float) -> None:
-        with contextlib.suppress(RedisUnavailable):  # logged by the link; rested here anyway
-            await link.call(link.client.set(key, "1", px=max(1, int(seconds * 1000))), "rest")
+        with contextlib.suppress(RedisFailed):  # logged by the link; rested here anyway
+            await link.ask(
+                "rest", lambda: link.client.set(key, "1", px=max(1, int(seconds * 1000)))
+            )
 
 
 class KeyPool:

@@ -1,55 +1,35 @@
 """The Redis connection key pools and tenant tables share: `limits_backend.redis` from the rules
-(the same server the shared rate limits use), with its key prefix and timeout."""
+(the same server the shared rate limits use), with its key prefix, timeout and pool size."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from addon.redis_client import Every, RedisConnection, RedisFailed
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-LOG_EVERY = 30.0  # seconds between two logs of the same Redis failure
+LOG_EVERY = 30.0  # seconds between two logs of the same kind of Redis failure
 
 
-class RedisUnavailable(Exception):
-    """Redis did not answer in time or failed; the message names the error type only."""
-
-
-class RedisLink:
-    def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
-        self.settings = (url, prefix, timeout)
-        self.client: Any = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),  # a request waits for one attempt, never a series
-            health_check_interval=0,
-            decode_responses=True,
-        )
-        self.prefix, self.timeout = prefix, timeout
-        self._logged = 0.0
+class RedisLink(RedisConnection):
+    def __init__(self, url: str, *, prefix: str, timeout: float, connections: int) -> None:
+        super().__init__(url, timeout=timeout, size=connections, decode_responses=True)
+        self.settings = (url, prefix, timeout, connections)
+        self.prefix = prefix
+        self._log = Every(LOG_EVERY)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    async def call(self, awaitable: Awaitable[T], what: str) -> T:
+    async def ask(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        """`call`, with failures logged now and then (never a key or an address)."""
         try:
-            return await asyncio.wait_for(awaitable, self.timeout * 2)
-        except (RedisError, OSError, TimeoutError) as e:
-            now = time.monotonic()
-            if now - self._logged > LOG_EVERY:
-                self._logged = now
-                logger.error("keyrelay: keys: Redis failed (%s): %s", what, type(e).__name__)
-            raise RedisUnavailable(type(e).__name__) from e
-
-    async def close(self) -> None:
-        await self.client.aclose()
+            return await self.call(command)
+        except RedisFailed as e:
+            if self._log(e.kind):
+                logger.error("keyrelay: keys: Redis failed (%s): %s", what, e)
+            raise

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 import yaml
 
 from addon.keysources.ids import clean_key
-from addon.keysources.live import FileWatch
-from addon.keysources.redis_link import RedisLink, RedisUnavailable
+from addon.keysources.live import FileWatch, KnownValues
+from addon.keysources.redis_link import RedisLink
 from addon.keysources.spec import TenantSpec
+from addon.redis_client import RedisFailed
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class FileTenants:
             return
         self.table = table
         self._seen.update(table.values())
+        KnownValues.changed()
         logger.info("keyrelay: %s: %d tenant keys from %s", self.label, len(table), self.path)
 
     async def lookup(self, tenant: str) -> str | None:
@@ -125,15 +127,18 @@ class RedisTenants:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            raw = await self.link.call(self.link.client.hget(self.hash, tenant), "tenant key")
-        except RedisUnavailable as e:
+            raw = await self.link.ask(
+                "tenant key", lambda: self.link.client.hget(self.hash, tenant)
+            )
+        except RedisFailed as e:
             raise TenantsUnavailable(str(e)) from e
         value = clean_key(raw) if isinstance(raw, str) else None
         if len(self._cache) >= MAX_REMEMBERED:
             self._cache.clear()
         self._cache[tenant] = (now + self.ttl, value)
-        if value is not None and len(self._seen) < MAX_REMEMBERED:
+        if value is not None and value not in self._seen and len(self._seen) < MAX_REMEMBERED:
             self._seen.add(value)
+            KnownValues.changed()
         return value
 
     def values(self) -> Iterable[str]:

@@ -44,7 +44,12 @@ class Decision:
 
 
 class StoreError(Exception):
-    """The shared store could not decide (Redis down, timed out)."""
+    """The shared store could not decide: Redis down, or this one call busy or timed out.
+    `kind` sorts it for logs (see addon/redis_client.py)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Store(Protocol):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import limits
 
 from addon.config_node import Node
+from addon.redis_client import POOL_SIZE
 from addon.targets import Pattern, PatternError, Target, compile_pattern
 
 
@@ -60,6 +61,9 @@ class BackendSpec:
     prefix: str = "keyrelay"
     timeout: float = 0.5  # seconds for one Redis decision, connect included
     lease_seconds: int = 3600  # an open request's slot is freed after this even if never closed
+    connections: int = (
+        POOL_SIZE  # Redis connections per instance; a burst queues for one up to timeout
+    )
 
 
 def parse_limits(node: Node | None) -> LimitSpec:
@@ -90,6 +94,7 @@ def parse_backend(node: Node | None) -> BackendSpec:
         prefix=node.text("prefix", "keyrelay"),
         timeout=node.number("timeout", 0.5, minimum=0.01),
         lease_seconds=node.integer("lease_seconds", 3600, minimum=1),
+        connections=node.integer("connections", POOL_SIZE, minimum=1),
     )
     node.finish()
     return spec

@@ -3,9 +3,9 @@ store is down, and the 429 answer with Retry-After and the IETF RateLimit fields
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -14,11 +14,15 @@ from addon.ratelimit.backend import Check, Decision, Slots, Standing, Store, Sto
 from addon.ratelimit.config import BackendSpec, LimitSpec
 from addon.ratelimit.memory import MemoryStore
 from addon.ratelimit.redis_store import RedisStore
+from addon.redis_client import Every
 from addon.targets import Target
 
 logger = logging.getLogger(__name__)
 
-DOWN_FOR = 1.0  # after a store failure, answer per on_error for this long without asking it
+LOG_EVERY = 10.0  # seconds between two logs of the same kind of store failure
+# A slot whose release failed (Redis busy or restarting) is tried again after these pauses;
+# left alone it would count against the limit until lease_seconds (an hour by default).
+RELEASE_RETRIES = (0.2, 1.0, 5.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +34,18 @@ def make_store(spec: BackendSpec) -> Store:
     if spec.redis is None:
         return MemoryStore()
     return RedisStore(
-        spec.redis, prefix=spec.prefix, timeout=spec.timeout, lease_seconds=spec.lease_seconds
+        spec.redis,
+        prefix=spec.prefix,
+        timeout=spec.timeout,
+        lease_seconds=spec.lease_seconds,
+        connections=spec.connections,
     )
 
 
 class Limiter:
     def __init__(self, backend: BackendSpec, store: Store) -> None:
         self.backend, self.store = backend, store
-        self._down_until = 0.0
+        self._log = Every(LOG_EVERY)
 
     async def admit(
         self, spec: LimitSpec, provider: str, identity: str, method: str, target: Target
@@ -57,15 +65,15 @@ class Limiter:
         slots = None
         if spec.concurrent:
             slots = Slots(f"{tag}:open", spec.concurrent, uuid.uuid4().hex)
-        if time.monotonic() < self._down_until:
-            return self._unavailable()
         try:
             decision = await self.store.decide(tuple(checks), slots)
         except StoreError as e:
-            self._down_until = time.monotonic() + DOWN_FOR
-            logger.error(
-                "keyrelay: limits: the store failed (%s); failing %s", e, self.backend.on_error
-            )
+            # Only this request is answered per on_error; whether later ones skip the store
+            # for a while (Redis unreachable) or try again (busy, slow) is the store's call.
+            if self._log(e.kind):
+                logger.error(
+                    "keyrelay: limits: the store failed (%s); failing %s", e, self.backend.on_error
+                )
             return self._unavailable()
         if not decision.allowed:
             return too_many(decision)
@@ -74,11 +82,15 @@ class Limiter:
     async def release(self, admitted: Admitted) -> None:
         if admitted.slots is None:
             return
-        try:
-            await self.store.release(admitted.slots)
-        except StoreError as e:
-            # The lease expires by itself after lease_seconds.
-            logger.error("keyrelay: limits: releasing a slot failed (%s)", e)
+        for pause in (*RELEASE_RETRIES, None):
+            try:
+                await self.store.release(admitted.slots)
+                return
+            except StoreError as e:
+                if pause is None:  # the lease expires by itself after lease_seconds
+                    logger.error("keyrelay: limits: releasing a slot failed (%s)", e)
+                    return
+            await asyncio.sleep(pause)
 
     def _unavailable(self) -> Admitted | Refusal:
         if self.backend.on_error == "open":

@@ -11,16 +11,13 @@ as the in-memory store (a window starts at its first request and lasts `seconds`
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from addon.ratelimit.backend import Check, Decision, Slots, Standing, StoreError
+from addon.redis_client import RedisConnection, RedisFailed, in_background
 
 # KEYS: the counters, then the slots set (when ARGV[2] == "1").
 # ARGV: n, has_slots, then per counter: amount, window ms, cost; then slots: limit, lease, ttl ms.
@@ -68,17 +65,12 @@ return out
 
 
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str, timeout: float, lease_seconds: int) -> None:
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),  # a failed decision is answered now, not retried
-            health_check_interval=0,
-        )
-        self._decide = self._client.register_script(DECIDE)
+    def __init__(
+        self, url: str, *, prefix: str, timeout: float, lease_seconds: int, connections: int
+    ) -> None:
+        self._redis = RedisConnection(url, timeout=timeout, size=connections)
+        self._decide = self._redis.client.register_script(DECIDE)
         self._prefix = prefix
-        self._timeout = timeout
         self._lease_ms = lease_seconds * 1000
 
     def _key(self, name: str) -> str:
@@ -92,7 +84,14 @@ class RedisStore:
         if slots is not None:
             keys.append(self._key(slots.key))
             args += [slots.limit, slots.lease, self._lease_ms]
-        reply = await self._call(self._decide(keys=keys, args=args))
+        try:
+            reply = await self._call(lambda: self._decide(keys=keys, args=args))
+        except StoreError as e:
+            if slots is not None and e.kind == "slow":
+                # The script may have run and taken a slot nobody will give back: the request
+                # is refused. Give it back now rather than after lease_seconds.
+                in_background(self._release_quietly(slots))
+            raise
         allowed, blocked = int(reply[0]), int(reply[1])
         standings = tuple(
             Standing(
@@ -111,13 +110,17 @@ class RedisStore:
         )
 
     async def release(self, slots: Slots) -> None:
-        await self._call(self._client.zrem(self._key(slots.key), slots.lease))
+        await self._call(lambda: self._redis.client.zrem(self._key(slots.key), slots.lease))
+
+    async def _release_quietly(self, slots: Slots) -> None:
+        with contextlib.suppress(StoreError):  # else it expires after lease_seconds
+            await self.release(slots)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._redis.close()
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            return await asyncio.wait_for(awaitable, self._timeout * 2)
-        except (RedisError, OSError, TimeoutError) as e:
-            raise StoreError(type(e).__name__) from e
+            return await self._redis.call(command)
+        except RedisFailed as e:
+            raise StoreError(e.kind, str(e)) from e
