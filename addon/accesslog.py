@@ -4,10 +4,16 @@ body, or a query value (queries can carry secrets: only the path is logged)."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from logging.handlers import WatchedFileHandler
+from pathlib import Path
+from typing import IO
 
 FORMATS = ("text", "json", "off")
+_TO_STREAM = "keyrelay.access.stream"  # handler names: found again when the script reloads
+_TO_FILE = "keyrelay.access.file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +74,43 @@ def _iso(ts: float) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}ms"
+
+
+class Output:
+    """Where the lines go: one `logger.info` each, past mitmproxy's log handlers (which format a
+    record for each of them and schedule a deprecated `add_log` hook over every addon), to the
+    stream mitmdump prints on and to a file kept open."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        logger.setLevel(logging.INFO)
+
+    def print_to(self, stream: IO[str] | None) -> None:
+        """Bare lines on `stream`; None: through the root logger's handlers, like any log."""
+        self._drop(_TO_STREAM)
+        self.logger.propagate = stream is None
+        if stream is not None:
+            self._add(logging.StreamHandler(stream), _TO_STREAM)
+
+    def append_to(self, path: Path | None) -> None:
+        """Also append to `path` (None: no file). The file stays open; a log rotation that
+        moves it away is noticed and the path opened anew (WatchedFileHandler)."""
+        self._drop(_TO_FILE)
+        if path is not None:
+            self._add(WatchedFileHandler(path, encoding="utf-8"), _TO_FILE)
+
+    def close(self) -> None:
+        self._drop(_TO_FILE)
+
+    def write(self, line: str) -> None:
+        self.logger.info(line)
+
+    def _add(self, handler: logging.Handler, name: str) -> None:
+        handler.name = name
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self.logger.addHandler(handler)
+
+    def _drop(self, name: str) -> None:
+        for handler in [h for h in self.logger.handlers if h.name == name]:
+            self.logger.removeHandler(handler)
+            handler.close()

@@ -311,6 +311,9 @@ def refuses(policy: CorsPolicy, header: Header) -> Refusal | None:
     )
 
 
-def is_cors_header(name: str) -> bool:
-    """Headers an upstream may send that must never reach the browser: keyrelay's policy rules."""
-    return name.lower().startswith("access-control-")
+def is_cors_header(name: str | bytes) -> bool:
+    """Headers an upstream may send that must never reach the browser: keyrelay's policy rules.
+    The name as text, or as mitmproxy stores it (bytes)."""
+    if isinstance(name, str):
+        name = name.encode("utf-8", "surrogateescape")
+    return name[:15].lower() == b"access-control-"

@@ -24,10 +24,11 @@ Answer = Callable[[http.HTTPFlow, Refusal], None]
 
 def requestheaders(rules: Rules | None, flow: http.HTTPFlow, answer: Answer) -> bool:
     """True when the flow is answered (a preflight, or a disallowed browser request)."""
-    if rules is None:
-        return False
     request = flow.request
     header = request.headers.get
+    # No Origin: no browser asks for CORS, nothing to answer, refuse or note. Most requests.
+    if rules is None or header("origin") is None:
+        return False
     state = flow.metadata.setdefault(STATE, {})
     if cors.is_preflight(request.method, header):
         result = cors.preflight(rules, request.path, header)
@@ -57,8 +58,9 @@ def decorate(flow: http.HTTPFlow) -> None:
     if response is None:
         return
     headers = response.headers
-    for name in {n.lower() for n in headers if cors.is_cors_header(n)}:
-        del headers[name]
+    # Stripped even without an Origin: a cached answer must not carry the upstream's policy.
+    if any(cors.is_cors_header(name) for name, _ in headers.fields):
+        headers.fields = tuple(f for f in headers.fields if not cors.is_cors_header(f[0]))
     pairs = flow.metadata.get(STATE, {}).get(CORS_STATE)
     if not pairs:
         return

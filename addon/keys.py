@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from addon.config_node import ConfigError
 from addon.keysources.choice import TENANT_PLACEHOLDER, Key, ProviderKeys
 from addon.keysources.ids import key_id
-from addon.keysources.live import CommandKey, LiveKey, live_key
+from addon.keysources.live import CommandKey, KnownValues, LiveKey, live_key
 from addon.keysources.pool import Cooldowns, KeyPool
 from addon.keysources.redis_link import RedisLink
 from addon.keysources.spec import EnvSource, KeySource
@@ -43,6 +45,7 @@ class KeyStore:
         self._cooldowns: dict[str, Cooldowns] = {}
         self._providers = {p.name: self._provider(p, rules, old_cooldowns) for p in rules.providers}
         self._started = False
+        self._secrets: tuple[int, Mapping[str, str]] | None = None  # (KnownValues.version, ...)
         if previous is not None:
             previous._retire(self)
         with contextlib.suppress(RuntimeError):  # no event loop yet: start on first use
@@ -59,10 +62,15 @@ class KeyStore:
         )
         if not wanted or backend.redis is None:
             return None
-        settings = (backend.redis, backend.prefix, backend.timeout)
+        settings = (backend.redis, backend.prefix, backend.timeout, backend.connections)
         if previous is not None and previous.redis and previous.redis.settings == settings:
             return previous.redis
-        return RedisLink(backend.redis, prefix=backend.prefix, timeout=backend.timeout)
+        return RedisLink(
+            backend.redis,
+            prefix=backend.prefix,
+            timeout=backend.timeout,
+            connections=backend.connections,
+        )
 
     def _provider(
         self, p: Provider, rules: Rules, old_cooldowns: dict[str, Cooldowns]
@@ -161,8 +169,15 @@ class KeyStore:
         keys = self._providers.get(provider.name)
         return keys.shared_now() if keys else None
 
-    def secrets(self) -> dict[str, str]:
-        """Every key value keyrelay holds or held recently, and its placeholder, for redaction."""
+    def secrets(self) -> Mapping[str, str]:
+        """Every key value keyrelay holds or held recently, and its placeholder, for redaction.
+        The same (read-only) mapping until a key value is first seen anywhere (KnownValues)."""
+        version = KnownValues.version
+        if self._secrets is None or self._secrets[0] != version:
+            self._secrets = (version, MappingProxyType(self._collect_secrets()))
+        return self._secrets[1]
+
+    def _collect_secrets(self) -> dict[str, str]:
         found: dict[str, str] = {}
         for keys in self._providers.values():
             for live in keys.live():

@@ -6,6 +6,8 @@ Other modules record through the functions here, e.g. the limits module calls
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -73,38 +75,50 @@ RATE_LIMITED = Counter(
 )
 
 
+# Each metric's child per label values: `.labels()` validates and locks on every call, and
+# these few children (providers x statuses, reasons) are asked for on every request.
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _labelled[M: (Counter, Gauge, Histogram)](metric: M, *labels: str) -> M:
+    child = _children.get((metric, labels))
+    if child is None:
+        child = _children[(metric, labels)] = metric.labels(*labels)
+    return child
+
+
 def request_done(provider: str | None, status: int | None) -> None:
-    REQUESTS.labels(provider or NO_PROVIDER, str(status) if status else "error").inc()
+    _labelled(REQUESTS, provider or NO_PROVIDER, str(status) if status else "error").inc()
 
 
 def refused(reason: str) -> None:
-    REFUSALS.labels(reason).inc()
+    _labelled(REFUSALS, reason).inc()
 
 
 def upstream_timing(provider: str, duration: float | None, ttfb: float | None) -> None:
     if duration is not None:
-        LATENCY.labels(provider).observe(max(duration, 0.0))
+        _labelled(LATENCY, provider).observe(max(duration, 0.0))
     if ttfb is not None:
-        TTFB.labels(provider).observe(max(ttfb, 0.0))
+        _labelled(TTFB, provider).observe(max(ttfb, 0.0))
 
 
 def body_bytes(provider: str | None, sent: int, received: int) -> None:
     label = provider or NO_PROVIDER
-    BYTES.labels(label, "request").inc(sent)
-    BYTES.labels(label, "response").inc(received)
+    _labelled(BYTES, label, "request").inc(sent)
+    _labelled(BYTES, label, "response").inc(received)
 
 
 def stream_opened(provider: str) -> None:
-    OPEN_STREAMS.labels(provider).inc()
+    _labelled(OPEN_STREAMS, provider).inc()
 
 
 def stream_closed(provider: str) -> None:
-    OPEN_STREAMS.labels(provider).dec()
+    _labelled(OPEN_STREAMS, provider).dec()
 
 
 def rate_limited(provider: str) -> None:
     """For the limits module: one request refused by a rate limit."""
-    RATE_LIMITED.labels(provider).inc()
+    _labelled(RATE_LIMITED, provider).inc()
 
 
 def exposition() -> bytes:

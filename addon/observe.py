@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import IO, Any
 
 from mitmproxy import ctx, exceptions, http, io
+from mitmproxy.addons import termlog
 from mitmproxy.proxy import server_hooks
 
 from addon import accesslog, endpoints, metrics, redaction, replay
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("keyrelay.access")
 
 STATE = "keyrelay"
+_NO_SECRETS: Mapping[str, str] = MappingProxyType({})
 REFUSED_MARK = ":no_entry_sign:"
 ERROR_MARK = ":warning:"
 
@@ -41,12 +44,22 @@ class _Live:
     streaming: str | None = None  # the provider whose open-streams gauge this flow holds
 
 
+@dataclass(frozen=True, slots=True)
+class _OwnSecrets:
+    rules: Rules | None
+    held: Mapping[str, str]  # what KeyStore.secrets() answered: the same object until a change
+    secrets: dict[str, str]
+    masks: redaction.Masks
+
+
 class Observer:
     def __init__(self, current: Current, answer: Answer) -> None:
         self._current = current
         self._answer = answer
         self._live: dict[str, _Live] = {}
-        self._log_file: Path | None = None
+        self._output = accesslog.Output(access_logger)
+        self._format = "text"  # keyrelay_access_log, read once per change, not per request
+        self._own: _OwnSecrets | None = None
 
     # -- options -----------------------------------------------------------------------------
 
@@ -70,15 +83,24 @@ class Observer:
             False,
             "Replay mode (with server_replay=FILE): placeholder keys, never the network.",
         )
+        self._output.print_to(_terminal_stream())
 
     def configure(self, updated: set[str]) -> None:
-        if "keyrelay_access_log_file" in updated:
+        if "keyrelay_access_log" in updated:
+            self._format = ctx.options.keyrelay_access_log
+        if {"keyrelay_access_log", "keyrelay_access_log_file"} & updated:
             path = ctx.options.keyrelay_access_log_file
-            self._log_file = Path(path).expanduser() if path else None
-            if self._log_file and not self._log_file.parent.is_dir():
+            log_file = Path(path).expanduser() if path and self._format != "off" else None
+            if log_file and not log_file.parent.is_dir():
                 raise exceptions.OptionsError(
-                    f"keyrelay_access_log_file: {self._log_file.parent} is not a directory"
+                    f"keyrelay_access_log_file: {log_file.parent} is not a directory"
                 )
+            try:
+                self._output.append_to(log_file)
+            except OSError as e:
+                raise exceptions.OptionsError(
+                    f"keyrelay_access_log_file: {log_file} cannot be opened: {e.strerror}"
+                ) from None
 
     @property
     def replaying(self) -> bool:
@@ -179,6 +201,7 @@ class Observer:
         """Flows still open at shutdown are saved by Save's `done`, after this: mask them now."""
         for live in list(self._live.values()):
             self._finish(live.flow, "still open at shutdown")
+        self._output.close()
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         if self.replaying:
@@ -200,14 +223,26 @@ class Observer:
         except Exception:
             logger.exception("keyrelay: could not log or count a request")
 
-    def _secrets(self, live: _Live | None) -> dict[str, str]:
+    def _secrets(self, live: _Live | None) -> redaction.Masks:
+        """Every secret this flow may carry, made ready once for all of its fields."""
+        ours = self._own_secrets()
+        if live is None or not live.client_secrets:
+            return ours.masks
+        return redaction.Masks({**live.client_secrets, **ours.secrets})
+
+    def _own_secrets(self) -> _OwnSecrets:
+        """The admin token and every key: the same until the rules or a key change."""
         rules, keys = self._current()
-        secrets: dict[str, str] = dict(live.client_secrets) if live else {}
+        held = keys.secrets() if keys is not None else _NO_SECRETS
+        cached = self._own
+        if cached is not None and cached.rules is rules and cached.held is held:
+            return cached
+        secrets: dict[str, str] = {}
         if rules is not None and (token := rules.admin.token_value(rules.env)):
             secrets[token] = "<KEYRELAY_ADMIN_TOKEN>"
-        if keys is not None:
-            secrets.update(keys.secrets())
-        return secrets
+        secrets.update(held)
+        self._own = _OwnSecrets(rules, held, secrets, redaction.Masks(secrets))
+        return self._own
 
     def _entry(self, flow: http.HTTPFlow, live: _Live | None, note: str | None) -> accesslog.Entry:
         state = _state(flow)
@@ -229,7 +264,7 @@ class Observer:
             identity=str(state.get("identity") or _peer_ip(flow)),
             provider=state.get("provider"),
             method=request.method,
-            host=request.pretty_host if forwarded else None,
+            host=request.host if forwarded else None,  # keyrelay set it (and Host) when routing
             path=request.path.partition("?")[0],
             status=response.status_code if response and not flow.error else None,
             bytes_in=len(request.raw_content or b""),
@@ -273,15 +308,16 @@ class Observer:
                 entry.ttfb_ms / 1000 if entry.ttfb_ms is not None else None,
             )
 
-    def _log(self, entry: accesslog.Entry, secrets: dict[str, str]) -> None:
-        line = accesslog.render(entry, ctx.options.keyrelay_access_log)
-        if line is None:
-            return
-        line = redaction.scrub_text(line, secrets)
-        access_logger.info(line)
-        if self._log_file:
-            with self._log_file.open("a") as f:
-                f.write(line + "\n")
+    def _log(self, entry: accesslog.Entry, secrets: redaction.Masks) -> None:
+        line = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
+        if line is not None:
+            self._output.write(redaction.scrub_text(line, secrets))
+
+
+def _terminal_stream() -> IO[str] | None:
+    """Where mitmdump and mitmweb print their log; None without one (the console UI)."""
+    root = logging.getLogger().handlers
+    return next((h.file for h in root if isinstance(h, termlog.TermLogHandler)), None)
 
 
 def _state(flow: http.HTTPFlow) -> dict[str, Any]:

@@ -22,27 +22,45 @@ MIN_SECRET_LENGTH = 6
 _AUTH_SCHEMES = ("bearer ", "basic ", "key ", "token ")
 
 
-def scrub_text(text: str, secrets: Secrets) -> str:
-    for value, placeholder in _longest_first(secrets):
+class Masks:
+    """Secrets made ready once for the many fields of a flow: long enough to be secrets, longest
+    first (fal's "id:secret" contains "id": the whole goes first, no fragment is left behind),
+    as text and as the bytes headers and bodies hold."""
+
+    __slots__ = ("raw", "text")
+
+    def __init__(self, secrets: Secrets) -> None:
+        self.text = tuple(
+            sorted(
+                ((v, p) for v, p in secrets.items() if len(v) >= MIN_SECRET_LENGTH),
+                key=lambda item: -len(item[0]),
+            )
+        )
+        self.raw = tuple((v.encode("utf-8", "surrogateescape"), p.encode()) for v, p in self.text)
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+
+Masking = Secrets | Masks  # every function here takes either; prepare once, pass Masks around
+
+
+def masks(secrets: Masking) -> Masks:
+    return secrets if isinstance(secrets, Masks) else Masks(secrets)
+
+
+def scrub_text(text: str, secrets: Masking) -> str:
+    for value, placeholder in masks(secrets).text:
         if value in text:
             text = text.replace(value, placeholder)
     return text
 
 
-def scrub_bytes(data: bytes, secrets: Secrets) -> bytes:
-    for value, placeholder in _longest_first(secrets):
-        raw = value.encode("utf-8", "surrogateescape")
-        if raw in data:
-            data = data.replace(raw, placeholder.encode())
+def scrub_bytes(data: bytes, secrets: Masking) -> bytes:
+    for value, placeholder in masks(secrets).raw:
+        if value in data:
+            data = data.replace(value, placeholder)
     return data
-
-
-def _longest_first(secrets: Secrets) -> list[tuple[str, str]]:
-    # fal's "id:secret" contains "id": mask the whole first so no fragment is left behind.
-    return sorted(
-        ((v, p) for v, p in secrets.items() if len(v) >= MIN_SECRET_LENGTH),
-        key=lambda item: -len(item[0]),
-    )
 
 
 def client_credentials(
@@ -53,13 +71,25 @@ def client_credentials(
     Called before the core strips them; the result lives in memory, never in flow metadata.
     The value after an auth scheme ("Bearer x") and each cookie value count as secrets too.
     """
+    wanted = _DEFAULT_NAMES if names is CLIENT_CREDENTIAL_HEADERS else _raw_names(names)
     found: dict[str, str] = {}
-    for name in names:
-        for value in headers.get_all(name):
-            placeholder = f"<client {name.lower()} {fingerprint(value)}>"
-            for part in _credential_parts(name, value):
-                found[part] = placeholder
+    for raw_name, raw_value in headers.fields:  # one pass, not one lookup per name
+        name = wanted.get(raw_name.lower())
+        if name is None:
+            continue
+        value = raw_value.decode("utf-8", "surrogateescape")  # as Headers.get_all gives it
+        placeholder = f"<client {name} {fingerprint(value)}>"
+        for part in _credential_parts(name, value):
+            found[part] = placeholder
     return found
+
+
+def _raw_names(names: Iterable[str]) -> dict[bytes, str]:
+    """Lower-case header names as mitmproxy's fields hold them (bytes) -> as text."""
+    return {name.lower().encode("utf-8", "surrogateescape"): name.lower() for name in names}
+
+
+_DEFAULT_NAMES = _raw_names(CLIENT_CREDENTIAL_HEADERS)
 
 
 def _credential_parts(name: str, value: str) -> list[str]:
@@ -78,14 +108,16 @@ def fingerprint(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-def scrub_headers(headers: http.Headers, secrets: Secrets) -> None:
+def scrub_headers(headers: http.Headers, secrets: Masking) -> None:
+    secrets = masks(secrets)
     fields = tuple((name, scrub_bytes(value, secrets)) for name, value in headers.fields)
     if fields != headers.fields:
         headers.fields = fields
 
 
-def scrub_message(message: http.Message, secrets: Secrets) -> None:
+def scrub_message(message: http.Message, secrets: Masking) -> None:
     """Headers, trailers and body (decoded when it can be; the raw bytes otherwise)."""
+    secrets = masks(secrets)
     scrub_headers(message.headers, secrets)
     if message.trailers:
         scrub_headers(message.trailers, secrets)
@@ -106,8 +138,9 @@ def scrub_message(message: http.Message, secrets: Secrets) -> None:
             message.headers["content-length"] = str(len(cleaned))
 
 
-def scrub_flow(flow: http.HTTPFlow, secrets: Secrets) -> None:
+def scrub_flow(flow: http.HTTPFlow, secrets: Masking) -> None:
     """Mask every secret in a flow: request (URL, headers, body), response, error, WebSocket."""
+    secrets = masks(secrets)
     if not secrets:
         return
     request = flow.request
@@ -133,11 +166,9 @@ class StreamScrubber:
     it is one. Only such a tail waits: ordinary SSE events pass at once, their timing intact.
     """
 
-    def __init__(self, secrets: Secrets) -> None:
+    def __init__(self, secrets: Masking) -> None:
         self._pairs = [
-            (raw, _same_length(placeholder.encode(), len(raw)))
-            for value, placeholder in _longest_first(secrets)
-            for raw in [value.encode("utf-8", "surrogateescape")]
+            (raw, _same_length(placeholder, len(raw))) for raw, placeholder in masks(secrets).raw
         ]
         self._window = max((len(value) for value, _ in self._pairs), default=1) - 1
         self._held = b""

@@ -95,15 +95,26 @@ class Rules:
     admin: Admin = field(default_factory=Admin)  # /_keyrelay/ endpoints: who may read them
     limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
     cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
+    # Routing order, derived once here: CORS and the router look it up on every request.
+    _prefixed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
+    _header_routed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        longest_first = sorted((p for p in self.providers if p.prefix), key=_longer_prefix_first)
+        object.__setattr__(self, "_prefixed", tuple(longest_first))
+        routed = tuple(p for p in self.providers if not p.prefix)
+        object.__setattr__(self, "_header_routed", routed)
 
     def prefixed(self) -> tuple[Provider, ...]:
         """Prefix-routed providers, longest prefix first."""
-        return tuple(
-            sorted((p for p in self.providers if p.prefix), key=lambda p: -len(p.prefix or ""))
-        )
+        return self._prefixed
 
     def header_routed(self) -> tuple[Provider, ...]:
-        return tuple(p for p in self.providers if not p.prefix)
+        return self._header_routed
+
+
+def _longer_prefix_first(provider: Provider) -> int:
+    return -len(provider.prefix or "")
 
 
 def load(path: Path, environ: dict[str, str]) -> Rules:

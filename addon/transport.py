@@ -13,6 +13,7 @@ The `transport:` section of a provider (or of `defaults:`):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -136,8 +137,12 @@ def plan_response(
     *,
     has_body: bool,
 ) -> ResponsePlan:
-    """Whether to stream and what to decode, from the upstream's status and headers."""
-    fields = {k.lower(): v for k, v in headers}
+    """Whether to stream and what to decode, from the upstream's status and headers (each
+    field on its own or already folded: repeated names are folded as `Headers.get` does)."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
     encoding = fields.get("content-encoding")
     decode = encoding if decoding.codings(encoding) and decoding.can_decode(encoding) else None
     if status == 101 or not has_body:
@@ -153,18 +158,34 @@ def plan_response(
     return ResponsePlan(stream=stream, decode=decode)
 
 
-def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool) -> None:
-    """Make the head true for the bytes the client will get."""
+@functools.cache
+def _hop_by_hop() -> frozenset[bytes]:
     # Imported here: forwarding imports rules, which imports this module.
     from addon.forwarding import HOP_BY_HOP
 
+    return frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+# `connection` and framing stay: mitmproxy's HTTP/1 layer reads this same response object to
+# frame the body and to decide whether the upstream connection is reusable.
+_KEPT = frozenset({b"connection", b"close", b"transfer-encoding"})
+
+
+def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool) -> None:
+    """Make the head true for the bytes the client will get."""
     headers = response.headers
     if response.status_code != 101:
-        # `connection` and framing stay: mitmproxy's HTTP/1 layer reads this same response
-        # object to frame the body and to decide whether the upstream connection is reusable.
-        named = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
-        for name in (HOP_BY_HOP | named) - {"connection", "close", "transfer-encoding"}:
-            headers.pop(name, None)
+        fields = headers.fields  # names and values as bytes: filtered in one pass
+        named = {
+            token.strip().lower()
+            for name, value in fields
+            if name.lower() == b"connection"
+            for token in value.split(b",")
+        }
+        drop = (_hop_by_hop() | named) - _KEPT
+        kept = tuple(field for field in fields if field[0].lower() not in drop)
+        if len(kept) != len(fields):
+            headers.fields = kept
     if headers.get("content-type", "").lower().startswith("text/event-stream"):
         # Tell nginx and other intermediaries in front of keyrelay not to buffer the stream.
         headers["x-accel-buffering"] = "no"
@@ -273,7 +294,8 @@ class Fidelity:
         chunk_arrived = self.clock.response_started(flow)
         status = response.status_code
         has_body = flow.request.method != "HEAD" and status >= 200 and status not in (204, 304)
-        plan = plan_response(transport, status, response.headers.items(), has_body=has_body)
+        fields = response.headers.items(multi=True)  # one pass; items() looks each name up
+        plan = plan_response(transport, status, fields, has_body=has_body)
         fix_head(response, plan, http1_client=flow.request.http_version == "HTTP/1.1")
         if plan.stream:
             decoder = None

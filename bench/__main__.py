@@ -28,7 +28,7 @@ from bench.setting import (
     make_tls,
     start_upstream,
 )
-from bench.targets import BARE_MITMDUMP_STREAM, BUILDERS, Target, keyrelay_proc
+from bench.targets import BARE_MITMDUMP_STREAM, BUILDERS, PYTHONOPTIMIZE, Target, keyrelay_proc
 
 CLUSTER = "2kr+lb"
 PROVIDER_KEY = "bench-provider-key-0123456789"
@@ -264,7 +264,7 @@ def report(run: Run, wanted: list[str], s: Setting, *, quick: bool) -> str:
         f"{z.open_hold_seconds:g}s",
         f"mitmdump: no addon, stream_large_bodies={BARE_MITMDUMP_STREAM} (keyrelay's own "
         "threshold); mitm-st: no addon, stream_large_bodies=1 (streams every body); "
-        "every mitmdump runs with flow_detail=0",
+        f"every mitmdump runs with flow_detail=0 and PYTHONOPTIMIZE={PYTHONOPTIMIZE or '(unset)'}",
         f"kr+all: {', '.join(s.all_on.features)}; 2kr+lb: two kr+all behind nginx, one Redis",
         "",
         table.render(run.results, wanted),

@@ -19,6 +19,9 @@ from bench.setting import REPO, Setting
 # Bare mitmdump streams bodies over 1 MiB, as keyrelay's transport defaults do; smaller ones
 # (and SSE, which has no length) stay buffered. The mitm-st column streams everything.
 BARE_MITMDUMP_STREAM = "1m"
+# scripts/_mitm runs mitmproxy with PYTHONOPTIMIZE=1 unless told otherwise: every mitmdump here
+# runs as keyrelay's does, or the keyrelay columns would be set against a slower engine.
+PYTHONOPTIMIZE = os.environ.get("PYTHONOPTIMIZE", "1")
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Target:
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_KEY"))}
     env.pop("PYTHONUNBUFFERED", None)  # as deployed: stdout (a file here) block-buffered
+    env["PYTHONOPTIMIZE"] = PYTHONOPTIMIZE
     env.update(**extra)
     return env
 
