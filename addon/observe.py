@@ -174,8 +174,9 @@ class Observer:
         inner = response.stream
         provider = _state(flow).get("provider") or metrics.NO_PROVIDER
         # A key an upstream echoes must not reach the client either: the head goes out right
-        # after this hook, the body chunk by chunk.
-        secrets = self._secrets(live)
+        # after this hook, the body chunk by chunk. Only keyrelay's own secrets: the client's
+        # are the client's to see, and they would let it choose what the stream waits for.
+        secrets = self._own_secrets().masks
         redaction.scrub_headers(response.headers, secrets)
         scrub = redaction.StreamScrubber(secrets)
 
@@ -214,7 +215,9 @@ class Observer:
         if live and live.streaming:
             metrics.stream_closed(live.streaming)
         secrets = self._secrets(live)
-        redaction.scrub_flow(flow, secrets)  # first: nothing after this may leave a key behind
+        # First: nothing after this may leave a key behind.
+        redaction.scrub_flow(flow, self._own_secrets().masks, secrets)
+        redaction.scrub_oversized_credentials(flow.request.headers)
         try:
             entry = self._entry(flow, live, note)
             self._summarise(flow, entry)

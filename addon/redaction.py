@@ -19,6 +19,9 @@ Secrets = Mapping[str, str]  # secret value -> placeholder, e.g. "sk-..." -> "<O
 
 # Shorter values would mask ordinary text ("Bearer", "null"); credentials are never this short.
 MIN_SECRET_LENGTH = 6
+# What a client sends is searched for in the whole flow; bound the work a client can cause.
+MAX_CLIENT_SECRETS = 8
+MAX_CLIENT_SECRET_LENGTH = 8192
 _AUTH_SCHEMES = ("bearer ", "basic ", "key ", "token ")
 
 
@@ -75,13 +78,26 @@ def client_credentials(
     found: dict[str, str] = {}
     for raw_name, raw_value in headers.fields:  # one pass, not one lookup per name
         name = wanted.get(raw_name.lower())
-        if name is None:
-            continue
+        if name is None or len(raw_value) > MAX_CLIENT_SECRET_LENGTH:
+            continue  # an oversized value is masked by its header's name instead
         value = raw_value.decode("utf-8", "surrogateescape")  # as Headers.get_all gives it
         placeholder = f"<client {name} {fingerprint(value)}>"
         for part in _credential_parts(name, value):
+            if len(found) == MAX_CLIENT_SECRETS:
+                return found
             found[part] = placeholder
     return found
+
+
+def scrub_oversized_credentials(
+    headers: http.Headers, names: Iterable[str] = CLIENT_CREDENTIAL_HEADERS
+) -> None:
+    """Credential headers too long to be searched for as values are masked by their name."""
+    for name in names:
+        for value in headers.get_all(name):
+            if len(value) > MAX_CLIENT_SECRET_LENGTH:
+                headers[name] = f"<client {name} (too long to keep)>"
+                break
 
 
 def _raw_names(names: Iterable[str]) -> dict[bytes, str]:
@@ -138,16 +154,18 @@ def scrub_message(message: http.Message, secrets: Masking) -> None:
             message.headers["content-length"] = str(len(cleaned))
 
 
-def scrub_flow(flow: http.HTTPFlow, secrets: Masking) -> None:
-    """Mask every secret in a flow: request (URL, headers, body), response, error, WebSocket."""
+def scrub_flow(
+    flow: http.HTTPFlow, secrets: Masking, request_secrets: Masking | None = None
+) -> None:
+    """Mask every secret in a flow: request (URL, headers, body), response, error, WebSocket.
+
+    `request_secrets` (default: `secrets`) may add the client's own credentials: they are
+    masked on the request side only, as a buffered response still goes to that client, and
+    what it sent must not reshape what it gets."""
     secrets = masks(secrets)
+    scrub_request(flow.request, secrets if request_secrets is None else masks(request_secrets))
     if not secrets:
         return
-    request = flow.request
-    path = scrub_text(request.path, secrets)
-    if path != request.path:
-        request.path = path
-    scrub_message(request, secrets)
     if flow.response is not None:
         scrub_message(flow.response, secrets)
     if flow.error is not None:
@@ -155,6 +173,15 @@ def scrub_flow(flow: http.HTTPFlow, secrets: Masking) -> None:
     if flow.websocket is not None:
         for ws_message in flow.websocket.messages:
             ws_message.content = scrub_bytes(ws_message.content, secrets)
+
+
+def scrub_request(request: http.Request, secrets: Masks) -> None:
+    if not secrets:
+        return
+    path = scrub_text(request.path, secrets)
+    if path != request.path:
+        request.path = path
+    scrub_message(request, secrets)
 
 
 class StreamScrubber:

@@ -92,3 +92,23 @@ def test_stream_scrubber_masks_keys_split_across_chunks_and_holds_back_only_a_po
 def test_stream_scrubber_without_secrets_passes_chunks_through() -> None:
     scrub = redaction.StreamScrubber({})
     assert scrub(b"abc") == b"abc" and scrub(b"", end=True) == b""
+
+
+def test_client_credentials_are_bounded_in_number_and_length() -> None:
+    many = "; ".join(f"c{i}=value-number-{i:05d}" for i in range(200))  # under 8 KiB
+    found = redaction.client_credentials(http.Headers(cookie=many))
+    assert len(found) == redaction.MAX_CLIENT_SECRETS
+    huge = http.Headers(authorization="Bearer " + "x" * 20000)
+    assert redaction.client_credentials(huge) == {}
+    redaction.scrub_oversized_credentials(huge)
+    assert huge["authorization"] == "<client authorization (too long to keep)>"
+
+
+def test_client_secrets_are_masked_in_the_request_but_never_reshape_the_response() -> None:
+    f = tflow.tflow(resp=True)
+    f.request.headers["cookie"] = "theme=darkmode-please"
+    f.response.content = b"the darkmode-please theme"
+    client = redaction.client_credentials(f.request.headers)
+    redaction.scrub_flow(f, {}, client)
+    assert "darkmode-please" not in f.request.headers["cookie"]
+    assert f.response.content == b"the darkmode-please theme"
