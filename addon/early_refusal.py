@@ -10,13 +10,13 @@ answers at once and closes the HTTP/1 connection without reading the rest of the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
 from addon import errorpage
-from addon.problems import Refusal
 
 # Bodies up to this size are simply read and dropped: cheaper than a closed connection.
 SMALL_BODY = 64 * 1024
@@ -31,13 +31,15 @@ class EarlyRefusals:
     def __init__(self) -> None:
         self._pending: dict[str, str] = {}  # sentinel host -> errorpage message
 
-    def divert(self, flow: http.HTTPFlow, refusal: Refusal) -> bool:
-        """requestheaders: True when the refusal is sent without reading a large body."""
-        request = flow.request
-        if request.is_http2 or request.is_http3 or not _large_body_pending(request):
-            return False  # multiplexed streams are answered the usual way
+    def divert(self, flow: http.HTTPFlow) -> bool:
+        """requestheaders, once keyrelay has answered: True when the answer goes out without
+        reading a large body. Over HTTP/2 the status becomes mitmproxy's 502 (its error path
+        fixes it), the problem inside still says what happened: memory is worth more."""
+        request, response = flow.request, flow.response
+        if response is None or not _large_body_pending(request):
+            return False
         host = f"{flow.id}{_HOST_SUFFIX}"
-        self._pending[host] = errorpage.message(refusal.status, refusal.reason, refusal.detail)
+        self._pending[host] = _message(response)
         flow.response = None
         request.scheme, request.host, request.port = "https", host, 443
         request.stream = _discard
@@ -55,6 +57,17 @@ class EarlyRefusals:
     def forget(self, flow: http.HTTPFlow) -> None:
         """response / error: a diverted flow that never tried to connect leaves nothing."""
         self._pending.pop(flow.request.host, None)
+
+
+def _message(response: http.Response) -> str:
+    """The answer as an errorpage message: keyrelay's answers here are problems."""
+    try:
+        problem = json.loads(response.content or b"")
+        reason = str(problem["type"]).rpartition("/")[2]
+        detail = str(problem["detail"])
+    except (ValueError, KeyError, TypeError):
+        reason, detail = "refused", "keyrelay refused this request"
+    return errorpage.message(response.status_code, reason, detail)
 
 
 def _large_body_pending(request: http.Request) -> bool:

@@ -70,6 +70,8 @@ def fail_closed(hook: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def answer(flow: http.HTTPFlow, refusal: Refusal) -> None:
+    # Without `Expect: 100-continue` mitmproxy does not invite a body nobody will read.
+    flow.request.headers.pop("expect", None)
     headers = {"content-type": "application/json", **dict(refusal.headers)}
     if flow.response is not None:
         flow.response.stream = False
@@ -180,7 +182,8 @@ class KeyRelay:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if refusal := await self._route_and_admit(flow):
             answer(flow, refusal)
-            self.early.divert(flow, refusal)  # a large body still arriving is never read
+        if flow.response is not None:  # answered here: a large body still arriving is not read
+            self.early.divert(flow)
 
     async def _route_and_admit(self, flow: http.HTTPFlow) -> Refusal | None:
         """Route the request and inject the key, or say why not (None: handled)."""
@@ -258,6 +261,10 @@ class KeyRelay:
             self.guard.release if self.guard else None,
             self.observe.error,
         )
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.
+        _settle(flow, self.transport.error, self.guard.release if self.guard else None)
 
     # -- upstream connections ----------------------------------------------------------------
 

@@ -3,8 +3,14 @@ the provider offers it; streams keep their timing either way."""
 
 from __future__ import annotations
 
+import json
+import socket
+import ssl
 from collections.abc import Iterator
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from conftest import KeyrelayFactory
 from support.client import HttpClient
@@ -120,3 +126,40 @@ def test_upstream_http2_can_be_turned_off(
         reply = client.post("/api/anthropic/v1/messages", json={})
     assert reply.status == 502  # this upstream speaks nothing but HTTP/2
     assert h2_upstream.requests == []
+
+
+def test_an_http2_refusal_is_answered_without_reading_a_large_body(
+    keyrelay: KeyrelayProcess, upstream: UpstreamServer
+) -> None:
+    """Over HTTP/2 too, a refused 10 GiB upload is answered at once, its body never read."""
+    ctx = ssl.create_default_context(cafile=str(_ca(keyrelay)))
+    ctx.set_alpn_protocols(["h2"])
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    with (
+        socket.create_connection(("127.0.0.1", keyrelay.port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        conn.initiate_connection()
+        conn.send_headers(
+            1,
+            [
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/nowhere"),
+                ("content-length", str(10 * 2**30)),
+            ],
+        )
+        conn.send_data(1, b"x" * 16000)
+        sock.sendall(conn.data_to_send())
+        body = b""
+        while True:
+            data = sock.recv(65536)
+            assert data, "connection closed before the answer"
+            events = conn.receive_data(data)
+            body += b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+            if any(isinstance(e, h2.events.StreamEnded | h2.events.StreamReset) for e in events):
+                break
+            sock.sendall(conn.data_to_send())
+    assert json.loads(body)["type"].endswith("/no-route")
+    assert upstream.requests == []
