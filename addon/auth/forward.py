@@ -3,8 +3,9 @@
 keyrelay sends GET <url> with the client's Cookie and Authorization headers (plus the original
 method and URI). 2xx: allowed, the identity is in `identity_header`; 401: not authenticated;
 403: authenticated but not allowed; anything else, or no answer: the auth service is down
-(fail closed). Answers are cached for `cache` seconds per distinct credentials, and concurrent
-requests with the same credentials share one call.
+(fail closed). Answers are cached for `cache` seconds per distinct question (credentials,
+method and URI: everything the service is sent), and concurrent identical questions share one
+call.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class ForwardAuth:
 
     async def check(self, credentials: dict[str, str], method: str, uri: str) -> Verdict:
         """`credentials`: the client's cookie / authorization headers that are present."""
-        key = hashlib.sha256(repr(sorted(credentials.items())).encode()).digest()
+        # The service may decide on anything it is sent, so the cache key is all of it.
+        sent = (sorted(credentials.items()), method, uri)
+        key = hashlib.sha256(repr(sent).encode()).digest()
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
