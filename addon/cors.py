@@ -297,18 +297,38 @@ def response_headers(policy: CorsPolicy, origin: str | None) -> HeaderPairs:
 
 
 def refuses(policy: CorsPolicy, header: Header) -> Refusal | None:
-    """A browser request from a disallowed origin that needed no preflight (a form post, a
-    text/plain fetch) would still spend the key: refuse it. Sec-Fetch-Site tells a cross-origin
-    browser request from a same-origin one and from non-browser clients, which never send it."""
+    """A browser request from elsewhere that needed no preflight (a form post, a text/plain
+    fetch, an <img> or a link: no Origin at all) would still spend the key: refuse it.
+
+    `Sec-Fetch-Site` says what the browser thinks; SDKs and servers never send it. Browsers
+    without it (older Safari) still send an Origin on a cross-origin POST: refused when that
+    origin is not allowed and is not keyrelay's own address (the Host)."""
     origin = header("origin")
     site = (header("sec-fetch-site") or "").lower()
-    if origin is None or site not in CROSS_ORIGIN_FETCH or policy.allows(origin):
+    if site in CROSS_ORIGIN_FETCH:
+        if origin is not None and policy.allows(origin):
+            return None
+    elif site or origin is None or policy.allows(origin) or _same_authority(origin, header):
         return None
     return Refusal(
         403,
         "origin-not-allowed",
-        f"the origin {origin} is not allowed to call keyrelay (see cors.origins in rules.yaml)",
+        f"the origin {origin or '(a cross-site page)'} is not allowed to call keyrelay "
+        "(see cors.origins in rules.yaml)",
     )
+
+
+def _same_authority(origin: str, header: Header) -> bool:
+    """Whether the Origin names the host (and port) the request was sent to."""
+    host = (header("host") or "").lower()
+    try:
+        parts = urlsplit(origin.lower())
+        default = {"https": 443, "http": 80}.get(parts.scheme)
+        port = parts.port
+    except ValueError:
+        return False
+    name = parts.hostname or ""
+    return host in (f"{name}:{port or default}", name if port in (None, default) else None)
 
 
 def is_cors_header(name: str | bytes) -> bool:

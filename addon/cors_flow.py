@@ -26,8 +26,11 @@ def requestheaders(rules: Rules | None, flow: http.HTTPFlow, answer: Answer) -> 
     """True when the flow is answered (a preflight, or a disallowed browser request)."""
     request = flow.request
     header = request.headers.get
-    # No Origin: no browser asks for CORS, nothing to answer, refuse or note. Most requests.
-    if rules is None or header("origin") is None:
+    # No Origin and no cross-site browser fetch: not a browser's cross-origin call, nothing to
+    # answer, refuse or note. Most requests.
+    if rules is None or (
+        header("origin") is None and header("sec-fetch-site") not in cors.CROSS_ORIGIN_FETCH
+    ):
         return False
     state = flow.metadata.setdefault(STATE, {})
     if cors.is_preflight(request.method, header):

@@ -20,6 +20,7 @@ CLIENT_CREDENTIALS = [
     ("Origin", "http://localhost:3000"),
     ("Referer", "http://localhost:3000/app"),
     ("Sec-Fetch-Mode", "cors"),
+    ("Sec-Fetch-Site", "same-origin"),  # a page served beside keyrelay: no CORS needed
     ("X-Forwarded-For", "10.9.8.7"),
 ]
 

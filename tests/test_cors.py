@@ -265,14 +265,18 @@ def test_response_headers(rules: Rules) -> None:
         ("http://localhost:9999", "same-site", True),
         ("http://localhost:3000", "same-site", False),  # allowed
         ("http://evil.test", "same-origin", False),  # keyrelay's own origin
-        ("http://evil.test", None, False),  # not a browser that says so: CORS headers only
-        (None, "cross-site", False),  # no-cors GET (an <img>): nothing to read, no Origin
+        ("http://evil.test", None, True),  # a browser without Sec-Fetch-* (older Safari)
+        ("http://127.0.0.1:8080", None, False),  # ...calling from keyrelay's own address
+        (None, "cross-site", True),  # no-cors GET (an <img>, a link): no Origin at all
+        (None, "same-site", True),
+        (None, "same-origin", False),
+        (None, None, False),  # curl, SDKs, servers
     ],
 )
 def test_refuses_cross_origin_browser_requests_from_disallowed_origins(
     rules: Rules, origin: str | None, site: str | None, refused: bool
 ) -> None:
-    table = {"origin": origin, "sec-fetch-site": site}
+    table = {"origin": origin, "sec-fetch-site": site, "host": "127.0.0.1:8080"}
     result = cors.refuses(rules.cors, lambda name: table.get(name))
     assert (isinstance(result, Refusal) and result.status == 403) is refused
 

@@ -154,12 +154,17 @@ def test_disallowed_origin_gets_no_cors_headers(
 ) -> None:
     upstream.route(None, "/", json_response({}, headers=[("Access-Control-Allow-Origin", "*")]))
     with HttpClient(kr.port) as c:
-        # Not marked cross-site by the client (no Sec-Fetch-Site): forwarded, nothing to read.
+        # A browser without Sec-Fetch-* (older Safari) from another origin: refused too.
         plain = c.post(
             "/api/openai/chat/completions", json={}, headers={"Origin": "http://evil.test"}
         )
-        assert plain.status == 200
+        assert plain.status == 403
         assert cors_headers(plain) == {}
+        # Not a browser at all (no Origin, no Sec-Fetch-Site): forwarded, and the upstream's
+        # own CORS header is still dropped.
+        sdk = c.post("/api/openai/chat/completions", json={})
+        assert sdk.status == 200
+        assert cors_headers(sdk) == {}
         # A browser's simple cross-site request (no preflight): refused before it costs anything.
         simple = c.post(
             "/api/openai/chat/completions",
