@@ -132,6 +132,11 @@ class KeyRelay:
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager mode connects to the reverse-mode target before keyrelay has routed.
             ctx.options.update(connection_strategy="lazy")
+        if "keep_host_header" in updated and not ctx.options.keep_host_header:
+            # Reverse mode would overwrite the client's Host with the reverse-mode target before
+            # keyrelay sees it; keyrelay sets Host itself for every request it forwards, and
+            # needs the client's to tell a page on keyrelay's own origin (cors.refuses).
+            ctx.options.update(keep_host_header=True)
 
     def running(self) -> None:
         self.observe.running()
