@@ -49,7 +49,10 @@ class Router:
         try:
             norm = normalise_path(raw_path)
         except TargetError:
-            return Refusal(400, "malformed-path", "the request path is malformed")
+            return Refusal(400, "malformed-path", "the request path or query is malformed")
+        # The query goes upstream as sent: no byte a request line could be split on.
+        if not query.isascii() or any(c <= " " or c in "#\x7f" for c in query):
+            return Refusal(400, "malformed-path", "the request path or query is malformed")
         for provider in self.prefixed:
             assert provider.prefix and provider.upstream
             if path_under(norm, provider.prefix):

@@ -150,3 +150,20 @@ def test_endpoint_allowlist(tmp_path: Path) -> None:
     )
     refusal = decide("POST", "https://fal.run/fal-ai/flux/devil")
     assert isinstance(refusal, Refusal) and refusal.status == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/openai/models?a=1 HTTP/1.0",
+        "/api/openai/models?a=1\tb",
+        "/api/openai/models?a=1\x0bb",
+        "/api/openai/models?a=\u00e9",
+    ],
+)
+def test_a_prefix_route_query_goes_upstream_only_when_well_formed(path: str) -> None:
+    refusal = refused("GET", path)
+    assert (refusal.status, refusal.reason) == (400, "malformed-path")
+    assert routed("GET", "/api/openai/models?a=1&b=%20x&c=d/e?f").url.endswith(
+        "?a=1&b=%20x&c=d/e?f"
+    )
