@@ -16,7 +16,7 @@ from typing import Any
 from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
-from addon import validation
+from addon import token_grants, validation
 from addon.auth.gate import AuthSetupError, Gate, Shared
 from addon.auth.identity import STATE
 from addon.config_node import ConfigError
@@ -25,6 +25,7 @@ from addon.ratelimit.limiter import Admitted, Limiter, make_store
 from addon.routing import Route
 from addon.rules import Provider, Rules
 from addon.targets import Target
+from addon.transport import websocket_open
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,11 @@ class Guard:
         # Cookie already; a custom header is dropped here).
         request.headers.pop(provider.auth.header, None)
 
-        spec = provider.validation
-        if spec.reads_body:
-            if refusal := validation.prepare(spec, request.method, header, _buffer_limit()):
+        mints_token = _mints_token(provider, request.method, route.host, route.path)
+        if provider.validation.reads_body or mints_token:
+            max_body = provider.validation.max_body
+            get_all = request.headers.get_all
+            if refusal := validation.prepare(max_body, request.method, get_all, _buffer_limit()):
                 return refusal
             request.stream = False  # keep it buffered: the `request` hook checks it whole
         path, _, query = route.path.partition("?")
@@ -111,21 +114,30 @@ class Guard:
 
     def check_body(self, flow: http.HTTPFlow) -> Refusal | None:
         """request: the body rules, on the complete body."""
-        provider = self._provider_of(flow)
-        if flow.response is not None or provider is None or not provider.validation.reads_body:
+        provider, request = self._provider_of(flow), flow.request
+        decision = str(flow.metadata.get(STATE, {}).get("decision", ""))
+        if flow.response is not None or provider is None or decision.startswith("refused"):
             return None
-        if flow.request.stream:
+        # The request was rewritten for its upstream in requestheaders (relay.py).
+        mints_token = _mints_token(provider, request.method, request.host, request.path)
+        if not (provider.validation.reads_body or mints_token):
+            return None
+        if request.stream:
             # Already sent upstream: prepare() should have made this impossible.
             logger.error("keyrelay: a body that needed checking was streamed")
             return Refusal(500, "internal-error", "the body could not be checked")
-        return validation.check_body(
-            provider.validation,
-            flow.request.headers.get("content-type", ""),
-            flow.request.raw_content or b"",
-        )
+        content_types, body = request.headers.get_all("content-type"), request.raw_content or b""
+        refusal = validation.check_body(provider.validation, content_types, body)
+        if refusal is None and mints_token:
+            assert provider.endpoints is not None
+            refusal = token_grants.check(provider.endpoints, content_types, body)
+        return refusal
 
     def release(self, flow: http.HTTPFlow) -> None:
-        """response / error: give back the request's concurrency slot."""
+        """response / error / websocket_end: give back the request's concurrency slot. A
+        WebSocket holds it until it closes: `response` runs on its 101, the socket stays open."""
+        if websocket_open(flow):
+            return
         admitted = self._open.pop(flow.id, None)
         if admitted is not None:
             _spawn(self.limiter.release(admitted))
@@ -133,6 +145,11 @@ class Guard:
     def _provider_of(self, flow: http.HTTPFlow) -> Provider | None:
         name = flow.metadata.get(STATE, {}).get("provider")
         return self.providers.get(name) if name else None
+
+
+def _mints_token(provider: Provider, method: str, host: str, path: str) -> bool:
+    """A request for a fal token, which must stay within the endpoint allowlist."""
+    return token_grants.applies(provider.endpoints, method, host, path)
 
 
 def _preflight(request: http.Request) -> bool:

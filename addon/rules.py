@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from addon import envfile
+from addon import envfile, token_grants
 from addon.auth import AuthSpec, parse_auth
 from addon.config_node import ConfigError, Node
 from addon.cors import NO_CORS, CorsPolicy, parse_cors
@@ -43,6 +43,9 @@ class Endpoints:
     allow: tuple[str, ...]
     methods: frozenset[str]
     hosts: frozenset[str]
+    # POSTs that mint tokens for allowed apps only (a body rule: addon/token_grants.py)
+    token_urls: tuple[str, ...] = token_grants.TOKEN_URLS
+    max_token_seconds: int = token_grants.MAX_TOKEN_SECONDS
 
     def allows(self, method: str, host: str, path: str) -> bool:
         if method not in self.methods or (self.hosts and host not in self.hosts):
@@ -264,6 +267,10 @@ def _endpoints(node: Node | None) -> Endpoints | None:
         allow=tuple(allow),
         methods=frozenset(m.upper() for m in node.texts("methods", ("POST",))),
         hosts=frozenset(h.lower() for h in node.texts("hosts", ())),
+        token_urls=node.texts("token_urls", token_grants.TOKEN_URLS),
+        max_token_seconds=node.integer(
+            "max_token_seconds", token_grants.MAX_TOKEN_SECONDS, minimum=1
+        ),
     )
     node.finish()
     return endpoints

@@ -19,7 +19,9 @@ keeps sending is never cut. How each limit is enforced, and why:
   mitmproxy's 502 (as a JSON problem via errorpage.py).
 - idle: the upstream connection's handler task is cancelled. mitmproxy then closes the socket
   and ends the client's response early (an HTTP/1 chunked body without its last chunk, an
-  HTTP/2 stream reset), so the client can tell the stream was cut.
+  HTTP/2 stream reset), so the client can tell the stream was cut. A WebSocket is idle when
+  no message went either way (mitmproxy's `tcp_timeout`, global, still applies on top); it
+  is closed the same way, and the client gets a close frame.
 """
 
 from __future__ import annotations
@@ -125,12 +127,14 @@ class Clock:
         if watch is None:
             return _nothing
         watch.cancel()
-        if flow.response is not None and flow.response.status_code == 101:
-            return _nothing  # a WebSocket: mitmproxy's tcp_timeout governs idle connections
         if watch.timeouts.idle:
             watch.timer = asyncio.get_running_loop().call_later(
                 watch.timeouts.idle, self._idle_check, flow
             )
+        if flow.response is not None and flow.response.status_code == 101:
+            # A WebSocket: no chunks pass here. The idle check reads the connection's last
+            # activity, which every message either way refreshes, until websocket_end.
+            return _nothing
 
         def chunk_arrived() -> None:
             watch.last_chunk = time.time()
@@ -225,7 +229,11 @@ class Clock:
             return
         watch.timer = None
         flow.metadata.setdefault(STATE, {})["timeout"] = "idle"
-        self.abort(flow, f"upstream sent nothing for {watch.timeouts.idle:g}s, stream closed")
+        idle = f"{watch.timeouts.idle:g}s"
+        if flow.websocket is not None:
+            self.abort(flow, f"no WebSocket message either way for {idle}, closed")
+        else:
+            self.abort(flow, f"upstream sent nothing for {idle}, stream closed")
 
 
 def _nothing() -> None:

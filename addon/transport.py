@@ -244,6 +244,12 @@ class Pipe:
 # -- the hooks -----------------------------------------------------------------------------------
 
 
+def websocket_open(flow: http.HTTPFlow) -> bool:
+    """A WebSocket whose handshake is done and whose socket is still open: mitmproxy runs
+    `response` on its 101 long before `websocket_end` (the one hook that sees `timestamp_end`)."""
+    return flow.websocket is not None and flow.websocket.timestamp_end is None
+
+
 class Fidelity:
     """What relay.py calls from its hooks: streaming, decoding, size limit and timeouts."""
 
@@ -310,6 +316,9 @@ class Fidelity:
         self.error(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        """error / websocket_end (and the end of `response`): the flow is over."""
+        if websocket_open(flow):
+            return  # the idle timer keeps watching the socket until websocket_end
         self._flows.pop(flow.id, None)
         if connection := self.clock.finished(flow):
             self._offer_h2.pop(connection, None)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
+import yaml
 from conftest import KeyrelayFactory
 from support.proxy import TEST_KEYS
 from support.tls import TlsMaterial
@@ -56,7 +58,7 @@ def test_websocket_is_routed_with_the_key_and_echoes_both_ways(
 ) -> None:
     relay = keyrelay_factory(upstream_port=ws_upstream.port)
     target = "/api/elevenlabs/v1/text-to-speech/voice1/stream-input?model_id=m"
-    origin = [(b"origin", b"http://localhost:3000")]
+    origin = [(b"origin", b"http://localhost")]  # a page served beside keyrelay
     with _handshake(relay.port, target, origin) as (sock, ws, accepted):
         assert isinstance(accepted, AcceptConnection), accepted
         sock.sendall(ws.send(Message(data='{"text": "hello "}')))
@@ -77,6 +79,19 @@ def test_websocket_is_routed_with_the_key_and_echoes_both_ways(
     assert "origin" not in headers  # browser context stays behind, as for plain requests
 
 
+def test_a_websocket_from_a_disallowed_origin_is_refused(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream
+) -> None:
+    """CORS does not cover WebSockets: without this check any site could use the key."""
+    relay = keyrelay_factory(upstream_port=ws_upstream.port)
+    target = "/api/elevenlabs/v1/text-to-speech/voice1/stream-input"
+    site = [(b"origin", b"https://evil.test"), (b"sec-fetch-site", b"cross-site")]
+    with _handshake(relay.port, target, site) as (_sock, _ws, refused):
+        assert isinstance(refused, RejectConnection)
+        assert refused.status_code == 403
+    assert ws_upstream.handshakes == []
+
+
 def test_websocket_to_an_unknown_route_is_refused(
     keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream
 ) -> None:
@@ -85,3 +100,79 @@ def test_websocket_to_an_unknown_route_is_refused(
         assert isinstance(refused, RejectConnection)
         assert refused.status_code == 404
     assert ws_upstream.handshakes == []
+
+
+def _elevenlabs_rules(**sections: object) -> str:
+    provider = {
+        "match": {"prefix": "/api/elevenlabs"},
+        "upstream": "https://api.elevenlabs.io",
+        "credential": {"header": "xi-api-key", "key": {"env": "ELEVENLABS_API_KEY"}},
+        **sections,
+    }
+    return yaml.safe_dump({"providers": {"elevenlabs": provider}})
+
+
+STREAM_INPUT = "/api/elevenlabs/v1/text-to-speech/voice1/stream-input"
+
+
+def _status(answer: Event) -> int:
+    return 101 if isinstance(answer, AcceptConnection) else getattr(answer, "status_code", 0)
+
+
+def _handshake_status_until(port: int, wanted: int) -> list[int]:
+    """Handshakes (each closed at once) until one answers `wanted`: a slot is given back just
+    after the socket closed, not at the same instant."""
+    statuses: list[int] = []
+    for _ in range(100):
+        with _handshake(port, STREAM_INPUT) as (sock, ws, answer):
+            statuses.append(_status(answer))
+            if isinstance(answer, AcceptConnection):
+                sock.sendall(ws.send(CloseConnection(code=1000)))
+                _next_event(sock, ws)
+        if statuses[-1] == wanted:
+            break
+        time.sleep(0.02)
+    return statuses
+
+
+def test_an_open_websocket_holds_its_concurrency_slot_until_it_closes(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream
+) -> None:
+    relay = keyrelay_factory(
+        _elevenlabs_rules(limits={"concurrent": 1}), upstream_port=ws_upstream.port
+    )
+    with _handshake(relay.port, STREAM_INPUT) as (sock, ws, first):
+        assert isinstance(first, AcceptConnection), first
+        # mitmproxy runs the response hook on the 101: the slot must outlive it.
+        others = []
+        for _ in range(3):
+            with _handshake(relay.port, STREAM_INPUT) as (_s, _w, answer):
+                others.append(_status(answer))
+        assert others == [429, 429, 429]
+        sock.sendall(ws.send(Message(data="still open")))
+        assert isinstance(_next_event(sock, ws), TextMessage)
+        sock.sendall(ws.send(CloseConnection(code=1000)))
+        assert isinstance(_next_event(sock, ws), CloseConnection)
+    # Closed: websocket_end gives the slot back.
+    assert _handshake_status_until(relay.port, 101)[-1] == 101
+    assert len(ws_upstream.handshakes) == 2
+
+
+def test_an_idle_websocket_is_closed_and_frees_its_slot(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream
+) -> None:
+    relay = keyrelay_factory(
+        _elevenlabs_rules(limits={"concurrent": 1}, transport={"timeouts": {"idle": 1}}),
+        upstream_port=ws_upstream.port,
+    )
+    with _handshake(relay.port, STREAM_INPUT) as (sock, ws, accepted):
+        assert isinstance(accepted, AcceptConnection), accepted
+        started = time.monotonic()
+        sock.sendall(ws.send(Message(data="one")))  # activity either way resets the clock
+        assert isinstance(_next_event(sock, ws), TextMessage)
+        # The upstream itself gives up after 5 s of silence; keyrelay's idle limit is 1 s.
+        closed = _next_event(sock, ws)
+        assert isinstance(closed, CloseConnection), closed
+        assert time.monotonic() - started < 4
+    relay.wait_for_output("no WebSocket message either way for 1s")
+    assert _handshake_status_until(relay.port, 101)[-1] == 101
