@@ -198,6 +198,10 @@ class Observer:
     def error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)
 
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """Save writes a WebSocket flow again at its end, messages included: mask them too."""
+        redaction.scrub_flow(flow, self._own_secrets().masks)
+
     def done(self) -> None:
         """Flows still open at shutdown are saved by Save's `done`, after this: mask them now."""
         for live in list(self._live.values()):

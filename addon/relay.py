@@ -269,7 +269,12 @@ class KeyRelay:
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.
-        _settle(flow, self.transport.error, self.guard.release if self.guard else None)
+        _settle(
+            flow,
+            self.transport.error,
+            self.guard.release if self.guard else None,
+            self.observe.websocket_end,  # messages echoing a key, before Save writes them
+        )
 
     # -- upstream connections ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import yaml
@@ -176,3 +177,22 @@ def test_an_idle_websocket_is_closed_and_frees_its_slot(
         assert time.monotonic() - started < 4
     relay.wait_for_output("no WebSocket message either way for 1s")
     assert _handshake_status_until(relay.port, 101)[-1] == 101
+
+
+def test_websocket_messages_echoing_a_key_are_masked_in_saved_flows(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream, tmp_path: Path
+) -> None:
+    saved = tmp_path / "flows"
+    relay = keyrelay_factory(upstream_port=ws_upstream.port, extra_args=["-w", str(saved)])
+    key = TEST_KEYS["ELEVENLABS_API_KEY"]
+    target = "/api/elevenlabs/v1/text-to-speech/voice1/stream-input"
+    with _handshake(relay.port, target) as (sock, ws, accepted):
+        assert isinstance(accepted, AcceptConnection)
+        sock.sendall(ws.send(Message(data=f"the key is {key}")))
+        assert isinstance(_next_event(sock, ws), TextMessage)  # echoed back by the upstream
+        sock.sendall(ws.send(CloseConnection(code=1000)))
+        assert isinstance(_next_event(sock, ws), CloseConnection)
+    relay.stop()
+    data = saved.read_bytes()
+    assert b"the key is" in data
+    assert key.encode() not in data
