@@ -216,7 +216,7 @@ class Observer:
 
     def _finish(self, flow: http.HTTPFlow, note: str | None) -> None:
         live = self._live.pop(flow.id, None)
-        if live and live.streaming:
+        if live and live.streaming and live.streamed_bytes:
             metrics.stream_closed(live.streaming)
         secrets = self._secrets(live)
         # First: nothing after this may leave a key behind.
@@ -263,7 +263,8 @@ class Observer:
         end = (response.timestamp_end if response else None) or time.time()
         head = response.timestamp_start if response else None
         sent_out = len(response.raw_content) if response and response.raw_content else 0
-        if live and live.streaming:
+        if live and live.streaming and live.streamed_bytes:
+            # (A response an addon set, such as a replayed one, goes out whole: no chunks.)
             sent_out = live.streamed_bytes
         error = note or (flow.error.msg if flow.error else None)
         return accesslog.Entry(

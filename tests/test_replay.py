@@ -7,6 +7,7 @@ replayed by scripts/replay and the client must see what was recorded, SSE includ
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,9 @@ def test_replay_serves_the_recorded_responses(
             assert len(events) >= 2 and all(b"data: " in e for e in events), call.name
     assert "replayed" in proc.output()
     assert "is configured" in proc.output()  # every provider routes on a placeholder key
+    # The access log counts what each replayed response sent, streamed or not.
+    sent = re.findall(r" out=(\d+) .* replayed$", proc.output(), re.MULTILINE)
+    assert sorted(map(int, sent)) == sorted(len(r.raw_content or b"") for r in recorded)
 
 
 def test_replay_never_reaches_the_network(test_ca: TlsMaterial, tmp_path: Path) -> None:
