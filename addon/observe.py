@@ -216,7 +216,7 @@ class Observer:
 
     def _finish(self, flow: http.HTTPFlow, note: str | None) -> None:
         live = self._live.pop(flow.id, None)
-        if live and live.streaming and live.streamed_bytes:
+        if live and live.streaming:
             metrics.stream_closed(live.streaming)
         secrets = self._secrets(live)
         # First: nothing after this may leave a key behind.
