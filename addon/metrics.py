@@ -74,6 +74,13 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
+KEY_REQUESTS = Counter(
+    "keyrelay_key_requests",
+    "Forwarded requests by provider, key id (a SHA-256 prefix, never the key) and status.",
+    ["provider", "key_id", "status"],
+    registry=REGISTRY,
+)
+
 
 # Each metric's child per label values: `.labels()` validates and locks on every call, and
 # these few children (providers x statuses, reasons) are asked for on every request.
@@ -114,6 +121,10 @@ def stream_opened(provider: str) -> None:
 
 def stream_closed(provider: str) -> None:
     _labelled(OPEN_STREAMS, provider).dec()
+
+
+def key_used(provider: str, key_id: str, status: int | None) -> None:
+    _labelled(KEY_REQUESTS, provider, key_id, str(status) if status else "error").inc()
 
 
 def rate_limited(provider: str) -> None:

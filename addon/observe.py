@@ -22,6 +22,7 @@ from mitmproxy.proxy import server_hooks
 from addon import accesslog, endpoints, metrics, redaction, replay
 from addon.keys import KeyStore
 from addon.problems import Refusal
+from addon.ratelimit.limiter import RATE_LIMITED
 from addon.rules import Provider, Rules
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class Observer:
         try:
             entry = self._entry(flow, live, note)
             self._summarise(flow, entry)
-            self._count(entry)
+            self._count(entry, _state(flow).get("key_id"))
             self._log(entry, secrets)
         except Exception:
             logger.exception("keyrelay: could not log or count a request")
@@ -304,10 +305,14 @@ class Observer:
         elif entry.error and not flow.marked:
             flow.marked = ERROR_MARK
 
-    def _count(self, entry: accesslog.Entry) -> None:
+    def _count(self, entry: accesslog.Entry, key_id: str | None) -> None:
         metrics.request_done(entry.provider, entry.status)
         if entry.refusal:
             metrics.refused(entry.refusal)
+            if entry.refusal == RATE_LIMITED and entry.provider:
+                metrics.rate_limited(entry.provider)
+        if key_id and entry.provider and entry.decision == "forwarded":
+            metrics.key_used(entry.provider, key_id, entry.status)
         metrics.body_bytes(entry.provider, entry.bytes_in, entry.bytes_out)
         if entry.provider and entry.decision in ("forwarded", "replayed"):
             metrics.upstream_timing(

@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from support.client import HttpClient
 from support.guard import AUDIENCE, HS_SECRET, ISSUER, hs_token, rules, token_entry
 from support.redis_server import RedisServer
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, echo
+
+from addon.keysources import key_id
 
 CHAT = "/api/openai/chat/completions"
 FAL = ("x-fal-target-url", "https://fal.run/fal-ai/flux/dev")
@@ -319,6 +322,17 @@ def test_a_pool_key_answered_429_rests_for_retry_after_then_comes_back(
         assert "<POOL_KEY_A>" in replies[0].text + replies[1].text
         assert all(a not in r.text and b not in r.text for r in replies)
         assert sorted(sent_key(r) or "" for r in upstream.requests) == sorted([a, a, b, b])
+        # Metrics count requests per key by its id (a hash prefix), never by the key itself.
+        text = c.get("/_keyrelay/metrics").body.decode()
+    per_key = {
+        (s.labels["key_id"], s.labels["status"]): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "keyrelay_key_requests"
+        for s in f.samples
+        if s.name.endswith("_total")
+    }
+    assert per_key == {(key_id(a), "200"): 2, (key_id(a), "429"): 1, (key_id(b), "200"): 9}
+    assert a not in text and b not in text
     output = proxy.output()
     assert a not in output and b not in output
 

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client.parser import text_string_to_metric_families
 from support.client import HttpClient
 from support.guard import rules
 
@@ -31,6 +32,17 @@ def test_fifty_at_once_against_ten_exactly_ten_pass(keyrelay_factory, upstream) 
     assert statuses.count(200) == 10, statuses
     assert statuses.count(429) == 40, statuses
     assert len(upstream.requests) == 10
+    # ...and the rate-limit hits are counted in the metrics, per provider.
+    with HttpClient(proxy.port) as c:
+        text = c.get("/_keyrelay/metrics").body.decode()
+    hits = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "keyrelay_rate_limited"
+        for s in f.samples
+        if s.name.endswith("_total") and s.labels == {"provider": "openai"}
+    ]
+    assert hits == [40]
 
 
 def test_429_problem_with_retry_after_and_ratelimit_fields(keyrelay_factory, make_client) -> None:

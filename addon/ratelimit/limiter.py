@@ -103,6 +103,9 @@ class Limiter:
         )
 
 
+RATE_LIMITED = "rate-limited"  # the refusal reason; metrics count these per provider
+
+
 def too_many(decision: Decision) -> Refusal:
     what = (
         "too many open requests"
@@ -111,7 +114,7 @@ def too_many(decision: Decision) -> Refusal:
     )
     return Refusal(
         429,
-        "rate-limited",
+        RATE_LIMITED,
         f"{what}; retry in {decision.retry_after} s",
         headers=(("retry-after", str(decision.retry_after)), *ratelimit_fields(decision)),
     )
