@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 from addon.problems import Refusal
 from addon.rules import Provider, Rules
-from addon.targets import TargetError, normalise_path, parse_target, path_under
+from addon.targets import Target, TargetError, normalise_path, parse_target, path_under
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,14 @@ class Router:
                 up = provider.upstream
                 rest = norm[len(provider.prefix) :]
                 upstream_path = (up.base_path + rest) or "/"
+                if provider.allow and not any(
+                    p.matches(Target(up.host, upstream_path, query)) for p in provider.allow
+                ):
+                    return Refusal(
+                        403,
+                        "path-not-allowed",
+                        f"this {provider.name} path is not in the allowlist",
+                    )
                 if query:
                     upstream_path += "?" + query
                 route = Route(provider, up.scheme, up.host, up.port, upstream_path)

@@ -190,8 +190,11 @@ def _provider(name: str, node: Node, defaults: Node) -> Provider:
     allow = tuple(_pattern(node, i, p) for i, p in enumerate(node.texts("allow", ())))
     if prefix is None and not allow:
         node.fail("a header-routed provider needs at least one allow pattern", "allow")
-    if prefix is not None and allow:
-        node.fail("only header-routed providers take allow patterns", "allow")
+    if prefix is not None and upstream is not None and allow:
+        # For a prefix provider the patterns name the upstream paths it may reach.
+        for i, pattern in enumerate(allow):
+            if not pattern.host_matches(upstream.host):
+                node.fail(f"'{pattern.text}' can never match the upstream host", f"allow[{i}]")
 
     methods = frozenset(m.upper() for m in node.texts("methods", tuple(DEFAULT_METHODS)))
     if bad := sorted(m for m in methods if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):

@@ -141,6 +141,10 @@ class Pattern:
     text: str
     regex: re.Pattern[str]
     matches_query: bool
+    host_regex: re.Pattern[str]
+
+    def host_matches(self, host: str) -> bool:
+        return self.host_regex.fullmatch(host) is not None
 
     def matches(self, target: Target) -> bool:
         subject = f"{target.host}{target.path}"
@@ -179,7 +183,7 @@ def compile_pattern(text: str) -> Pattern:
     regex = host_re + _glob(path, single="[^/]*")
     if question:
         regex += r"\?" + _glob(query, single="[^&]*")
-    return Pattern(text, re.compile(regex), bool(question))
+    return Pattern(text, re.compile(regex), bool(question), re.compile(host_re))
 
 
 def _glob(text: str, single: str) -> str:

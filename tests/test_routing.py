@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from addon.config_node import ConfigError
 from addon.problems import Refusal
 from addon.routing import Route, Router
 from addon.rules import load
@@ -167,3 +168,37 @@ def test_a_prefix_route_query_goes_upstream_only_when_well_formed(path: str) -> 
     assert routed("GET", "/api/openai/models?a=1&b=%20x&c=d/e?f").url.endswith(
         "?a=1&b=%20x&c=d/e?f"
     )
+
+
+def test_a_prefix_provider_may_list_the_upstream_paths_it_may_reach(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parent.parent / "rules.yaml").read_text()
+    text = text.replace(
+        "    upstream: https://api.openai.com/v1\n",
+        "    upstream: https://api.openai.com/v1\n"
+        "    allow: [api.openai.com/v1/chat/completions, api.openai.com/v1/images/*]\n",
+    )
+    (tmp_path / "rules.yaml").write_text(text)
+    router = Router(load(tmp_path / "rules.yaml", {}))
+
+    def decide(path: str) -> Route | Refusal:
+        return router.route("POST", path, {}.get)
+
+    assert isinstance(decide("/api/openai/chat/completions?x=1"), Route)
+    assert isinstance(decide("/api/openai/images/edits"), Route)
+    for path in ["/api/openai/files/f1/content", "/api/openai/images/a/b", "/api/openai"]:
+        refusal = decide(path)
+        assert isinstance(refusal, Refusal) and (refusal.status, refusal.reason) == (
+            403,
+            "path-not-allowed",
+        )
+
+
+def test_a_prefix_allow_pattern_for_another_host_is_an_error(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parent.parent / "rules.yaml").read_text()
+    text = text.replace(
+        "    upstream: https://api.openai.com/v1\n",
+        "    upstream: https://api.openai.com/v1\n    allow: [api.anthropic.com/**]\n",
+    )
+    (tmp_path / "rules.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"providers\.openai\.allow\[0\]: .*never match"):
+        load(tmp_path / "rules.yaml", {})
