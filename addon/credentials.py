@@ -41,15 +41,6 @@ class Credential:
     pool: PoolSpec | None = None  # instead of `key:`: several keys, round-robin
     tenants: TenantSpec | None = None  # per-tenant keys; `key`/`pool` is then the fallback
 
-    def resolve(self, env: dict[str, str]) -> str | None:
-        """The key from the first environment source that is fully set, or None.
-
-        Files and commands are live sources: `addon.keys.KeyStore` reads and watches them."""
-        for source in self.sources:
-            if isinstance(source, EnvSource) and (key := source.read(env)) is not None:
-                return key
-        return None
-
     def header_value(self, key: str) -> str:
         return self.format.replace("{key}", key)
 

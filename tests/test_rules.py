@@ -50,9 +50,8 @@ def test_a_new_provider_needs_no_code(tmp_path: Path) -> None:
     )
     replicate = rules.providers[1]
     assert replicate.upstream is not None and replicate.upstream.base_path == "/v1"
-    assert replicate.credential.header_value(replicate.credential.resolve(rules.env) or "") == (
-        "Bearer r8"
-    )
+    key = replicate.credential.sources[0].read(rules.env)
+    assert key is not None and replicate.credential.header_value(key) == "Bearer r8"
 
 
 @pytest.mark.parametrize(
