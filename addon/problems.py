@@ -1,9 +1,12 @@
-"""The one error shape: RFC 9457 problem details, served as JSON."""
+"""What keyrelay answers itself: a Refusal (the one error shape, RFC 9457 problem details served
+as JSON) or a Reply (a preflight, an admin endpoint). Components return these as values; only
+relay.answer turns them into a response."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 PROBLEM_BASE = "https://keyrelay.dev/problems/"
 
@@ -40,6 +43,19 @@ class Refusal:
 
     def body(self) -> bytes:
         return problem_body(self.status, self.reason, self.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer that is not a refusal: `decision` says which kind (flowstate.Decision)."""
+
+    status: int
+    decision: Literal["preflight", "admin"]
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+
+Answer = Refusal | Reply
 
 
 def problem_body(status: int, reason: str, detail: str) -> bytes:

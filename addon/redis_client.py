@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
@@ -32,7 +32,6 @@ T = TypeVar("T")
 Kind = Literal["down", "unreachable", "busy", "slow", "error"]
 
 DOWN_FOR = 1.0  # seconds calls fail at once after Redis was found unreachable
-POOL_SIZE = 32  # connections per client; a decision holds one for about a round trip
 PATIENCE = 10  # the longest wait for a connection, in decision timeouts, while the queue moves
 
 
@@ -93,7 +92,7 @@ class RedisConnection:
     """One client (with its own pool and breaker) for one part of keyrelay."""
 
     def __init__(
-        self, url: str, *, timeout: float, size: int = POOL_SIZE, decode_responses: bool = False
+        self, url: str, *, timeout: float, size: int, decode_responses: bool = False
     ) -> None:
         pool = QueuedPool.from_url(
             url,
@@ -149,13 +148,3 @@ class Every:
             return False
         self._last[kind] = now
         return True
-
-
-_tasks: set[asyncio.Task[Any]] = set()
-
-
-def in_background(coroutine: Coroutine[Any, Any, Any]) -> None:
-    """Run a best-effort Redis write without making a request wait for it."""
-    task = asyncio.get_running_loop().create_task(coroutine)
-    _tasks.add(task)  # referenced until done, or it may be collected mid-way
-    task.add_done_callback(_tasks.discard)

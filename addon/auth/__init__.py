@@ -1,6 +1,3 @@
-"""Client authentication: who is calling keyrelay, before any key is spent on them."""
-
-from addon.auth.config import AuthSpec, parse_auth
-from addon.auth.identity import Identity, identity_of
-
-__all__ = ["AuthSpec", "Identity", "identity_of", "parse_auth"]
+"""Client authentication: who is calling keyrelay, before any key is spent on them (tokens,
+JWTs, a forward-auth service). Its settings are addon/config/auth.py; guard/ runs it.
+"""

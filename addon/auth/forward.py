@@ -19,8 +19,8 @@ import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from addon.auth.config import ForwardSpec
 from addon.auth.identity import Identity
+from addon.config.auth import ForwardSpec
 
 logger = logging.getLogger(__name__)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from addon.auth.config import AuthSpec
 from addon.auth.forward import ForwardAuth, identity_from
 from addon.auth.identity import Identity, anonymous
 from addon.auth.jwks import JwksError, JwksKeys
 from addon.auth.jwt_auth import JwtVerifier
 from addon.auth.presented import presented
-from addon.auth.secret_ref import SecretMissing
 from addon.auth.tokens import TokenError, TokenStore
+from addon.config.auth import AuthSpec
+from addon.config.secret_ref import SecretMissing
 from addon.problems import Refusal
+from addon.resources import Generation
 
 Header = Callable[[str], str | None]
 
@@ -21,25 +22,10 @@ class AuthSetupError(ValueError):
     """A secret or key set named in the rules cannot be used; the message names where."""
 
 
-class Shared:
-    """Key sets and forward-auth caches, shared by providers with the same source and kept
-    across rules reloads so a reload neither refetches keys nor forgets cached decisions."""
-
-    def __init__(self) -> None:
-        self.jwks: dict[tuple[object, ...], JwksKeys] = {}
-        self.forward: dict[object, ForwardAuth] = {}
-
-    def start(self) -> None:
-        for keys in self.jwks.values():
-            keys.start()
-
-    def stop(self) -> None:
-        for keys in self.jwks.values():
-            keys.stop()
-
-
 class Gate:
-    def __init__(self, spec: AuthSpec, environ: dict[str, str], shared: Shared) -> None:
+    def __init__(self, spec: AuthSpec, environ: dict[str, str], live: Generation) -> None:
+        """Key sets and forward-auth caches come from `live`: shared by providers with the same
+        source, and kept across rules reloads (no refetch, no forgotten decisions)."""
         self.spec = spec
         self.tokens: TokenStore | None = None
         self.jwt: JwtVerifier | None = None
@@ -51,17 +37,18 @@ class Gate:
                 jwt_spec = spec.jwt
                 secret = jwt_spec.secret.read(environ).strip() if jwt_spec.secret else None
                 keys = None
-                if jwt_spec.jwks_url or jwt_spec.jwks_file:
-                    source = (jwt_spec.jwks_url, jwt_spec.jwks_file, jwt_spec.algorithms)
-                    if source not in shared.jwks or jwt_spec.jwks_file is not None:
-                        shared.jwks[source] = JwksKeys(
-                            jwt_spec.algorithms, file=jwt_spec.jwks_file, url=jwt_spec.jwks_url
-                        )
-                    keys = shared.jwks[source]
+                if jwt_spec.jwks_file is not None:  # read again at every load
+                    keys = JwksKeys(jwt_spec.algorithms, file=jwt_spec.jwks_file, url=None)
+                elif jwt_spec.jwks_url is not None:
+                    url, algorithms = jwt_spec.jwks_url, jwt_spec.algorithms
+                    keys = live.get(
+                        ("jwks", url, algorithms), lambda: JwksKeys(algorithms, file=None, url=url)
+                    )
                     keys.refresh = jwt_spec.refresh
                 self.jwt = JwtVerifier(jwt_spec, secret, keys)
             if spec.forward is not None:
-                self.forward = shared.forward.setdefault(spec.forward, ForwardAuth(spec.forward))
+                forward = spec.forward
+                self.forward = live.get(("forward-auth", forward), lambda: ForwardAuth(forward))
         except (SecretMissing, TokenError, JwksError) as e:
             raise AuthSetupError(str(e)) from e
 

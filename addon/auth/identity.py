@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE = "keyrelay"  # the flow.metadata key relay.py uses (relay.STATE); a test keeps them equal
-
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -24,9 +22,3 @@ class Identity:
 
 def anonymous(client_ip: str) -> Identity:
     return Identity("ip", client_ip)
-
-
-def identity_of(flow: Any) -> str | None:
-    """The caller of a flow as 'kind:name' (e.g. 'jwt:alice', 'ip:203.0.113.7'), once decided."""
-    state = flow.metadata.get(STATE)
-    return state.get("identity") if isinstance(state, dict) else None

@@ -7,9 +7,9 @@ from typing import Any
 
 import jwt
 
-from addon.auth.config import JwtSpec
 from addon.auth.identity import Identity
 from addon.auth.jwks import JwksKeys
+from addon.config.auth import JwtSpec
 
 
 class JwtVerifier:

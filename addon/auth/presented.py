@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from addon.auth.config import AuthSpec
+from addon.config.auth import AuthSpec
 
 
 def presented(spec: AuthSpec, header: Callable[[str], str | None]) -> str | None:

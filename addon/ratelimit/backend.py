@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from addon.ratelimit.config import Window
+from addon.config.limits import Window
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from addon.config.limits import BackendSpec, LimitSpec
 from addon.problems import Refusal
 from addon.ratelimit.backend import Check, Decision, Slots, Standing, Store, StoreError
-from addon.ratelimit.config import BackendSpec, LimitSpec
 from addon.ratelimit.memory import MemoryStore
 from addon.ratelimit.redis_store import RedisStore
 from addon.redis_client import Every

@@ -16,8 +16,9 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from addon import tasks
 from addon.ratelimit.backend import Check, Decision, Slots, Standing, StoreError
-from addon.redis_client import RedisConnection, RedisFailed, in_background
+from addon.redis_client import RedisConnection, RedisFailed
 
 # KEYS: the counters, then the slots set (when ARGV[2] == "1").
 # ARGV: n, has_slots, then per counter: amount, window ms, cost; then slots: limit, lease, ttl ms.
@@ -90,7 +91,7 @@ class RedisStore:
             if slots is not None and e.kind == "slow":
                 # The script may have run and taken a slot nobody will give back: the request
                 # is refused. Give it back now rather than after lease_seconds.
-                in_background(self._release_quietly(slots))
+                tasks.spawn(self._release_quietly(slots))
             raise
         allowed, blocked = int(reply[0]), int(reply[1])
         standings = tuple(

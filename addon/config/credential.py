@@ -1,0 +1,65 @@
+"""Provider keys: where they come from, how they are sent, and which client credentials go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from addon.config.key_sources import (
+    EnvSource,
+    KeySource,
+    PoolSpec,
+    TenantSpec,
+    parse_pool,
+    parse_sources,
+    parse_tenants,
+)
+from addon.config.node import Node
+
+__all__ = ["CLIENT_CREDENTIAL_HEADERS", "Credential", "EnvSource", "parse_credential"]
+
+# Headers that carry a credential in one provider's API or another. The client never
+# chooses the key: all of them are removed before keyrelay sets its own.
+CLIENT_CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "xi-api-key",
+        "x-goog-api-key",
+        "x-fal-key",
+        "cookie",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    header: str
+    format: str  # with one "{key}"
+    sources: tuple[KeySource, ...]  # `key:` alternatives, first available wins; may be empty
+    pool: PoolSpec | None = None  # instead of `key:`: several keys, round-robin
+    tenants: TenantSpec | None = None  # per-tenant keys; `key`/`pool` is then the fallback
+
+    def header_value(self, key: str) -> str:
+        return self.format.replace("{key}", key)
+
+    def describe_missing(self) -> str:
+        sources = self.sources or (self.pool.sources if self.pool else ())
+        return " or ".join(s.describe() for s in sources) or "a key for this tenant"
+
+
+def parse_credential(node: Node) -> Credential:
+    header = node.text("header").lower()
+    fmt = node.text("format", "{key}")
+    if fmt.count("{key}") != 1:
+        node.fail("must contain '{key}' exactly once", "format")
+    pool = parse_pool(node.child("pool", None))
+    tenants = parse_tenants(node.child("tenants", None))
+    sources = parse_sources(node, "key") if "key" in node or not (pool or tenants) else ()
+    if pool and sources:
+        node.fail("use either key or pool, not both", "pool")
+    if tenants and tenants.fallback == "shared" and not (pool or sources):
+        node.fail("fallback: shared needs a key or a pool beside tenants", "tenants.fallback")
+    node.finish()
+    return Credential(header, fmt, sources, pool, tenants)

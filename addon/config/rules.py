@@ -1,0 +1,103 @@
+"""rules.yaml -> frozen dataclasses. Every mistake is reported with file, key and reason.
+
+The config layer: this package imports nothing from the runtime. Each section has its module
+(provider.py, cors.py, transport.py, auth.py, limits.py, credential.py, validation.py, admin.py);
+this one reads the file and assembles them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from addon.config import envfile
+from addon.config.admin import Admin, parse_admin
+from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
+from addon.config.limits import BackendSpec, parse_backend
+from addon.config.node import ConfigError, Node
+from addon.config.provider import Provider, parse_provider
+
+RulesError = ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    source: Path
+    providers: tuple[Provider, ...]
+    env: dict[str, str] = field(repr=False)
+    admin: Admin = field(default_factory=Admin)  # /_keyrelay/ endpoints: who may read them
+    limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
+    cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
+    # Routing order, derived once here: CORS and the router look it up on every request.
+    _prefixed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
+    _header_routed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        longest_first = sorted((p for p in self.providers if p.prefix), key=_longer_prefix_first)
+        object.__setattr__(self, "_prefixed", tuple(longest_first))
+        routed = tuple(p for p in self.providers if not p.prefix)
+        object.__setattr__(self, "_header_routed", routed)
+
+    def prefixed(self) -> tuple[Provider, ...]:
+        """Prefix-routed providers, longest prefix first."""
+        return self._prefixed
+
+    def header_routed(self) -> tuple[Provider, ...]:
+        return self._header_routed
+
+
+def _longer_prefix_first(provider: Provider) -> int:
+    return -len(provider.prefix or "")
+
+
+def load(path: Path, environ: dict[str, str]) -> Rules:
+    """Read and validate a rules file; keys come from `environ` over a `.env` beside it."""
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(file, "", f"cannot be read: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(file, where, f"is not valid YAML: {getattr(e, 'problem', e)}") from e
+    env = {**envfile.load(path.parent / ".env"), **environ}
+    return parse(Node(data or {}, file), path, env)
+
+
+def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
+    defaults = root.child("defaults", None) or Node({}, root.file, "defaults")
+    cors = parse_cors(defaults.child("cors", None))
+    providers_node = root.child("providers")
+    providers = tuple(
+        parse_provider(name, providers_node.child(name), defaults)
+        for name in list(providers_node.names())
+    )
+    defaults.finish()
+    if not providers:
+        root.fail("needs at least one provider", "providers")
+    _check_unique(root, providers)
+    admin = parse_admin(root.child("admin", None))
+    limits_backend = parse_backend(root.child("limits_backend", None))
+    root.finish()
+    return Rules(path, providers, env, admin, limits_backend=limits_backend, cors=cors)
+
+
+def _check_unique(root: Node, providers: tuple[Provider, ...]) -> None:
+    seen: dict[str, str] = {}
+    for p in providers:
+        for claim in (
+            p.prefix,
+            p.target_header and f"header {p.target_header}",
+            p.target_query and f"query {p.target_query}",
+        ):
+            if not claim:
+                continue
+            if claim in seen:
+                root.fail(
+                    f"'{claim}' is already claimed by {seen[claim]}", f"providers.{p.name}.match"
+                )
+            seen[claim] = p.name

@@ -1,0 +1,64 @@
+"""The `validation:` section (under `defaults:` or a provider): body rules a request must pass.
+
+    validation:
+      models: ["claude-sonnet-4-*"]   # globs; a body naming another model is refused
+      max_tokens: 4096                # and a body must name its token cap
+      max_n: 1                        # results per request (n, best_of, num_images)
+      max_body: 32MiB                 # bytes buffered for the checks above
+
+The checks themselves are in addon/guard/body_rules.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from addon.config.node import Node
+
+_SIZE = re.compile(r"(\d+)\s*(|b|kib|kb|k|mib|mb|m)", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSpec:
+    models: tuple[str, ...] | None = None  # globs: `claude-sonnet-4-*`
+    max_tokens: int | None = None  # also: a body must name its token cap
+    max_n: int | None = None
+    max_body: int = 32 << 20  # bytes buffered for the checks above
+
+    @property
+    def reads_body(self) -> bool:
+        return bool(self.rule_names)
+
+    @property
+    def rule_names(self) -> str:
+        """The rules in force, for a problem's detail: "models, max_tokens"."""
+        names = ("models", "max_tokens", "max_n")
+        return ", ".join(n for n in names if getattr(self, n) is not None)
+
+
+def parse_validation(node: Node | None) -> ValidationSpec:
+    if node is None:
+        return ValidationSpec()
+    raw_size = node.raw("max_body", 32 << 20)
+    match = _SIZE.fullmatch(str(raw_size).strip())
+    if isinstance(raw_size, bool) or not match:
+        node.fail("must be a size like 32MiB, 512KiB or a number of bytes", "max_body")
+    spec = ValidationSpec(
+        models=node.texts("models", None),
+        max_tokens=node.integer("max_tokens", None, minimum=1),
+        max_n=node.integer("max_n", None, minimum=1),
+        max_body=int(match[1]) * _UNITS[match[2].lower()],
+    )
+    node.finish()
+    return spec

@@ -1,0 +1,1 @@
+"""CORS for browsers on other origins: preflight answers, refusals and response headers."""

@@ -1,0 +1,40 @@
+"""What keyrelay records about a flow, in one typed place.
+
+It lives in `flow.metadata[KEY]`, so it is saved with flows (`-w`), shown by mitmweb and read
+back by replay: it never holds a secret. Every component reads and writes it through `of`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from mitmproxy import http
+
+KEY = "keyrelay"
+
+# What keyrelay did with the request. A refusal's reason (the problem type) is `reason`.
+Decision = Literal["forwarded", "refused", "preflight", "admin"]
+Timeout = Literal["first-byte", "idle"]
+
+
+class FlowState(TypedDict, total=False):
+    decision: Decision
+    reason: str  # for "refused": the problem type, e.g. "rate-limited"
+    provider: str  # the provider the request was routed to
+    upstream: str  # host and path it was forwarded to (never the query: it may hold secrets)
+    identity: str  # the caller, "kind:name" (auth/identity.py)
+    claims: dict[str, str]  # only the claim that picks a tenant's key
+    key_id: str  # which key was injected: a fingerprint, never the key
+    cors: list[list[str]]  # the CORS headers every answer to this request carries
+    timeout: Timeout  # which timeout ended the flow
+
+
+def of(flow: http.HTTPFlow) -> FlowState:
+    """The flow's state, created empty on first use."""
+    state: FlowState = flow.metadata.setdefault(KEY, {})
+    return state
+
+
+def refused(state: FlowState, reason: str) -> None:
+    state["decision"] = "refused"
+    state["reason"] = reason

@@ -1,0 +1,182 @@
+"""Who may spend the keys, how fast, and on what: authentication, rate limits and body rules,
+on flows.
+
+Order in `requestheaders`: authenticate (401/403) -> check the body can be validated (411/413/
+415) -> charge the rate limits (429, or 503 when the shared store is down and failing closed).
+The body rules run in `request`, once the (kept buffered) body is complete.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+
+from mitmproxy import ctx, http
+from mitmproxy.utils import human
+
+from addon import flowstate, tasks
+from addon.auth.gate import AuthSetupError, Gate
+from addon.config.node import ConfigError
+from addon.config.provider import Provider
+from addon.config.rules import Rules
+from addon.guard import body_rules, token_grants
+from addon.problems import Refusal
+from addon.ratelimit.limiter import Admitted, Limiter, make_store
+from addon.resources import Generation
+from addon.routing.router import Route
+from addon.targets import Target
+from addon.transport.component import websocket_open
+
+logger = logging.getLogger(__name__)
+
+
+class Guard:
+    """Lives as long as the process; `prepare` builds each rules load's gates and limiter."""
+
+    def __init__(self) -> None:
+        self.providers: dict[str, Provider] = {}
+        self.gates: dict[str, Gate] = {}
+        self.limiter: Limiter | None = None
+        # Open requests holding a concurrency slot, by flow id; they outlive a rules reload.
+        self._open: dict[str, Admitted] = {}
+
+    def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
+        """Build this load's gates and limiter; the returned call installs them."""
+        try:
+            gates = {p.name: Gate(p.auth, rules.env, live) for p in rules.providers}
+        except AuthSetupError as e:
+            raise ConfigError(str(rules.source), "auth", str(e)) from e
+        backend = rules.limits_backend
+        store = live.get(("limits-store", backend), lambda: make_store(backend))
+        limiter = Limiter(backend, store)
+
+        def install() -> None:
+            self.providers = {p.name: p for p in rules.providers}
+            self.gates, self.limiter = gates, limiter
+
+        return install
+
+    def warn_if_exposed(self, listen_host: str) -> None:
+        open_providers = [p.name for p in self.providers.values() if p.auth.mode == "none"]
+        if open_providers and not _loopback(listen_host):
+            logger.warning(
+                "keyrelay: WARNING: listening on %s with NO client authentication for %s: "
+                "anyone who can reach this address can spend those keys. Set auth: in rules.yaml.",
+                listen_host or "all interfaces",
+                ", ".join(open_providers),
+            )
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    async def admit(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
+        """requestheaders, once routed: None lets the request go on."""
+        request = flow.request
+        if _preflight(request):
+            return None  # CORS preflights carry no credentials and are answered without any
+        provider = route.provider
+        header = request.headers.get
+        peer = flow.client_conn.peername
+        identity = await self.gates[provider.name].authenticate(
+            request.method, request.path, header, str(peer[0]) if peer else "unknown"
+        )
+        if isinstance(identity, Refusal):
+            return identity
+        state = flowstate.of(flow)
+        state["identity"] = str(identity)
+        tenants = provider.credential.tenants
+        if tenants and tenants.claim and tenants.claim in identity.claims:
+            # Only the claim that picks the tenant's key is kept: metadata is saved with flows.
+            state["claims"] = {tenants.claim: str(identity.claims[tenants.claim])}
+        # keyrelay's own credential never goes upstream (routing drops Authorization and
+        # Cookie already; a custom header is dropped here).
+        request.headers.pop(provider.auth.header, None)
+
+        mints_token = _mints_token(provider, request.method, route.host, route.path)
+        if provider.validation.reads_body or mints_token:
+            max_body = provider.validation.max_body
+            get_all = request.headers.get_all
+            if refusal := body_rules.prepare(max_body, request.method, get_all, _buffer_limit()):
+                return refusal
+            request.stream = False  # keep it buffered: the `request` hook checks it whole
+        path, _, query = route.path.partition("?")
+        assert self.limiter is not None
+        admitted = await self.limiter.admit(
+            provider.limits,
+            provider.name,
+            str(identity),
+            request.method,
+            Target(route.host, path, query),
+        )
+        if isinstance(admitted, Refusal):
+            return admitted
+        if admitted.slots is not None:
+            self._open[flow.id] = admitted
+        return None
+
+    def check_body(self, flow: http.HTTPFlow) -> Refusal | None:
+        """request: the body rules, on the complete body."""
+        provider, request = self._provider_of(flow), flow.request
+        if (
+            flow.response is not None
+            or provider is None
+            or flowstate.of(flow).get("decision") == "refused"
+        ):
+            return None
+        # The request was rewritten for its upstream in requestheaders (relay.py).
+        mints_token = _mints_token(provider, request.method, request.host, request.path)
+        if not (provider.validation.reads_body or mints_token):
+            return None
+        if request.stream:
+            # Already sent upstream: prepare() should have made this impossible.
+            logger.error("keyrelay: a body that needed checking was streamed")
+            return Refusal(500, "internal-error", "the body could not be checked")
+        content_types, body = request.headers.get_all("content-type"), request.raw_content or b""
+        refusal = body_rules.check_body(provider.validation, content_types, body)
+        if refusal is None and mints_token:
+            assert provider.endpoints is not None
+            refusal = token_grants.check(provider.endpoints, content_types, body)
+        return refusal
+
+    def release(self, flow: http.HTTPFlow) -> None:
+        """response / error / websocket_end: give back the request's concurrency slot. A
+        WebSocket holds it until it closes: `response` runs on its 101, the socket stays open."""
+        if websocket_open(flow):
+            return
+        admitted = self._open.pop(flow.id, None)
+        if admitted is not None and self.limiter is not None:
+            tasks.spawn(self.limiter.release(admitted))
+
+    def _provider_of(self, flow: http.HTTPFlow) -> Provider | None:
+        name = flowstate.of(flow).get("provider")
+        return self.providers.get(name) if name else None
+
+
+def _mints_token(provider: Provider, method: str, host: str, path: str) -> bool:
+    """A request for a fal token, which must stay within the endpoint allowlist."""
+    return token_grants.applies(provider.endpoints, method, host, path)
+
+
+def _preflight(request: http.Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "origin" in request.headers
+        and "access-control-request-method" in request.headers
+    )
+
+
+def _buffer_limit() -> int | None:
+    """mitmproxy starts streaming a buffered body past `stream_large_bodies`: stay below it."""
+    try:
+        return human.parse_size(ctx.options.stream_large_bodies)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,69 @@
+"""fal's token endpoint must not mint a way around the endpoint allowlist.
+
+`POST https://rest.fal.ai/tokens/` with `{"allowed_apps": [...], "token_expiration": s}` returns
+a token that runs those apps directly at fal, without keyrelay (fal's realtime client uses it
+for its WebSocket). So when a provider has `endpoints:`, a request to a token URL is a body
+rule: every app it names must belong to an allowed endpoint, and the token may live at most
+`endpoints.max_token_seconds`. fal's client names an app by its alias (`flux` for
+`fal-ai/flux/dev`), so `flux`, `fal-ai/flux` and `fal-ai/flux/dev` all pass for that endpoint:
+a token is granted per app, so it reaches every endpoint of an allowed app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from addon.config.provider import EndpointAllowlist
+from addon.guard import body_rules
+from addon.problems import Refusal
+
+_FIELDS = frozenset({"allowed_apps", "token_expiration"})
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _canonical(url: str) -> str:
+    """host/path without empty segments, lower-case: `rest.fal.ai//Tokens` is the same URL
+    to a lenient server, so it must be to this check."""
+    return "/".join(segment for segment in url.lower().split("/") if segment)
+
+
+def applies(endpoints: EndpointAllowlist | None, method: str, host: str, path: str) -> bool:
+    """Whether a request to the upstream host and path (with query) mints a token."""
+    if endpoints is None or method in _NO_BODY:
+        return False
+    url = _canonical(f"{host}/{path.partition('?')[0]}")
+    return any(url == _canonical(token_url) for token_url in endpoints.token_urls)
+
+
+def check(
+    endpoints: EndpointAllowlist, content_types: Sequence[str], body: bytes
+) -> Refusal | None:
+    fields = body_rules.body_fields("rule endpoints", content_types, body, _FIELDS)
+    if isinstance(fields, Refusal):
+        return fields
+    apps = fields.get("allowed_apps")
+    if not isinstance(apps, list) or not apps:
+        return _refused("the token request must list its allowed_apps")
+    allowed = _apps(endpoints.allow)
+    if not all(isinstance(app, str) and app in allowed for app in apps):
+        return _refused("a token may only be granted for apps in the endpoint allowlist")
+    seconds = fields.get("token_expiration")
+    cap = endpoints.max_token_seconds
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 < seconds <= cap:
+        return _refused(f"token_expiration must be set, and at most {cap} seconds")
+    return None
+
+
+def _apps(allow: Sequence[str]) -> frozenset[str]:
+    """What may stand in allowed_apps for these endpoint ids (`owner/alias/path...`)."""
+    apps: set[str] = set()
+    for endpoint in allow:
+        segments = endpoint.split("/")
+        apps.add(endpoint)
+        if len(segments) >= 2:
+            apps.update({"/".join(segments[:2]), segments[1]})
+    return frozenset(apps)
+
+
+def _refused(detail: str) -> Refusal:
+    return Refusal(403, "token-not-allowed", f"rule endpoints: {detail}")

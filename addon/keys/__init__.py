@@ -1,0 +1,1 @@
+"""The keys keyrelay injects: env, file and command sources, tenant keys, key pools."""

@@ -1,0 +1,220 @@
+"""One access log line, the metrics and mitmweb's at-a-glance summary, for every flow.
+
+Per-flow bookkeeping (bytes streamed, which open-streams gauge a flow holds) stays in memory,
+keyed by flow id, and is dropped when the flow ends. The log line is masked with every secret
+the flow may carry (masking.py), though it is built from fields that should hold none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addons import termlog
+
+from addon import flowstate
+from addon.config.provider import Provider
+from addon.config.rules import Rules
+from addon.observe import accesslog, metrics, redaction
+from addon.ratelimit.limiter import RATE_LIMITED
+
+access_logger = logging.getLogger("keyrelay.access")
+logger = logging.getLogger(__name__)
+
+REFUSED_MARK = ":no_entry_sign:"
+ERROR_MARK = ":warning:"
+
+
+@dataclass
+class _Live:
+    flow: http.HTTPFlow
+    streamed_bytes: int = 0
+    streaming: str | None = None  # the provider whose open-streams gauge this flow holds
+
+
+class AccessLog:
+    def __init__(
+        self,
+        rules: Callable[[], Rules | None],
+        masks: Callable[[http.HTTPFlow], redaction.Masks],
+    ) -> None:
+        self._rules = rules
+        self._masks = masks
+        self._live: dict[str, _Live] = {}
+        self._output = accesslog.Output(access_logger)
+        self._format = "text"  # keyrelay_access_log, read once per change, not per request
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "keyrelay_access_log",
+            str,
+            "text",
+            "One line per request: text, json or off.",
+            choices=list(accesslog.FORMATS),
+        )
+        loader.add_option(
+            "keyrelay_access_log_file",
+            str,
+            "",
+            "Also append each access log line to this file (bare lines, no log prefix).",
+        )
+        self._output.print_to(_terminal_stream())
+
+    def configure(self, updated: set[str]) -> None:
+        if "keyrelay_access_log" in updated:
+            self._format = ctx.options.keyrelay_access_log
+        if {"keyrelay_access_log", "keyrelay_access_log_file"} & updated:
+            path = ctx.options.keyrelay_access_log_file
+            log_file = Path(path).expanduser() if path and self._format != "off" else None
+            if log_file and not log_file.parent.is_dir():
+                raise exceptions.OptionsError(
+                    f"keyrelay_access_log_file: {log_file.parent} is not a directory"
+                )
+            try:
+                self._output.append_to(log_file)
+            except OSError as e:
+                raise exceptions.OptionsError(
+                    f"keyrelay_access_log_file: {log_file} cannot be opened: {e.strerror}"
+                ) from None
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._live[flow.id] = _Live(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Last of all: count the bytes that really go out, and the open streams."""
+        live = self._live.get(flow.id)
+        response = flow.response
+        if live is None or response is None or not response.stream:
+            return
+        inner = response.stream
+        provider = flowstate.of(flow).get("provider") or metrics.NO_PROVIDER
+
+        def counted(chunk: bytes) -> bytes | Iterable[bytes]:
+            out = inner(chunk) if callable(inner) else chunk
+            live.streamed_bytes += len(out) if isinstance(out, bytes) else sum(map(len, out))
+            return out
+
+        response.stream = counted
+        live.streaming = provider
+        metrics.stream_opened(provider)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow, None)
+
+    error = response
+
+    def done(self) -> None:
+        for live in list(self._live.values()):
+            self._finish(live.flow, "still open at shutdown")
+        self._output.close()
+
+    def _finish(self, flow: http.HTTPFlow, note: str | None) -> None:
+        live = self._live.pop(flow.id, None)
+        if live and live.streaming:
+            metrics.stream_closed(live.streaming)
+        entry = self._entry(flow, live, note)
+        self._summarise(flow, entry)
+        self._count(entry, flowstate.of(flow).get("key_id"))
+        line = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
+        if line is not None:
+            self._output.write(redaction.scrub_text(line, self._masks(flow)))
+
+    def _entry(self, flow: http.HTTPFlow, live: _Live | None, note: str | None) -> accesslog.Entry:
+        state = flowstate.of(flow)
+        request, response = flow.request, flow.response
+        decision: str = state.get("decision", "error")
+        refusal = state.get("reason") if decision == "refused" else None
+        if decision == "forwarded" and flow.is_replay == "response":
+            decision = "replayed"
+        forwarded = decision in ("forwarded", "replayed")
+        start = request.timestamp_start
+        end = (response.timestamp_end if response else None) or time.time()
+        head = response.timestamp_start if response else None
+        sent_out = len(response.raw_content) if response and response.raw_content else 0
+        if live and live.streaming and live.streamed_bytes:
+            # (A response an addon set, such as a replayed one, goes out whole: no chunks.)
+            sent_out = live.streamed_bytes
+        error = note or (flow.error.msg if flow.error else None)
+        return accesslog.Entry(
+            time=start,
+            identity=str(state.get("identity") or _peer_ip(flow)),
+            provider=state.get("provider"),
+            method=request.method,
+            host=request.host if forwarded else None,  # keyrelay set it (and Host) when routing
+            path=request.path.partition("?")[0],
+            status=response.status_code if response and not flow.error else None,
+            bytes_in=len(request.raw_content or b""),
+            bytes_out=sent_out,
+            duration_ms=(end - start) * 1000,
+            ttfb_ms=(head - start) * 1000 if head and forwarded else None,
+            decision="refused" if refusal else ("error" if error else decision),
+            refusal=refusal,
+            error=error,
+        )
+
+    def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry) -> None:
+        """What mitmweb shows at a glance: provider, rule, identity, decision."""
+        provider = _provider(self._rules(), entry.provider)
+        parts = [
+            f"provider: {entry.provider or '-'}",
+            f"rule: {_rule(provider)}",
+            f"identity: {entry.identity}",
+            f"decision: {entry.decision}",
+        ]
+        if entry.refusal:
+            parts.append(f"reason: {entry.refusal}")
+        if entry.error:
+            parts.append(f"error: {entry.error}")
+        flow.comment = " | ".join(parts)
+        if entry.refusal:
+            flow.marked = REFUSED_MARK
+        elif entry.error and not flow.marked:
+            flow.marked = ERROR_MARK
+
+    def _count(self, entry: accesslog.Entry, key_id: str | None) -> None:
+        metrics.request_done(entry.provider, entry.status)
+        if entry.refusal:
+            metrics.refused(entry.refusal)
+            if entry.refusal == RATE_LIMITED and entry.provider:
+                metrics.rate_limited(entry.provider)
+        if key_id and entry.provider and entry.decision == "forwarded":
+            metrics.key_used(entry.provider, key_id, entry.status)
+        metrics.body_bytes(entry.provider, entry.bytes_in, entry.bytes_out)
+        if entry.provider and entry.decision in ("forwarded", "replayed"):
+            metrics.upstream_timing(
+                entry.provider,
+                entry.duration_ms / 1000 if entry.duration_ms is not None else None,
+                entry.ttfb_ms / 1000 if entry.ttfb_ms is not None else None,
+            )
+
+
+def _terminal_stream() -> IO[str] | None:
+    """Where mitmdump and mitmweb print their log; None without one (the console UI)."""
+    root = logging.getLogger().handlers
+    return next((h.file for h in root if isinstance(h, termlog.TermLogHandler)), None)
+
+
+def _peer_ip(flow: http.HTTPFlow) -> str:
+    peer = flow.client_conn.peername
+    return str(peer[0]) if peer else "-"
+
+
+def _provider(rules: Rules | None, name: str | None) -> Provider | None:
+    if rules is None or name is None:
+        return None
+    return next((p for p in rules.providers if p.name == name), None)
+
+
+def _rule(provider: Provider | None) -> str:
+    if provider is None:
+        return "-"
+    if provider.prefix:
+        return f"prefix {provider.prefix}"
+    names = [f"header {provider.target_header}"] if provider.target_header else []
+    names += [f"query {provider.target_query}"] if provider.target_query else []
+    return " or ".join(names)

@@ -1,0 +1,78 @@
+"""keyrelay's own endpoints: `/_keyrelay/health` and `/_keyrelay/metrics`.
+
+Who may read them is the top-level `admin:` section (addon/config/admin.py). Neither ever
+shows a key. Pure: the component in admin_endpoints.py wires this to flows.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from addon.config.admin import Admin
+from addon.observe import metrics
+from addon.problems import Refusal
+
+PREFIX = "/_keyrelay/"
+HEALTH = PREFIX + "health"
+METRICS = PREFIX + "metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+def is_admin_path(path: str) -> bool:
+    return path.partition("?")[0].startswith(PREFIX)
+
+
+def serve(
+    admin: Admin,
+    admin_token: str | None,
+    method: str,
+    path: str,
+    peer_ip: str,
+    authorization: str | None,
+    providers: Callable[[], Mapping[str, bool]],
+) -> Answer | Refusal:
+    """Answer a request under /_keyrelay/. `providers` maps each provider to whether its key is
+    set; it is called only for an allowed health request."""
+    if not _allowed(admin, admin_token, peer_ip, authorization):
+        return Refusal(403, "admin-forbidden", "keyrelay's endpoints are not open to this client")
+    route = path.partition("?")[0]
+    if route not in (HEALTH, METRICS):
+        return Refusal(404, "no-route", "no keyrelay endpoint at this path")
+    if method not in ("GET", "HEAD"):
+        return Refusal(405, "method-not-allowed", "use GET", headers=(("allow", "GET, HEAD"),))
+    if route == METRICS:
+        return Answer(200, metrics.exposition(), metrics.CONTENT_TYPE)
+    configured = providers()
+    body = {
+        "status": "ok",
+        "providers": {name: {"configured": ok} for name, ok in configured.items()},
+    }
+    return Answer(200, json.dumps(body).encode(), "application/json")
+
+
+def _allowed(admin: Admin, token: str | None, peer_ip: str, authorization: str | None) -> bool:
+    if admin.loopback and _is_loopback(peer_ip):
+        return True
+    if token and authorization:
+        scheme, _, given = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    return False
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

@@ -1,0 +1,40 @@
+"""keyrelay's own endpoints on flows (`/_keyrelay/health`, `/_keyrelay/metrics`); what they
+answer, and to whom, is decided in admin.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mitmproxy import http
+
+from addon.config.rules import Rules
+from addon.keys.store import KeyStore
+from addon.observe import admin
+from addon.problems import Answer, Refusal, Reply
+
+Current = Callable[[], tuple[Rules | None, KeyStore | None]]
+
+
+class AdminEndpoints:
+    def __init__(self, current: Current) -> None:
+        self._current = current
+
+    def requestheaders(self, flow: http.HTTPFlow) -> Answer | None:
+        """Before routing: the answer to a request under /_keyrelay/, else None."""
+        rules, keys = self._current()
+        request = flow.request
+        if rules is None or not admin.is_admin_path(request.path):
+            return None
+        peer = flow.client_conn.peername
+        result = admin.serve(
+            rules.admin,
+            rules.admin.token_value(rules.env),
+            request.method,
+            request.path,
+            str(peer[0]) if peer else "-",
+            request.headers.get("authorization"),
+            lambda: {p.name: bool(keys and keys.key_for(p)) for p in rules.providers},
+        )
+        if isinstance(result, Refusal):
+            return result
+        return Reply(result.status, "admin", result.body, (("content-type", result.content_type),))

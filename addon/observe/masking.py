@@ -1,0 +1,103 @@
+"""Masking every secret before a flow is stored or shown: the injected keys, keys an upstream
+echoes back (in streams too), keyrelay's admin token, and the client's own credential.
+
+Save (`-w`), HAR export and mitmweb read the flow after the script's `response` / `error` /
+`websocket_end` / `done` hooks, so masking there keeps secrets out of everything afterwards.
+The client's credential is remembered in this object's memory, keyed by flow id, and dropped
+when the flow ends; flow.metadata never holds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from mitmproxy import http
+
+from addon.config.rules import Rules
+from addon.keys.store import KeyStore
+from addon.observe import redaction
+
+Current = Callable[[], tuple[Rules | None, KeyStore | None]]
+_NO_SECRETS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnSecrets:
+    rules: Rules | None
+    held: Mapping[str, str]  # what KeyStore.secrets() answered: the same object until a change
+    secrets: dict[str, str]
+    masks: redaction.Masks
+
+
+class Masking:
+    def __init__(self, current: Current) -> None:
+        self._current = current
+        self._client: dict[str, tuple[http.HTTPFlow, dict[str, str]]] = {}
+        self._own: _OwnSecrets | None = None
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Before routing strips them: remember the client's credentials, to mask them later."""
+        secrets = redaction.client_credentials(flow.request.headers)
+        self._client[flow.id] = (flow, secrets)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """A key an upstream echoes must not reach the client either: the head goes out right
+        after this hook, the body chunk by chunk. Only keyrelay's own secrets: the client's are
+        the client's to see, and they would let it choose what the stream waits for."""
+        response = flow.response
+        if response is None or not response.stream:
+            return
+        masks = self.own().masks
+        redaction.scrub_headers(response.headers, masks)
+        inner = response.stream
+        scrub = redaction.StreamScrubber(masks)
+
+        def masked(chunk: bytes) -> bytes | Iterable[bytes]:
+            out = inner(chunk) if callable(inner) else chunk
+            data = scrub(out if isinstance(out, bytes) else b"".join(out), end=not chunk)
+            return data if data or not chunk else []  # an empty chunk would end HTTP/1 early
+
+        response.stream = masked
+
+    def masks(self, flow: http.HTTPFlow) -> redaction.Masks:
+        """Every secret this flow may carry, made ready once for all of its fields."""
+        ours = self.own()
+        client = self._client.get(flow.id)
+        if client is None or not client[1]:
+            return ours.masks
+        return redaction.Masks({**client[1], **ours.secrets})
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # The client's own credentials on the request side only: a buffered response still goes
+        # to that client, and what it sent must not reshape what it gets.
+        everything = self.masks(flow)
+        self._client.pop(flow.id, None)
+        redaction.scrub_flow(flow, self.own().masks, everything)
+        redaction.scrub_oversized_credentials(flow.request.headers)
+
+    error = response
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """Save writes a WebSocket flow again at its end, messages included: mask them too."""
+        redaction.scrub_flow(flow, self.own().masks)
+
+    def done(self) -> None:
+        """Flows still open at shutdown are saved by Save's `done`, after this: mask them now."""
+        for flow, _ in list(self._client.values()):
+            self.response(flow)
+
+    def own(self) -> _OwnSecrets:
+        """The admin token and every key: the same until the rules or a key change."""
+        rules, keys = self._current()
+        held = keys.secrets() if keys is not None else _NO_SECRETS
+        cached = self._own
+        if cached is not None and cached.rules is rules and cached.held is held:
+            return cached
+        secrets: dict[str, str] = {}
+        if rules is not None and (token := rules.admin.token_value(rules.env)):
+            secrets[token] = "<KEYRELAY_ADMIN_TOKEN>"
+        secrets.update(held)
+        self._own = _OwnSecrets(rules, held, secrets, redaction.Masks(secrets))
+        return self._own

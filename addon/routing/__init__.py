@@ -1,0 +1,1 @@
+"""Which provider a request is for, where it may go, and what it carries upstream."""

@@ -1,0 +1,58 @@
+"""What goes upstream: the client's headers minus credentials, browser context and hop-by-hop
+headers, then the provider's policy, then the key. Pure: works on (name, value) byte pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
+from addon.config.provider import Provider
+
+HeaderFields = tuple[tuple[bytes, bytes], ...]
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "http2-settings"}
+)
+# Message framing must survive any allowlist, or streamed uploads break.
+FRAMING = frozenset({"content-length", "transfer-encoding"})
+BROWSER_CONTEXT = frozenset({"origin", "referer", "forwarded", "x-real-ip", "via"})
+STRIPPED_PREFIXES = ("sec-fetch-", "x-forwarded-", "sec-ch-")
+ALWAYS_STRIPPED = CLIENT_CREDENTIAL_HEADERS | HOP_BY_HOP | BROWSER_CONTEXT
+
+
+def upstream_headers(
+    fields: Iterable[tuple[bytes, bytes]],
+    provider: Provider,
+    key_header: str,
+    key_value: str,
+    *,
+    websocket: bool = False,
+) -> HeaderFields:
+    """The header fields to send upstream, the injected key exactly once."""
+    policy = provider.headers
+    drop = ALWAYS_STRIPPED | policy.strip | {key_header, "accept-encoding"}
+    if provider.target_header:
+        drop = drop | {provider.target_header}
+    if websocket:
+        # The upgrade handshake itself is end to end for a WebSocket.
+        drop = drop - {"connection", "upgrade"}
+    out: list[tuple[bytes, bytes]] = []
+    present: set[str] = set()
+    for raw_name, raw_value in fields:
+        name = raw_name.decode("latin-1").lower()
+        if name in drop or name.startswith(STRIPPED_PREFIXES):
+            continue
+        if name not in FRAMING and not policy.forwards(name):
+            continue
+        out.append((raw_name, raw_value))
+        present.add(name)
+    for name, value in policy.default:
+        if name.lower() not in present:
+            out.append((name.encode(), value.encode()))
+    set_names = {name.lower() for name, _ in policy.set}
+    out = [f for f in out if f[0].decode("latin-1").lower() not in set_names]
+    out.extend((name.encode(), value.encode()) for name, value in policy.set)
+    # Compressed responses cannot be relayed chunk by chunk as plain bytes: ask for identity.
+    out.append((b"accept-encoding", b"identity"))
+    out.append((key_header.encode(), key_value.encode()))
+    return tuple(out)

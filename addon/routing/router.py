@@ -1,0 +1,128 @@
+"""(method, path, headers) -> Route | Refusal. Pure: knows nothing of mitmproxy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from addon.config.provider import Provider
+from addon.config.rules import Rules
+from addon.problems import Refusal
+from addon.targets import Target, TargetError, normalise_path, parse_target, path_under
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    provider: Provider
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as sent upstream
+
+    @property
+    def url(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}{self.path}"
+
+
+class Router:
+    """Routing tables compiled once per rules load, so a request costs a few lookups."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.header_routed = rules.header_routed()
+        self.prefixed = rules.prefixed()
+
+    def route(self, method: str, path: str, header: Callable[[str], str | None]) -> Route | Refusal:
+        """`path` is the request target as received (path and query); `header` looks up by name."""
+        raw_path, _, query = path.partition("?")
+        for provider in self.header_routed:
+            target = _target_of(provider, query, header)
+            if target is not None:
+                return _check(method, provider, target)
+            if any(path_under(raw_path, p) for p in provider.target_paths):
+                return Refusal(
+                    400,
+                    "missing-target",
+                    f"{provider.name} requests need a target URL in the {_target_names(provider)}",
+                )
+        try:
+            norm = normalise_path(raw_path)
+        except TargetError:
+            return Refusal(400, "malformed-path", "the request path or query is malformed")
+        # The query goes upstream as sent: no byte a request line could be split on.
+        if not query.isascii() or any(c <= " " or c in "#\x7f" for c in query):
+            return Refusal(400, "malformed-path", "the request path or query is malformed")
+        for provider in self.prefixed:
+            assert provider.prefix and provider.upstream
+            if path_under(norm, provider.prefix):
+                up = provider.upstream
+                rest = norm[len(provider.prefix) :]
+                upstream_path = (up.base_path + rest) or "/"
+                if provider.allow and not any(
+                    p.matches(Target(up.host, upstream_path, query)) for p in provider.allow
+                ):
+                    return Refusal(
+                        403,
+                        "path-not-allowed",
+                        f"this {provider.name} path is not in the allowlist",
+                    )
+                if query:
+                    upstream_path += "?" + query
+                route = Route(provider, up.scheme, up.host, up.port, upstream_path)
+                return _method_allowed(method, provider) or route
+        return Refusal(404, "no-route", "no provider matches this request")
+
+
+def _target_of(provider: Provider, query: str, header: Callable[[str], str | None]) -> str | None:
+    if provider.target_header and (value := header(provider.target_header)) is not None:
+        return value
+    if provider.target_query and query:
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name == provider.target_query:
+                return value
+    return None
+
+
+def _target_names(provider: Provider) -> str:
+    names = []
+    if provider.target_header:
+        names.append(f"{provider.target_header} header")
+    if provider.target_query:
+        names.append(f"{provider.target_query} query parameter")
+    return " or the ".join(names)
+
+
+def _check(method: str, provider: Provider, raw: str) -> Route | Refusal:
+    if not raw.strip():
+        return Refusal(400, "missing-target", f"the {_target_names(provider)} is empty")
+    try:
+        target = parse_target(raw)
+    except TargetError as e:
+        return Refusal(412, "target-invalid", f"the {provider.name} target cannot be used: {e}")
+    if not any(pattern.matches(target) for pattern in provider.allow):
+        return Refusal(
+            412, "target-not-allowed", f"the target is not an allowed {provider.name} URL"
+        )
+    if refusal := _method_allowed(method, provider):
+        return refusal
+    if provider.endpoints and not provider.endpoints.allows(method, target.host, target.path):
+        return Refusal(
+            403,
+            "endpoint-not-allowed",
+            f"this {provider.name} endpoint is not in the endpoint allowlist",
+        )
+    return Route(provider, "https", target.host, 443, target.path_and_query)
+
+
+def _method_allowed(method: str, provider: Provider) -> Refusal | None:
+    if method in provider.methods:
+        return None
+    allow = ", ".join(sorted(provider.methods))
+    return Refusal(
+        405,
+        "method-not-allowed",
+        f"{provider.name} does not allow {method}",
+        headers=(("allow", allow),),
+    )

@@ -1,0 +1,1 @@
+"""Bytes on the wire: streaming, decoding, size limits, timeouts, early refusals."""

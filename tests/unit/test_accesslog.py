@@ -1,0 +1,61 @@
+"""The access log line: every field, no query values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from addon.observe import accesslog
+from addon.observe.accesslog import Entry
+
+ENTRY = Entry(
+    time=1_700_000_000.25,
+    identity="client:alice",
+    provider="fal",
+    method="POST",
+    host="queue.fal.run",
+    path="/fal-ai/flux/dev",
+    status=200,
+    bytes_in=34,
+    bytes_out=173,
+    duration_ms=12.5,
+    ttfb_ms=10.0,
+    decision="forwarded",
+)
+
+
+def test_json_line_has_every_field() -> None:
+    data = json.loads(accesslog.as_json(ENTRY))
+    assert data == {
+        "time": "2023-11-14T22:13:20.250Z",
+        "identity": "client:alice",
+        "provider": "fal",
+        "method": "POST",
+        "host": "queue.fal.run",
+        "path": "/fal-ai/flux/dev",
+        "status": 200,
+        "bytes_in": 34,
+        "bytes_out": 173,
+        "duration_ms": 12.5,
+        "ttfb_ms": 10.0,
+        "decision": "forwarded",
+    }
+
+
+def test_text_line_and_refusal() -> None:
+    refused = replace(
+        ENTRY,
+        host=None,
+        status=412,
+        decision="refused",
+        refusal="target-not-allowed",
+        path="/api/fal/proxy",
+        ttfb_ms=None,
+    )
+    line = accesslog.as_text(refused)
+    assert line == (
+        "2023-11-14T22:13:20.250Z client:alice fal POST /api/fal/proxy 412 in=34 out=173 "
+        "dur=12.5ms ttfb=- refused reason=target-not-allowed"
+    )
+    assert accesslog.render(refused, "off") is None
+    assert json.loads(accesslog.render(refused, "json") or "")["refusal"] == "target-not-allowed"

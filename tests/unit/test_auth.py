@@ -1,0 +1,110 @@
+"""Auth pieces without a proxy: config errors, token store, credential lookup, identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support.guard import rules, token_entry
+
+from addon.auth.identity import Identity
+from addon.auth.presented import presented
+from addon.auth.tokens import TokenError, TokenStore
+from addon.config.auth import AuthSpec, parse_auth
+from addon.config.node import ConfigError, Node
+from addon.config.rules import load
+
+
+def test_an_identity_reads_as_kind_and_name() -> None:
+    assert str(Identity("token", "ci")) == "token:ci"
+
+
+def test_token_store() -> None:
+    store = TokenStore(f"# comment\n{token_entry('a', 'x')}, {token_entry('b', 'y')}\n")
+    assert len(store) == 2
+    assert store.identify("y") == Identity("token", "b")
+    assert store.identify("z") is None
+    with pytest.raises(TokenError, match="entry 1"):
+        TokenStore("a:not-a-hash")
+    with pytest.raises(TokenError, match="no token"):
+        TokenStore("# empty\n")
+
+
+def test_presented_credential() -> None:
+    spec = AuthSpec(mode="tokens", cookie="kr")
+    assert presented(spec, {"authorization": "Bearer  abc "}.get) == "abc"
+    assert presented(spec, {"authorization": "Basic abc"}.get) is None
+    assert presented(spec, {"cookie": 'a=1; kr="tok"; kr=2'}.get) == "tok"
+    assert presented(spec, {"cookie": "krx=1"}.get) is None
+    custom = AuthSpec(mode="tokens", header="x-keyrelay-token")
+    assert presented(custom, {"x-keyrelay-token": "t"}.get) == "t"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"mode": "magic"}, "auth.mode: must be one of none, tokens, jwt, forward"),
+        ({"mode": "tokens"}, "auth.tokens: is required"),
+        ({"mode": "tokens", "tokens": {"env": "A", "file": "b"}}, "auth.tokens: needs exactly one"),
+        (
+            {
+                "mode": "jwt",
+                "jwt": {"algorithms": ["HS256", "RS256"], "audience": "a", "issuer": "i"},
+            },
+            "HS256 cannot be combined",
+        ),
+        ({"mode": "jwt", "jwt": {"algorithms": ["none"]}}, "'none' is not one of"),
+        (
+            {"mode": "jwt", "jwt": {"algorithms": ["RS256"], "jwks": "https://x/j", "issuer": "i"}},
+            "auth.jwt.audience: is required",
+        ),
+        ({"mode": "forward", "forward": {"url": "ftp://x", "identity_header": "x"}}, "http(s) URL"),
+        ({"mode": "none", "cookie": "kr"}, "need an auth mode other than none"),
+        ({"mode": "none", "jwt": {}}, "auth.jwt: only applies to mode: jwt"),
+    ],
+)
+def test_auth_config_errors(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_auth(Node(section, "rules.yaml", "auth"))
+    assert message in str(e.value) and str(e.value).startswith("rules.yaml: auth")
+
+
+def test_sections_inherit_from_defaults_and_backend_parses(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        rules(
+            top={"limits_backend": {"redis": "redis://127.0.0.1:1/0", "on_error": "open"}},
+            defaults={
+                "auth": {"mode": "tokens", "tokens": {"env": "T"}},
+                "limits": {"rate": "5/second", "daily": 9},
+            },
+            fal={"auth": {"mode": "none"}},
+        )
+    )
+    parsed = load(path, {})
+    openai, fal = parsed.providers
+    assert openai.auth.mode == "tokens" and fal.auth.mode == "none"
+    assert [(w.name, w.amount, w.seconds) for w in fal.limits.windows] == [
+        ("rate", 5, 1),
+        ("daily", 9, 86400),
+    ]
+    assert parsed.limits_backend.redis == "redis://127.0.0.1:1/0"
+    assert parsed.limits_backend.on_error == "open"
+
+
+@pytest.mark.parametrize(
+    ("top", "limits", "message"),
+    [
+        ({"limits_backend": {"redis": "http://x"}}, {}, "limits_backend.redis: must be a redis://"),
+        ({"limits_backend": {"on_error": "maybe"}}, {}, "limits_backend.on_error"),
+        ({}, {"rate": "often"}, "limits.rate: 'often' is not a rate"),
+        ({}, {"endpoints": [{"match": ["fal.run"]}]}, "limits.endpoints[0].match[0]"),
+        ({}, {"concurrent": 0}, "limits.concurrent: must be at least 1"),
+    ],
+)
+def test_limits_config_errors(tmp_path: Path, top: dict, limits: dict, message: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules(top=top, defaults={"limits": limits} if limits else None))
+    with pytest.raises(ConfigError, match=None) as e:
+        load(path, {})
+    assert message in str(e.value)

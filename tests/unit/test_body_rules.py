@@ -1,0 +1,222 @@
+"""Body rules: model allowlist, max_tokens cap, and bodies that cannot be checked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from support.guard import rules
+
+from addon.config.node import ConfigError, Node
+from addon.config.validation import ValidationSpec, parse_validation
+from addon.guard.body_rules import check_body, prepare
+
+SPEC = ValidationSpec(models=("gpt-4o-mini", "claude-sonnet-4-*"), max_tokens=100, max_n=2)
+JSON = "application/json"
+
+
+def body(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "reason"),
+    [
+        (JSON, body(model="gpt-4o-mini", max_tokens=100), None),
+        (JSON, body(model="claude-sonnet-4-5", max_tokens=1), None),
+        (JSON, body(messages=[], max_output_tokens=5), None),  # no model named: nothing to check
+        (JSON, body(model="gpt-4o-mini", max_tokens=5, n=2), None),
+        (JSON, body(model="gpt-4o", max_tokens=5), "model-not-allowed"),
+        (JSON, body(model=["gpt-4o-mini"], max_tokens=5), "model-not-allowed"),
+        (JSON, body(model="gpt-4o-mini", max_tokens=101), "max-tokens-exceeded"),
+        (JSON, body(model="gpt-4o-mini", max_completion_tokens=5000), "max-tokens-exceeded"),
+        (JSON, body(model="gpt-4o-mini", max_tokens="lots"), "max-tokens-exceeded"),
+        (JSON, body(model="gpt-4o-mini"), "max-tokens-required"),
+        (JSON, b"[1, 2]", "max-tokens-required"),
+        (JSON, body(model="gpt-4o-mini", max_tokens=5, n=3), "max-n-exceeded"),
+        (JSON, body(max_tokens=5, num_images=4), "max-n-exceeded"),
+        (JSON, b'{"model": "gpt-4o-mini", "model": "gpt-4o"}', "duplicate-field"),
+        (JSON, b'{"model": ', "invalid-json"),
+        ("application/vnd.api+json; charset=utf-8", body(model="o1"), "model-not-allowed"),
+        ("application/x-www-form-urlencoded", b"model=dall-e-3&n=1", "model-not-allowed"),
+        ("application/x-www-form-urlencoded", b"model=gpt-4o-mini&max_tokens=9", None),
+        ("application/x-www-form-urlencoded", b"max_tokens=9&n=9", "max-n-exceeded"),
+        # The provider may read any body as JSON: what keyrelay cannot read is refused.
+        ("text/plain", body(model="gpt-4o", max_tokens=1), "unchecked-body"),
+        ("", body(model="gpt-4o", max_tokens=1), "unchecked-body"),
+        ("application/json, text/plain", body(model="gpt-4o"), "unchecked-body"),
+        ("text/plain", b"", None),  # no body: nothing to check
+    ],
+)
+def test_check_body(content_type: str, raw: bytes, reason: str | None) -> None:
+    refusal = check_body(SPEC, [content_type] if content_type else [], raw)
+    assert (refusal.reason if refusal else None) == reason
+    if refusal and refusal.status in (403, 415):
+        assert "rule " in refusal.detail  # the problem names the rule that refused
+
+
+def test_two_content_types_are_never_read_as_one() -> None:
+    assert check_body(SPEC, [JSON, JSON], body(model="gpt-4o")).status == 415  # type: ignore[union-attr]
+    values = {"content-type": [JSON, "text/plain"], "content-length": ["9"]}
+    refusal = prepare(1000, "POST", lambda name: values.get(name, []))
+    assert refusal is not None and (refusal.status, refusal.reason) == (
+        400,
+        "duplicate-content-type",
+    )
+
+
+def multipart_body(*parts: str, boundary: str = "XyZ") -> bytes:
+    return ("".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n").encode(
+        "latin-1"
+    )
+
+
+MODEL_PART = 'Content-Disposition: form-data; name="model"\r\n\r\ndall-e-2'
+TOKENS_PART = 'Content-Disposition: form-data; name="max_tokens"\r\n\r\n5'
+FILE_PART = (
+    'Content-Disposition: form-data; name="image"; filename="a.png"\r\n'
+    "Content-Type: image/png\r\n\r\n\x89PNG\r\n\x00--X"
+)
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"),
+    [
+        ((TOKENS_PART, FILE_PART), None),
+        ((MODEL_PART, TOKENS_PART, FILE_PART), "model-not-allowed"),
+        # mitmproxy's decode_multipart reads only a part's first header line: not this reader.
+        (("Content-Type: text/plain\r\n" + MODEL_PART, TOKENS_PART), "model-not-allowed"),
+        (
+            (MODEL_PART.replace("form-data;", "form-data; name=x;"), TOKENS_PART),
+            "multipart-unreadable",
+        ),
+        (
+            (MODEL_PART.replace('name="model"', "name*=utf-8''model"), TOKENS_PART),
+            "multipart-unreadable",
+        ),
+        ((MODEL_PART.replace('"model"', '"mo\\"del"'), TOKENS_PART), "multipart-unreadable"),
+        (("Content-Disposition: form-data\r\n\r\nx", TOKENS_PART), "multipart-unreadable"),
+        (("X: y\r\n" + TOKENS_PART.replace("\r\n\r\n", "\r\n x\r\n\r\n"),), "multipart-unreadable"),
+        (("Content-Transfer-Encoding: base64\r\n" + TOKENS_PART,), "multipart-unreadable"),
+        ((TOKENS_PART, "Content-Type: a/b\n" + MODEL_PART), "multipart-unreadable"),  # bare LF
+        ((TOKENS_PART + "\r\n--XyZ\nContent-Type: a/b",), "multipart-unreadable"),
+        ((TOKENS_PART, MODEL_PART.replace("dall-e-2", "gpt-4o-mini")), None),
+        ((TOKENS_PART, TOKENS_PART), "duplicate-field"),
+    ],
+)
+def test_multipart_is_read_strictly(parts: tuple[str, ...], reason: str | None) -> None:
+    content_type = "multipart/form-data; boundary=XyZ"
+    refusal = check_body(SPEC, [content_type], multipart_body(*parts))
+    assert (refusal.reason if refusal else None) == reason
+
+
+def test_multipart_framing_must_be_exact() -> None:
+    whole = multipart_body(TOKENS_PART)
+    content_type = ["multipart/form-data; boundary=XyZ"]
+    assert check_body(SPEC, content_type, whole) is None
+    for broken in (whole[:-9], b"preamble\r\n" + whole, whole.replace(b"XyZ\r\n", b"XyZ \r\n")):
+        refusal = check_body(SPEC, content_type, broken)
+        assert refusal is not None and refusal.reason == "multipart-unreadable", broken
+    for header in ("multipart/form-data", "multipart/form-data; boundary=a; boundary=XyZ"):
+        refusal = check_body(SPEC, [header], whole)
+        assert refusal is not None and refusal.reason == "multipart-unreadable", header
+
+
+def test_prepare_refuses_what_cannot_be_buffered() -> None:
+    def headers(**values: str) -> Callable[[str], list[str]]:
+        return lambda name: (
+            [values[name.replace("-", "_")]] if name.replace("-", "_") in values else []
+        )
+
+    assert prepare(1000, "POST", headers(content_length="10")) is None
+    assert prepare(1000, "POST", headers(content_length="1001")).status == 413  # type: ignore[union-attr]
+    assert prepare(1000, "POST", headers()).status == 411  # type: ignore[union-attr]
+    assert prepare(1000, "GET", headers()) is None
+    chunked = headers(transfer_encoding="chunked")
+    assert prepare(1000, "DELETE", chunked).status == 411  # type: ignore[union-attr]
+    gz = headers(content_length="10", content_encoding="gzip")
+    assert prepare(1000, "POST", gz).status == 415  # type: ignore[union-attr]
+    # mitmproxy's own streaming threshold lowers the limit: a streamed body is never checked.
+    assert prepare(1000, "POST", headers(content_length="600"), 500).status == 413  # type: ignore[union-attr]
+
+
+def test_parse_validation() -> None:
+    spec = parse_validation(Node({"models": ["a*"], "max_tokens": 5, "max_body": "2MiB"}, "r.yaml"))
+    assert spec == ValidationSpec(models=("a*",), max_tokens=5, max_body=2 << 20)
+    assert parse_validation(Node({"max_n": 2}, "r.yaml")).max_n == 2
+    with pytest.raises(ConfigError, match=r"r.yaml: validation.max_body: must be a size"):
+        parse_validation(Node({"max_body": "huge"}, "r.yaml", "validation"))
+    with pytest.raises(ConfigError, match=r"validation.max_tokens: must be at least 1"):
+        parse_validation(Node({"max_tokens": 0}, "r.yaml", "validation"))
+    with pytest.raises(ConfigError, match=r"validation.model: unknown key"):
+        parse_validation(Node({"model": ["x"]}, "r.yaml", "validation"))
+
+
+def test_body_rules_end_to_end(keyrelay_factory, make_client, upstream) -> None:
+    proxy = keyrelay_factory(
+        rules(
+            openai={
+                "validation": {"models": ["gpt-4o-mini"], "max_tokens": 256, "max_body": "64KiB"}
+            }
+        )
+    )
+    client = make_client(proxy.port)
+    chat = "/api/openai/chat/completions"
+    ok = client.post(chat, json={"model": "gpt-4o-mini", "max_tokens": 256})
+    assert ok.status == 200
+    assert upstream.only_request().json() == {"model": "gpt-4o-mini", "max_tokens": 256}
+
+    refused = client.post(chat, json={"model": "gpt-4o", "max_tokens": 1})
+    assert refused.status == 403
+    assert refused.json()["type"].endswith("/model-not-allowed")
+    assert "rule models" in refused.json()["detail"]
+    too_many = client.post(chat, json={"model": "gpt-4o-mini", "max_tokens": 257})
+    assert too_many.status == 403 and "rule max_tokens" in too_many.json()["detail"]
+    assert client.post(chat, b"x" * 70_000, {"content-type": JSON}).status == 413
+    chunked = make_client(proxy.port).request(
+        "POST", chat, [body(model="gpt-4o")], {"content-type": JSON}
+    )
+    assert chunked.status == 411
+    assert len(upstream.requests) == 1  # nothing refused reached the provider
+
+
+def test_bodies_keyrelay_cannot_read_are_refused_end_to_end(
+    keyrelay_factory, make_client, upstream
+) -> None:
+    proxy = keyrelay_factory(
+        rules(openai={"validation": {"models": ["gpt-4o-mini"], "max_tokens": 1024, "max_n": 1}})
+    )
+    client = make_client(proxy.port)
+    chat = "/api/openai/chat/completions"
+    expensive = body(model="gpt-4o", max_tokens=64000)
+
+    def refused(reply) -> str:  # type: ignore[no-untyped-def]
+        return f"{reply.status} {reply.json().get('type', '').rsplit('/', 1)[-1]}"
+
+    # The provider may parse any of these as JSON: none reaches it unchecked.
+    assert refused(client.post(chat, expensive, {"content-type": "text/plain"})) == (
+        "415 unchecked-body"
+    )
+    assert refused(client.post(chat, expensive)) == "415 unchecked-body"  # no Content-Type
+    twice = [("content-type", JSON), ("content-type", JSON)]  # mitmproxy joins them with ", "
+    assert refused(client.post(chat, expensive, twice)) == "400 duplicate-content-type"
+    assert refused(client.post(chat, json={"model": "gpt-4o-mini"})) == "403 max-tokens-required"
+    assert refused(client.post(chat, json={"max_tokens": 9, "n": 8})) == "403 max-n-exceeded"
+
+    boundary = "b0undary"
+    form = multipart_body(
+        # The Content-Type line first hides this part from mitmproxy's decode_multipart.
+        'Content-Type: text/plain\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o',
+        TOKENS_PART,
+        boundary=boundary,
+    )
+    multipart = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert refused(client.post("/api/openai/images/edits", form, multipart)) == (
+        "403 model-not-allowed"
+    )
+    ok = client.post(
+        "/api/openai/images/edits", form.replace(b"gpt-4o\r\n", b"gpt-4o-mini\r\n"), multipart
+    )
+    assert ok.status == 200
+    assert upstream.only_request().target == "/v1/images/edits"  # nothing refused got through

@@ -1,0 +1,106 @@
+"""fal's token endpoint cannot mint a token for an app outside the endpoint allowlist."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support.guard import rules
+
+from addon.config.node import ConfigError, Node
+from addon.config.provider import EndpointAllowlist as Endpoints
+from addon.config.provider import _endpoints
+from addon.guard.token_grants import applies, check
+
+ENDPOINTS = Endpoints(allow=("fal-ai/flux/dev",), methods=frozenset({"POST"}), hosts=frozenset())
+JSON = ["application/json"]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "expected"),
+    [
+        ("POST", "rest.fal.ai/tokens/", True),
+        ("POST", "rest.fal.ai/tokens", True),
+        ("PUT", "rest.fal.ai//Tokens/?x=1", True),  # read as the same URL by lenient servers
+        ("POST", "rest.alpha.fal.ai/tokens/", True),
+        ("GET", "rest.fal.ai/tokens/", False),
+        ("POST", "rest.fal.ai/tokens/abc", False),
+        ("POST", "fal.run/fal-ai/flux/dev", False),
+    ],
+)
+def test_token_urls(method: str, url: str, expected: bool) -> None:
+    host, _, path = url.partition("/")
+    assert applies(ENDPOINTS, method, host, "/" + path) is expected
+    assert applies(None, method, host, "/" + path) is False  # no endpoint allowlist, no rule
+
+
+@pytest.mark.parametrize(
+    ("grant", "allowed"),
+    [
+        ({"allowed_apps": ["flux"], "token_expiration": 120}, True),  # what @fal-ai/client sends
+        ({"allowed_apps": ["fal-ai/flux", "fal-ai/flux/dev"], "token_expiration": 300}, True),
+        ({"allowed_apps": ["fal-ai/veo3"], "token_expiration": 120}, False),
+        ({"allowed_apps": ["flux", "veo3"], "token_expiration": 120}, False),
+        ({"allowed_apps": [], "token_expiration": 120}, False),
+        ({"allowed_apps": "flux", "token_expiration": 120}, False),
+        ({"token_expiration": 120}, False),
+        ({"allowed_apps": ["flux"], "token_expiration": 301}, False),
+        ({"allowed_apps": ["flux"]}, False),
+        ({"allowed_apps": ["flux"], "token_expiration": "120"}, False),
+    ],
+)
+def test_token_grants(grant: dict[str, object], allowed: bool) -> None:
+    refusal = check(ENDPOINTS, JSON, json.dumps(grant).encode())
+    assert (refusal is None) is allowed
+    if refusal:
+        assert (refusal.status, refusal.reason) == (403, "token-not-allowed")
+        assert refusal.detail.startswith("rule endpoints:")
+
+
+def test_token_grant_bodies_must_be_plain_json() -> None:
+    grant = b'{"allowed_apps": ["flux"], "token_expiration": 120}'
+    assert check(ENDPOINTS, ["text/plain"], grant).status == 415  # type: ignore[union-attr]
+    twice = b'{"allowed_apps": ["flux"], "allowed_apps": ["veo3"], "token_expiration": 1}'
+    assert check(ENDPOINTS, JSON, twice).reason == "duplicate-field"  # type: ignore[union-attr]
+
+
+def test_endpoints_token_options() -> None:
+    node = Node({"allow": ["a/b"], "max_token_seconds": 60, "token_urls": ["x.ai/t/"]}, "r.yaml")
+    endpoints = _endpoints(node)
+    assert endpoints is not None
+    assert (endpoints.max_token_seconds, endpoints.token_urls) == (60, ("x.ai/t/",))
+    with pytest.raises(ConfigError, match=r"endpoints.max_token_seconds: must be at least 1"):
+        _endpoints(Node({"allow": ["a/b"], "max_token_seconds": 0}, "r.yaml", "endpoints"))
+
+
+def test_token_endpoint_stays_within_the_allowlist_end_to_end(
+    keyrelay_factory, make_client, upstream
+) -> None:
+    fal = {
+        "allow": ["fal.run/**", "queue.fal.run/**", "rest.fal.ai/tokens/"],
+        # As rules.yaml suggests: the allowlist guards the model hosts, so tokens/ is routed.
+        "endpoints": {"allow": ["fal-ai/flux/dev"], "hosts": ["fal.run", "queue.fal.run"]},
+    }
+    proxy = keyrelay_factory(rules(fal=fal))
+    client = make_client(proxy.port)
+
+    def mint(grant: object, **headers: str) -> str:
+        target = {"x-fal-target-url": "https://rest.fal.ai/tokens/", **headers}
+        reply = client.post("/api/fal/proxy", json=grant, headers=target)
+        return f"{reply.status} {reply.json().get('type', '').rsplit('/', 1)[-1]}"
+
+    veo = {"allowed_apps": ["fal-ai/veo3"], "token_expiration": 86400}
+    # A token for fal-ai/veo3 would run it directly at fal, past the allowlist.
+    assert mint(veo) == "403 token-not-allowed"
+    assert mint({"allowed_apps": ["flux"], "token_expiration": 86400}) == "403 token-not-allowed"
+    assert mint({"allowed_apps": ["flux"], "token_expiration": 120}) == "200 "
+    assert mint(veo, **{"content-type": "text/plain"}) == "415 unchecked-body"
+    assert upstream.only_request().json() == {"allowed_apps": ["flux"], "token_expiration": 120}
+    chunked = client.request(
+        "POST",
+        "/api/fal/proxy",
+        [json.dumps(veo).encode()],
+        {"x-fal-target-url": "https://rest.fal.ai/tokens/", "content-type": "application/json"},
+    )
+    assert chunked.status == 411  # a body that cannot be buffered whole is never streamed on
+    assert len(upstream.requests) == 1
