@@ -28,7 +28,8 @@ class Cors:
         # to answer, refuse or note. Most requests.
         rules = self.rules
         if rules is None or (
-            header("origin") is None and header("sec-fetch-site") not in answers.CROSS_ORIGIN_FETCH
+            header("origin") is None
+            and (header("sec-fetch-site") or "").lower() not in answers.CROSS_ORIGIN_FETCH
         ):
             return None
         if answers.is_preflight(request.method, header):
@@ -45,13 +46,14 @@ class Cors:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """The upstream's CORS headers never reach the browser; keyrelay's own policy does."""
-        if flowstate.of(flow).get("decision") != "preflight":
-            decorate(flow)
+        decorate(flow)
 
 
 def decorate(flow: http.HTTPFlow) -> None:
+    """Put keyrelay's CORS headers on the response, and only those. A preflight's answer
+    carries its own already."""
     response = flow.response
-    if response is None:
+    if response is None or flowstate.of(flow).get("decision") == "preflight":
         return
     headers = response.headers
     # Stripped even without an Origin: a cached answer must not carry the upstream's policy.

@@ -5,7 +5,7 @@ Body rules need the whole body, so they run in the `request` hook. So that no bo
 them, `prepare` (in `requestheaders`) keeps such a request buffered and refuses what cannot be
 buffered safely: a declared length over `max_body` (413) or no declared length at all (411).
 A body is checked only in a form whose fields keyrelay reads exactly as the provider does:
-JSON, a urlencoded form or multipart/form-data (addon/multipart.py). Any other body is refused
+JSON, a urlencoded form or multipart/form-data (multipart.py). Any other body is refused
 (415), as is a Content-Type given twice (400): the provider may read the body as JSON anyway.
 Methods, routes and the endpoint allowlist are checked by routing before this.
 """

@@ -1,10 +1,9 @@
 """The keys keyrelay injects, for every provider: env, file and command sources, per-tenant
-keys and key pools (addon/keysources/). Built per rules load; live sources, pool cool-downs
-and the Redis connection carry over a reload, so a reload neither re-runs key commands nor
-forgets which keys are resting.
+keys and key pools (the modules beside this one).
 
-relay.py calls `pick` in requestheaders and `feedback` in responseheaders; redaction masks
-every value `secrets()` names (each source's current and recent keys, every tenant key seen).
+relay.py asks for a key in `requestheaders` and reports the answer in `responseheaders` (a pool
+key that got 429/401 rests a while); masking hides every value `secrets()` names (each source's
+current and recent keys, every tenant key seen).
 """
 
 from __future__ import annotations

@@ -41,9 +41,7 @@ class Routing:
         )
         request.scheme, request.host, request.port = route.scheme, route.host, route.port
         request.path = route.path
-        request.headers["host"] = (
-            route.host if route.port in (80, 443) else f"{route.host}:{route.port}"
-        )
+        request.headers["host"] = route.authority
         state = flowstate.of(flow)
         state["upstream"] = f"{route.host}{route.path.partition('?')[0]}"
         state["decision"] = "forwarded"

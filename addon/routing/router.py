@@ -21,10 +21,15 @@ class Route:
     path: str  # path and query, as sent upstream
 
     @property
-    def url(self) -> str:
+    def authority(self) -> str:
+        """host[:port] as the Host header carries it: the port only when not the scheme's."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
-        port = "" if self.port == default else f":{self.port}"
-        return f"{self.scheme}://{self.host}{port}{self.path}"
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.path}"
 
 
 class Router:

@@ -159,7 +159,7 @@ class Transport:
             self._offer_h2.pop(connection, None)
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        """Before relay.py's connect_to rewrite: the address is still the provider's."""
+        """Before connect_to's rewrite: the address is still the provider's."""
         server = data.server
         if server.address:
             offer = self._offer_h2.pop(

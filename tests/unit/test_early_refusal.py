@@ -1,0 +1,90 @@
+"""EarlyRefusals: an answered request whose large body is still arriving is failed at connect
+time with its problem, and its body is never kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mitmproxy import http
+from mitmproxy.connection import Server
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+from mitmproxy.test import tflow
+
+from addon import errorpage
+from addon.problems import Refusal
+from addon.transport.early_refusal import SMALL_BODY, EarlyRefusals
+
+REFUSAL = Refusal(401, "unauthenticated", "keyrelay needs a valid credential: none was sent")
+
+
+def answered(headers: dict[str, str], content: bytes = REFUSAL.body()) -> http.HTTPFlow:
+    flow = tflow.tflow()
+    flow.request.headers.clear()
+    for name, value in headers.items():
+        flow.request.headers[name.replace("_", "-")] = value
+    flow.response = http.Response.make(REFUSAL.status, content)
+    return flow
+
+
+def connect(early: EarlyRefusals, host: str) -> tuple[bool, Server]:
+    server = Server(address=(host, 443))
+    data = ServerConnectionHookData(server=server, client=tflow.tclient_conn())
+    return early.server_connect(data), server
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"content_length": str(SMALL_BODY)}, {}, {"content_length": "a lot"}],
+)
+def test_a_small_or_absent_body_is_answered_as_usual(headers: dict[str, str]) -> None:
+    flow = answered(headers)
+    response = flow.response
+    assert not EarlyRefusals().divert(flow)
+    assert flow.response is response
+    assert not EarlyRefusals().divert(tflow.tflow())  # not answered: nothing to divert
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"content_length": str(SMALL_BODY + 1)}, {"transfer_encoding": "gzip, Chunked"}],
+)
+def test_a_large_body_is_diverted_and_its_connection_fails_with_the_problem(
+    headers: dict[str, str],
+) -> None:
+    early = EarlyRefusals()
+    flow = answered(headers)
+    assert early.divert(flow)
+    assert flow.response is None
+    request = flow.request
+    assert (request.scheme, request.port) == ("https", 443)
+    assert request.host.endswith(".invalid") and flow.id in request.host
+    assert callable(request.stream) and list(request.stream(b"x" * 1000)) == []
+
+    unrelated, other = connect(early, "api.openai.com")
+    assert not unrelated and other.error is None
+    refused, server = connect(early, request.host)
+    assert refused and server.error is not None
+    status, body = errorpage.problem_for(502, errorpage.KILLED + server.error)
+    assert status == 401
+    assert json.loads(body) == json.loads(REFUSAL.body())
+    assert connect(early, request.host)[0] is False  # failed once, then forgotten
+
+
+def test_a_diverted_flow_that_ended_first_is_forgotten() -> None:
+    early = EarlyRefusals()
+    flow = answered({"content_length": "999999999"})
+    assert early.divert(flow)
+    early.forget(flow)
+    refused, server = connect(early, flow.request.host)
+    assert not refused and server.error is None
+
+
+def test_an_answer_that_is_not_a_problem_still_fails_closed() -> None:
+    early = EarlyRefusals()
+    flow = answered({"transfer_encoding": "chunked"}, b"<html>no</html>")
+    assert early.divert(flow)
+    _, server = connect(early, flow.request.host)
+    assert server.error is not None
+    status, body = errorpage.problem_for(502, server.error)
+    assert status == 401 and json.loads(body)["type"].endswith("/refused")
