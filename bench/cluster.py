@@ -3,7 +3,8 @@
 mitmproxy runs on one core; more throughput means more processes. Each instance is a plain
 keyrelay (scripts/_mitm mitmdump) on its own loopback port; nginx balances by least
 connections and keeps its upstream connections open. Limits are shared when the rules set
-`limits_backend: {redis: ...}` (see docs/operations.md): every instance then counts in the same Redis.
+`limits_backend: {redis: ...}` (see docs/operations.md): every instance then counts in the
+same Redis.
 
 Run a cluster in the foreground:  scripts/cluster [--instances N] [--port P] [mitmdump args]
 The benchmark starts the same shape through `start` (bench/__main__.py).
