@@ -27,6 +27,8 @@ class FlowState(TypedDict, total=False):
     key_id: str  # which key was injected: a fingerprint, never the key
     cors: list[list[str]]  # the CORS headers every answer to this request carries
     timeout: Timeout  # which timeout ended the flow
+    job: str  # "kind:id" of the job this request started or named (jobs/)
+    read_whole: bool  # the response is read whole before it goes out (a job's id is in it)
 
 
 def of(flow: http.HTTPFlow) -> FlowState:

@@ -29,6 +29,7 @@ from addon.config.rules import Rules
 from addon.config.rules import load as load_rules
 from addon.cors import component as cors
 from addon.guard.component import Guard
+from addon.jobs.component import Ownership
 from addon.keys.store import KeyStore
 from addon.observe.access import AccessLog
 from addon.observe.admin_endpoints import AdminEndpoints
@@ -95,11 +96,13 @@ def answer(flow: http.HTTPFlow, given: Answer) -> None:
     cors.decorate(flow)  # an allowed origin must be able to read the answer
 
 
-def settle(flow: http.HTTPFlow, *steps: Callable[[http.HTTPFlow], None]) -> None:
-    """Run every closing step even when one fails: a failure must never skip the masking."""
+async def settle(flow: http.HTTPFlow, *steps: Callable[[http.HTTPFlow], Any]) -> None:
+    """Run every closing step, in order, even when one fails: a failure must never skip the
+    masking. A step may be a coroutine function (recording a job's owner)."""
     for step in steps:
         try:
-            step(flow)
+            if inspect.isawaitable(result := step(flow)):
+                await result
         except Exception:
             logger.exception("keyrelay: internal error closing a flow")
 
@@ -119,6 +122,7 @@ class KeyRelay:
         self.transport = Transport()  # streams, encodings, size limit, timeouts
         self.early = EarlyRefusals()  # refusals that must not wait for a large body
         self.guard = Guard()  # auth, limits, body rules
+        self.jobs = Ownership()  # who may read a fal request or an inference.sh task
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -180,7 +184,9 @@ class KeyRelay:
         with self.resources.reload() as live:
             keys = KeyStore(self.replay.keyed_rules(rules), live)
             install_guard = self.guard.prepare(rules, live)
+            install_jobs = self.jobs.prepare(rules, live)
         install_guard()
+        install_jobs()
         self.guard.warn_if_exposed(ctx.options.listen_host)
         self.rules, self.keys = rules, keys
         self.routing.configure_rules(rules)
@@ -224,7 +230,9 @@ class KeyRelay:
             return route
         if refusal := self.transport.requestheaders(flow, route):  # size limit, streaming
             return refusal
-        if refusal := await self.guard.admit(flow, route):  # who may, how often
+        if refusal := await self.guard.requestheaders(flow, route):  # who may, how often
+            return refusal
+        if refusal := await self.jobs.requestheaders(flow, route):  # whose job it is
             return refusal
         assert self.keys is not None
         key = await self.keys.requestheaders(flow, route.provider)  # tenant, pool or shared
@@ -235,7 +243,7 @@ class KeyRelay:
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
-        if refusal := self.guard.check_body(flow):  # body rules, on the whole body
+        if refusal := self.guard.request(flow):  # body rules, on the whole body
             answer(flow, refusal)
         self.transport.request(flow)  # the time to first byte starts now
 
@@ -255,32 +263,34 @@ class KeyRelay:
             logger.exception("keyrelay: internal error in responseheaders")
             flow.kill()
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        settle(
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await settle(
             flow,
-            self.early.forget,
+            self.early.response,
             self.transport.response,  # decodes a buffered body, stops the timers
-            self.guard.release,  # frees the concurrency slot
+            self.jobs.response,  # a submission's owner, before the client has the id
+            self.guard.response,  # frees the concurrency slot
             self.access.response,  # logs and counts (with the masks the flow needs)
             self.masking.response,  # masks every secret before Save or mitmweb see the flow
         )
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        settle(
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await settle(
             flow,
-            self.early.forget,
+            self.early.error,
             self.transport.error,
-            self.guard.release,
+            self.jobs.error,
+            self.guard.error,
             self.access.error,
             self.masking.error,
         )
 
-    def websocket_end(self, flow: http.HTTPFlow) -> None:
+    async def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.
-        settle(
+        await settle(
             flow,
             self.transport.error,
-            self.guard.release,
+            self.guard.websocket_end,
             self.masking.websocket_end,  # messages echoing a key, before Save writes them
         )
 

@@ -12,6 +12,7 @@ from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
 from addon.config.credential import Credential, parse_credential
 from addon.config.limits import LimitSpec, parse_limits
 from addon.config.node import Node
+from addon.config.ownership import OwnershipSpec, parse_ownership
 from addon.config.transport import TransportSpec, parse_transport
 from addon.config.validation import ValidationSpec, parse_validation
 from addon.targets import Pattern, PatternError, compile_pattern
@@ -87,6 +88,7 @@ class Provider:
     validation: ValidationSpec = field(default_factory=ValidationSpec)
     transport: TransportSpec = field(default_factory=TransportSpec)  # streams, sizes, timeouts
     cors: CorsPolicy = NO_CORS  # browsers on other origins: none allowed unless configured
+    ownership: OwnershipSpec = field(default_factory=OwnershipSpec)  # who may read a job
 
 
 def section(node: Node, defaults: Node, name: str) -> Node | None:
@@ -151,6 +153,9 @@ def parse_provider(name: str, node: Node, defaults: Node) -> Provider:
         transport=parse_transport(section(node, defaults, "transport")),
         # Keys a provider's cors leaves out come from defaults.cors (e.g. credentials only).
         cors=parse_cors(node.child("cors", None), parse_cors(defaults.child("cors", None))),
+        ownership=parse_ownership(
+            node, "ownership", parse_ownership(defaults, "ownership", OwnershipSpec())
+        ),
     )
     node.finish()
     return provider

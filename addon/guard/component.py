@@ -69,7 +69,7 @@ class Guard:
 
     # -- hooks --------------------------------------------------------------------------------
 
-    async def admit(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
+    async def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
         """requestheaders, once routed: None lets the request go on."""
         request = flow.request
         if _preflight(request):
@@ -114,8 +114,8 @@ class Guard:
             self._open[flow.id] = admitted
         return None
 
-    def check_body(self, flow: http.HTTPFlow) -> Refusal | None:
-        """request: the body rules, on the complete body."""
+    def request(self, flow: http.HTTPFlow) -> Refusal | None:
+        """The body rules, on the complete body."""
         provider, request = self._provider_of(flow), flow.request
         if (
             flow.response is not None
@@ -138,14 +138,16 @@ class Guard:
             refusal = token_grants.check(provider.endpoints, content_types, body)
         return refusal
 
-    def release(self, flow: http.HTTPFlow) -> None:
-        """response / error / websocket_end: give back the request's concurrency slot. A
-        WebSocket holds it until it closes: `response` runs on its 101, the socket stays open."""
+    def response(self, flow: http.HTTPFlow) -> None:
+        """Give back the request's concurrency slot. A WebSocket holds it until it closes:
+        `response` runs on its 101, the socket stays open; `websocket_end` gives it back."""
         if websocket_open(flow):
             return
         admitted = self._open.pop(flow.id, None)
         if admitted is not None and self.limiter is not None:
             tasks.spawn(self.limiter.release(admitted))
+
+    error = websocket_end = response
 
     def _provider_of(self, flow: http.HTTPFlow) -> Provider | None:
         name = flowstate.of(flow).get("provider")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
+from addon import flowstate
 from addon.config.transport import TransportSpec
 from addon.problems import Refusal
 from addon.routing.forwarding import HOP_BY_HOP
@@ -137,6 +138,8 @@ class Transport:
         has_body = flow.request.method != "HEAD" and status >= 200 and status not in (204, 304)
         fields = response.headers.items(multi=True)  # one pass; items() looks each name up
         plan = plan_response(transport, status, fields, has_body=has_body)
+        if plan.stream and flowstate.of(flow).get("read_whole"):
+            plan = ResponsePlan(stream=False, decode=plan.decode)  # decoded whole in `response`
         fix_head(response, plan, http1_client=flow.request.http_version == "HTTP/1.1")
         if plan.stream:
             decoder = None

@@ -54,9 +54,11 @@ class EarlyRefusals:
         data.server.error = message
         return True
 
-    def forget(self, flow: http.HTTPFlow) -> None:
-        """response / error: a diverted flow that never tried to connect leaves nothing."""
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A diverted flow that never tried to connect leaves nothing behind."""
         self._pending.pop(flow.request.host, None)
+
+    error = response
 
 
 def _message(response: http.Response) -> str:

@@ -77,7 +77,7 @@ class FalFake:
         w.send_json({"detail": f"fake fal: no route for {method} {host}{path}"}, 404)
 
     def _submit(self, req: RecordedRequest, w: ResponseWriter) -> None:
-        request_id = f"5f1c{self._ids():04d}-fake-fal"
+        request_id = f"5f1c{self._ids():04d}-fa1e-4000-8000-000000000000"  # a UUID, as fal's
         app = "/".join(req.path.strip("/").split("/")[:2])  # owner/alias: no endpoint path
         base = f"https://queue.fal.run/{app}/requests/{request_id}"
         w.send_json(

@@ -6,11 +6,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import yaml
+from support.client import HttpClient
+from support.guard import token_entry
 from support.proxy import KeyrelayProcess
+from support.repo import RULES
 from support.upstream import UpstreamServer
 
 from clients.drivers import run_driver
 from clients.provider_fakes import FLUX_RESULT, install_fal, install_inference
+
+QUEUE = "https://queue.fal.run/fal-ai/flux"
+INFERENCE = "https://api.inference.sh"
 
 
 def upstream_calls(upstream: UpstreamServer) -> list[tuple[str, str, str]]:
@@ -119,3 +126,46 @@ def test_inference_run_follows_the_ndjson_stream(
     assert keyrelay.alive()
     again = run_driver(node, "inference.mjs", ["run"], {"PROXY_URL": proxy})
     assert_ok(again)
+
+
+def test_with_auth_on_the_owner_follows_its_jobs_and_no_one_else_can(
+    node: str,
+    keyrelay_factory: Any,
+    upstream: UpstreamServer,
+    upload_server: UpstreamServer,
+) -> None:
+    """Ownership (addon/jobs/) with the real clients: each sends the app's session cookie."""
+    config = yaml.safe_load(RULES.read_text())
+    config["defaults"]["auth"] = {"mode": "tokens", "tokens": {"env": "KR"}, "cookie": "session"}
+    tokens = ",".join([token_entry("alice", "alice-session"), token_entry("bob", "bob-session")])
+    proxy = keyrelay_factory(yaml.safe_dump(config), env={"KR": tokens})
+    alice = {"PROXY_COOKIE": "session=alice-session"}
+
+    install_fal(upstream, upload_server.url)
+    fal_proxy = f"{proxy.url}/api/fal/proxy"
+    result = run_driver(
+        node,
+        "fal.mjs",
+        ["subscribe", "stream", "cancel"],
+        {"PROXY_URL": fal_proxy, "FAL_POLL_INTERVAL_MS": "100", **alice},
+    )
+    assert_ok(result)
+    request_id = result["steps"]["subscribe"]["request_id"]
+
+    install_inference(upstream, upload_server.url)
+    inference_proxy = f"{proxy.url}/api/inference/proxy"
+    result = run_driver(
+        node, "inference.mjs", ["run", "poll"], {"PROXY_URL": inference_proxy, **alice}
+    )
+    assert_ok(result)
+    task_id = result["steps"]["run"]["task_id"]
+
+    upstream.clear_requests()
+    with HttpClient(proxy.port) as bob:
+        for path, header, target in (
+            ("/api/fal/proxy", "x-fal-target-url", f"{QUEUE}/requests/{request_id}/status"),
+            ("/api/inference/proxy", "x-inf-target-url", f"{INFERENCE}/tasks/{task_id}"),
+        ):
+            refused = bob.get(path, headers={header: target, "cookie": "session=bob-session"})
+            assert refused.status == 404 and refused.json()["type"].endswith("/unknown-job")
+    assert upstream.requests == []

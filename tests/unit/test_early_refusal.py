@@ -75,7 +75,7 @@ def test_a_diverted_flow_that_ended_first_is_forgotten() -> None:
     early = EarlyRefusals()
     flow = answered({"content_length": "999999999"})
     assert early.divert(flow)
-    early.forget(flow)
+    early.response(flow)
     refused, server = connect(early, flow.request.host)
     assert not refused and server.error is None
 

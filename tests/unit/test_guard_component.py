@@ -77,7 +77,7 @@ def test_a_request_without_a_valid_token_is_refused_401(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         for flow, route in (request(rules), request(rules, authorization="Bearer not-the-token")):
-            refusal = await guard.admit(flow, route)
+            refusal = await guard.requestheaders(flow, route)
             assert isinstance(refusal, Refusal)
             assert (refusal.status, refusal.reason) == (401, "unauthenticated")
             assert dict(refusal.headers)["www-authenticate"].startswith("Bearer")
@@ -94,10 +94,10 @@ def test_a_valid_token_is_admitted_with_its_identity_and_not_forwarded(
 
     async def scenario() -> None:
         flow, route = request(rules, authorization=AUTH)
-        assert await guard.admit(flow, route) is None
+        assert await guard.requestheaders(flow, route) is None
         assert flowstate.of(flow)["identity"] == "token:alice"
         assert "authorization" not in flow.request.headers
-        guard.release(flow)
+        guard.response(flow)
 
     run(scenario)
 
@@ -111,7 +111,7 @@ def test_a_preflight_needs_no_credentials(tmp_path: Path) -> None:
             rules, origin="http://localhost:3000", access_control_request_method="POST"
         )
         flow.request.method = "OPTIONS"  # (were OPTIONS among the provider's methods)
-        assert await guard.admit(flow, route) is None
+        assert await guard.requestheaders(flow, route) is None
 
     run(scenario)
 
@@ -122,18 +122,18 @@ def test_release_frees_the_concurrency_slot(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         first, route = request(rules, authorization=AUTH)
-        assert await guard.admit(first, route) is None
+        assert await guard.requestheaders(first, route) is None
         second, _ = request(rules, authorization=AUTH)
-        refusal = await guard.admit(second, route)
+        refusal = await guard.requestheaders(second, route)
         assert isinstance(refusal, Refusal)
         assert (refusal.status, refusal.reason) == (429, "rate-limited")
         assert "retry-after" in dict(refusal.headers)
-        guard.release(second)  # never admitted: frees nothing
-        guard.release(first)
+        guard.response(second)  # never admitted: frees nothing
+        guard.response(first)
         await asyncio.sleep(0.001)  # the release runs in the background
         third, _ = request(rules, authorization=AUTH)
-        assert await guard.admit(third, route) is None
-        guard.release(third)
+        assert await guard.requestheaders(third, route) is None
+        guard.response(third)
 
     run(scenario)
 
@@ -147,16 +147,18 @@ def test_an_open_websocket_keeps_its_slot_until_it_ends(tmp_path: Path) -> None:
         route = request(rules, authorization=AUTH)[1]
         socket.request.headers["authorization"] = AUTH
         flowstate.of(socket)["provider"] = "openai"
-        assert await guard.admit(socket, route) is None
+        assert await guard.requestheaders(socket, route) is None
         assert socket.websocket is not None
         socket.websocket.timestamp_end = None
-        guard.release(socket)  # `response` on the 101
+        guard.response(socket)  # `response` on the 101
         await asyncio.sleep(0.001)
-        assert isinstance(await guard.admit(request(rules, authorization=AUTH)[0], route), Refusal)
+        assert isinstance(
+            await guard.requestheaders(request(rules, authorization=AUTH)[0], route), Refusal
+        )
         socket.websocket.timestamp_end = 1.0
-        guard.release(socket)  # websocket_end
+        guard.response(socket)  # websocket_end
         await asyncio.sleep(0.001)
-        assert await guard.admit(request(rules, authorization=AUTH)[0], route) is None
+        assert await guard.requestheaders(request(rules, authorization=AUTH)[0], route) is None
 
     run(scenario)
 
@@ -167,22 +169,22 @@ def test_a_checked_body_must_be_sized_and_is_checked_whole(tmp_path: Path) -> No
 
     async def scenario() -> None:
         unsized, route = request(rules, "POST", authorization=AUTH)
-        refusal = await guard.admit(unsized, route)
+        refusal = await guard.requestheaders(unsized, route)
         assert isinstance(refusal, Refusal) and refusal.status == 411
 
         sized, route = request(
             rules, "POST", BODY, content_type="application/json", authorization=AUTH
         )
         sized.request.stream = True
-        assert await guard.admit(sized, route) is None
+        assert await guard.requestheaders(sized, route) is None
         assert sized.request.stream is False  # kept whole for check_body
-        assert guard.check_body(sized) is None
+        assert guard.request(sized) is None
         sized.request.content = BODY.replace(b"gpt-4o-mini", b"o1-pro")
-        refusal = guard.check_body(sized)
+        refusal = guard.request(sized)
         assert isinstance(refusal, Refusal) and refusal.reason == "model-not-allowed"
         flowstate.refused(flowstate.of(sized), "rate-limited")
-        assert guard.check_body(sized) is None  # already answered: not checked again
-        guard.release(sized)
+        assert guard.request(sized) is None  # already answered: not checked again
+        guard.response(sized)
 
     run(scenario)
 

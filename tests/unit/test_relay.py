@@ -72,7 +72,7 @@ def test_a_failing_closing_step_never_skips_the_masking(monkeypatch: pytest.Monk
             monkeypatch.setattr(relay.keys, "secrets", lambda: {"sk-test-secret-1": "<KEY>"})
             flow = tflow.tflow(resp=True)
             flow.request.headers["authorization"] = "Bearer sk-test-secret-1"
-            relay.response(flow)
+            await relay.response(flow)
             assert flow.request.headers["authorization"] == "Bearer <KEY>"
 
     asyncio.run(scenario())

@@ -45,6 +45,11 @@ export function startDriver({ client, allSteps, stepsVar, defaultSteps, fields =
 export function recordingFetch(out, realFetch, targetHeader, extra = () => ({})) {
   return async (url, init = {}) => {
     const headers = new Headers(init.headers);
+    if (env.PROXY_COOKIE && String(url).startsWith(env.PROXY_URL)) {
+      // The app's session cookie, as a browser sends it to its own server (credentials: "include").
+      headers.set("cookie", env.PROXY_COOKIE);
+      init = { ...init, headers };
+    }
     const entry = {
       method: (init.method || "GET").toUpperCase(),
       url: String(url),
