@@ -28,6 +28,7 @@ from addon.config.node import ConfigError
 from addon.config.rules import Rules
 from addon.config.rules import load as load_rules
 from addon.cors import component as cors
+from addon.dispatch import FastDispatch
 from addon.guard.component import Guard
 from addon.jobs.component import Ownership
 from addon.keys.store import KeyStore
@@ -125,6 +126,7 @@ class KeyRelay:
         self.jobs = Ownership()  # who may read a fal request or an inference.sh task
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self.addons = [FastDispatch()]  # mitmproxy's hooks through a table (dispatch.py)
 
     def _current(self) -> tuple[Rules | None, KeyStore | None]:
         return self.rules, self.keys

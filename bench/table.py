@@ -11,6 +11,8 @@ Results = Mapping[str, Mapping[str, float | None]]  # target -> raw measure -> v
 RATIOS: tuple[tuple[str, str], ...] = (
     ("keyrelay", "mitmdump"),
     ("kr+all", "mitmdump"),
+    ("mitm+tbl", "mitmdump"),
+    ("keyrelay", "mitm+tbl"),
     ("keyrelay", "mitm-st"),
     ("keyrelay", "nginx"),
     ("keyrelay", "fal"),

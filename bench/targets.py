@@ -79,7 +79,12 @@ def direct(s: Setting) -> Target:
     return Target("direct", "127.0.0.1", s.upstream_plain_port)
 
 
-def bare_mitmdump(s: Setting, key: str = "mitmdump", stream: str = BARE_MITMDUMP_STREAM) -> Target:
+def bare_mitmdump(
+    s: Setting,
+    key: str = "mitmdump",
+    stream: str = BARE_MITMDUMP_STREAM,
+    scripts: Sequence[str] = (),
+) -> Target:
     port = free_port()
     argv = [
         str(REPO / ".venv/bin/mitmdump"),
@@ -89,9 +94,16 @@ def bare_mitmdump(s: Setting, key: str = "mitmdump", stream: str = BARE_MITMDUMP
         *("--set", f"ssl_verify_upstream_trusted_ca={s.tls.ca_cert}"),
         *("--set", "flow_detail=0"),
         *("--set", f"stream_large_bodies={stream}"),
+        *(arg for script in scripts for arg in ("-s", script)),
     ]
     proc = Proc(key, argv, s.workdir / f"{key}.log", port=port, env=_env())
     return Target(key, "127.0.0.1", port, procs=[proc])
+
+
+def tuned_mitmdump(s: Setting) -> Target:
+    """Bare mitmdump with keyrelay's hook dispatch table only (addon/dispatch.py): the engine
+    keyrelay itself runs on."""
+    return bare_mitmdump(s, "mitm+tbl", scripts=[str(REPO / "addon/dispatch.py")])
 
 
 def streaming_mitmdump(s: Setting) -> Target:
@@ -171,6 +183,7 @@ def fal_express(s: Setting) -> Target:
 BUILDERS: dict[str, Callable[[Setting], Target]] = {
     "direct": direct,
     "mitmdump": bare_mitmdump,
+    "mitm+tbl": tuned_mitmdump,
     "mitm-st": streaming_mitmdump,
     "keyrelay": keyrelay_default,
     "kr+all": keyrelay_all_on,

@@ -6,7 +6,8 @@ Known from the target host, so it holds for any provider in rules.yaml that reac
   it (`/status`, `/status/stream`, `/cancel`) names it, for any app path: fal's status URLs drop
   the app's sub-path.
 - inference.sh (`api.inference.sh`): `POST /apps/run` submits, answered with `data.id`;
-  `/tasks/<id>` and everything under it names it, and `/tasks` alone would list every task.
+  `/tasks/<id>` and everything under it names it (wherever `tasks` stands in the path), and
+  `/tasks` alone would list every task.
 
 Paths here are the router's normalised target paths (addon/targets.py: dot segments and
 unreserved escapes already resolved). Comparisons ignore case and empty segments, and an id
@@ -53,16 +54,18 @@ def submits(kind: Kind, method: str, path: str) -> bool:
 
 
 def named_job(kind: Kind, path: str) -> Named | None:
-    """The job a request reads or acts on; None when it names none."""
+    """The job a request reads or acts on; None when it names none. Wherever the marker
+    segment stands, and only once: `requests/<mine>/requests/<yours>` names no job anyone owns,
+    as the provider might read either."""
+    marker, form = ("requests", _FAL_ID) if kind == "fal" else ("tasks", _INFERENCE_ID)
     segments = _segments(path)
-    if kind == "fal":
-        if "requests" not in segments:
-            return None
-        at = segments.index("requests") + 1
-        return Named(_valid(_FAL_ID, segments[at] if at < len(segments) else None))
-    if segments[:1] != ["tasks"]:
+    places = [i for i, segment in enumerate(segments) if segment == marker]
+    if not places:
         return None
-    return Named(_valid(_INFERENCE_ID, segments[1] if len(segments) > 1 else None))
+    after = places[0] + 1
+    if len(places) > 1 or after >= len(segments):
+        return Named(None)
+    return Named(_valid(form, segments[after]))
 
 
 def id_in_answer(kind: Kind, body: bytes, header: Callable[[str], str | None]) -> str | None:

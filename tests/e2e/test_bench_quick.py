@@ -10,7 +10,17 @@ from support.repo import REPO
 
 sys.path.insert(0, str(REPO))  # bench/ is a directory of the repo, not an installed package
 ROWS = importlib.import_module("bench.table").ROWS
-TARGETS = ("direct", "mitmdump", "mitm-st", "keyrelay", "kr+all", "nginx", "fal", "2kr+lb")
+TARGETS = (
+    "direct",
+    "mitmdump",
+    "mitm+tbl",
+    "mitm-st",
+    "keyrelay",
+    "kr+all",
+    "nginx",
+    "fal",
+    "2kr+lb",
+)
 
 
 def test_quick_bench_prints_every_row_and_column() -> None:

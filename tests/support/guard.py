@@ -20,9 +20,11 @@ def rules(
     defaults: dict[str, Any] | None = None,
     openai: dict[str, Any] | None = None,
     fal: dict[str, Any] | None = None,
+    inference: dict[str, Any] | None = None,
     top: dict[str, Any] | None = None,
 ) -> str:
-    """A rules file with the openai (prefix) and fal (target header) providers."""
+    """A rules file with the openai (prefix) and fal (target header) providers, and the
+    inference provider (target header or `__inf_target` query) when `inference` is given."""
     providers = {
         "openai": {
             "match": {"prefix": "/api/openai"},
@@ -46,6 +48,21 @@ def rules(
             **(fal or {}),
         },
     }
+    if inference is not None:
+        providers["inference"] = {
+            "match": {
+                "header": "x-inf-target-url",
+                "query": "__inf_target",
+                "paths": ["/api/inference/proxy"],
+            },
+            "allow": ["api.inference.sh/**"],
+            "credential": {
+                "header": "authorization",
+                "format": "Bearer {key}",
+                "key": {"env": "INFERENCE_API_KEY"},
+            },
+            **inference,
+        }
     doc: dict[str, Any] = {**(top or {}), "providers": providers}
     if defaults:
         doc["defaults"] = defaults

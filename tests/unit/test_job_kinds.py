@@ -61,6 +61,8 @@ def test_every_spelling_of_a_fal_request_names_the_same_job(url: str) -> None:
     "url",
     [
         "https://queue.fal.run/fal-ai/flux/requests",
+        f"https://queue.fal.run/fal-ai/flux/requests/{ID}/requests/{uuid.uuid4()}",
+        f"https://queue.fal.run/requests/{ID}/x/requests/{ID}",
         "https://queue.fal.run/fal-ai/flux/requests/abc",
         f"https://queue.fal.run/fal-ai/flux/requests/{ID}x",
     ],
@@ -77,6 +79,8 @@ def test_inference_tasks() -> None:
     assert kinds.named_job("inference", "/tasks") == kinds.Named(None)  # a list of every task
     assert kinds.named_job("inference", "/tasks/a%2Cb") == kinds.Named(None)
     assert kinds.named_job("inference", "/apps/run") is None
+    assert kinds.named_job("inference", "/v2/tasks/abc") == kinds.Named("abc")
+    assert kinds.named_job("inference", "/tasks/abc/tasks/def") == kinds.Named(None)
 
 
 def test_ids_in_answers() -> None:

@@ -1,0 +1,26 @@
+"""The README stays short and every relative link in the docs leads somewhere."""
+
+from __future__ import annotations
+
+import re
+
+from support.repo import REPO
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+PAGES = [REPO / "README.md", REPO / "bench" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_the_readme_reads_in_five_minutes() -> None:
+    assert len((REPO / "README.md").read_text().splitlines()) <= 250
+
+
+def test_every_relative_link_resolves() -> None:
+    broken = []
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            path = target.split("#", 1)[0]
+            if not path or "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert len(PAGES) >= 8 and broken == []
