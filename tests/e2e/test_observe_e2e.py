@@ -165,6 +165,8 @@ def test_mitmweb_shows_no_secret_once_flows_complete(
             f"web_password={password}",
             "--set",
             "web_open_browser=false",
+            "--set",
+            "keyrelay_fast_dispatch=true",
         ],
     )
     upstream.route("POST", "/v1/chat/completions", echo_the_key)
@@ -182,6 +184,8 @@ def test_mitmweb_shows_no_secret_once_flows_complete(
             assert_no_secret(f"mitmweb {message} content", content)
     assert_no_secret("mitmweb /flows/dump", web_get(web_port, "/flows/dump", password))
     assert any("decision: refused" in f["comment"] and f["marked"] for f in flows)
+    # mitmweb's hooks (its flow view among them) ran through keyrelay's dispatch table.
+    assert "keyrelay: fast hook dispatch on" in proc.output()
 
 
 def test_metrics_endpoint_over_http(keyrelay: KeyrelayProcess, client: HttpClient) -> None:

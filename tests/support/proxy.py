@@ -134,6 +134,9 @@ class KeyrelayProcess(StartStop):
             self.args += ["--set", f"keyrelay_rules={self.rules_path}"]
         for h in hosts:
             self.args += ["--set", f"keyrelay_connect_to={h}:443={upstream_host}:{upstream_port}"]
+        fast = os.environ.get("KEYRELAY_TEST_FAST_DISPATCH")  # "false": mitmproxy's dispatch
+        if fast and command is None and not any("fast_dispatch" in a for a in extra_args):
+            self.args += ["--set", f"keyrelay_fast_dispatch={fast}"]
         self.args += list(extra_args)
         self.startup_timeout = startup_timeout
         self.ready_path = ready_path
