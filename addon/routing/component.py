@@ -32,16 +32,23 @@ class Routing:
     def forward(self, flow: http.HTTPFlow, route: Route, key: str) -> None:
         """Rewrite the admitted request for its upstream, with `key` injected exactly once."""
         request, provider = flow.request, route.provider
-        request.headers.fields = upstream_headers(
+        authority = route.authority
+        fields = upstream_headers(
             request.headers.fields,
             provider,
             provider.credential.header,
             provider.credential.header_value(key),
             websocket=request.headers.get("upgrade", "").lower() == "websocket",
         )
-        request.scheme, request.host, request.port = route.scheme, route.host, route.port
+        host = (b"host", authority.encode("utf-8", "surrogateescape"))
+        request.headers.fields = (host, *(f for f in fields if f[0].lower() != b"host"))
+        # Through `data`: the scheme, host and port setters would each rewrite the Host header
+        # (and :authority) again; it is written once here instead.
+        data = request.data
+        data.scheme, data.host, data.port = route.scheme.encode(), route.host, route.port
+        if data.authority:  # HTTP/2 and HTTP/3
+            request.authority = authority
         request.path = route.path
-        request.headers["host"] = route.authority
         state = flowstate.of(flow)
         state["upstream"] = f"{route.host}{route.path.partition('?')[0]}"
         state["decision"] = "forwarded"
