@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from addon import flowstate
+from addon import flowstate, header_index
 from addon.config.rules import Rules
 from addon.cors import answers
 from addon.problems import Answer, Refusal, Reply
@@ -23,7 +23,7 @@ class Cors:
     def requestheaders(self, flow: http.HTTPFlow) -> Answer | None:
         """A preflight's answer, or the refusal of a disallowed browser request."""
         request = flow.request
-        header = request.headers.get
+        header = header_index.lookup(request.headers)
         # No Origin and no cross-site browser fetch: not a browser's cross-origin call, nothing
         # to answer, refuse or note. Most requests.
         rules = self.rules

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
-from addon import flowstate, tasks
+from addon import flowstate, header_index, tasks
 from addon.auth.gate import AuthSetupError, Gate
 from addon.config.node import ConfigError
 from addon.config.provider import Provider
@@ -75,7 +75,7 @@ class Guard:
         if _preflight(request):
             return None  # CORS preflights carry no credentials and are answered without any
         provider = route.provider
-        header = request.headers.get
+        header = header_index.lookup(request.headers)
         peer = flow.client_conn.peername
         identity = await self.gates[provider.name].authenticate(
             request.method, request.path, header, str(peer[0]) if peer else "unknown"
@@ -90,7 +90,8 @@ class Guard:
             state["claims"] = {tenants.claim: str(identity.claims[tenants.claim])}
         # keyrelay's own credential never goes upstream (routing drops Authorization and
         # Cookie already; a custom header is dropped here).
-        request.headers.pop(provider.auth.header, None)
+        if provider.auth.header in header_index.index(request.headers):
+            request.headers.pop(provider.auth.header)  # (a pop scans every field three times)
 
         mints_token = _mints_token(provider, request.method, route.host, route.path)
         if provider.validation.reads_body or mints_token:

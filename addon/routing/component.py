@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from addon import flowstate
+from addon import flowstate, header_index
 from addon.config.rules import Rules
 from addon.problems import Refusal
 from addon.routing.forwarding import upstream_headers
@@ -24,7 +24,8 @@ class Routing:
         if self.router is None:
             return Refusal(503, "not-configured", "keyrelay has no rules loaded")
         request = flow.request
-        decision = self.router.route(request.method, request.path, request.headers.get)
+        header = header_index.lookup(request.headers)
+        decision = self.router.route(request.method, request.path, header)
         if isinstance(decision, Route):
             flowstate.of(flow)["provider"] = decision.provider.name
         return decision
@@ -38,7 +39,8 @@ class Routing:
             provider,
             provider.credential.header,
             provider.credential.header_value(key),
-            websocket=request.headers.get("upgrade", "").lower() == "websocket",
+            websocket=(header_index.lookup(request.headers)("upgrade") or "").lower()
+            == "websocket",
         )
         host = (b"host", authority.encode("utf-8", "surrogateescape"))
         request.headers.fields = (host, *(f for f in fields if f[0].lower() != b"host"))

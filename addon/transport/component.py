@@ -8,7 +8,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
-from addon import flowstate
+from addon import flowstate, header_index
 from addon.config.transport import TransportSpec
 from addon.problems import Refusal
 from addon.routing.forwarding import HOP_BY_HOP
@@ -99,14 +99,15 @@ class Transport:
         buffering: a later `request.stream = False` wins). A refusal is the caller's to answer."""
         request, provider = flow.request, route.provider
         transport = provider.transport
-        plan = request_plan(provider.name, transport, request.headers.get("content-length"))
+        header = header_index.lookup(request.headers)
+        plan = request_plan(provider.name, transport, header("content-length"))
         if isinstance(plan, Refusal):
             return plan
         connection = (flow.client_conn.id, route.host.lower(), route.port)
         self._flows[flow.id] = transport
         self.clock.routed(flow, connection, provider.name, transport.timeouts)
         # A WebSocket handshake needs HTTP/1.1: HTTP/2 has no Upgrade.
-        websocket = request.headers.get("upgrade", "").lower() == "websocket"
+        websocket = (header("upgrade") or "").lower() == "websocket"
         self._offer_h2[connection] = transport.upstream_http2 and not websocket
         if plan:
             request.stream = BodyLimit(
