@@ -1,6 +1,6 @@
 """Replaying tests/flows/*.flows through keyrelay: no network, no keys, same responses.
 
-The recordings are made by scripts/record-fixtures (tests/recorded_sessions.py); each is
+The recordings are made by scripts/record-fixtures (tests/support/recorded_sessions.py); each is
 replayed by scripts/replay and the client must see what was recorded, SSE included.
 """
 
