@@ -20,6 +20,7 @@ from addon.auth.gate import AuthSetupError, Gate
 from addon.config.node import ConfigError
 from addon.config.provider import Provider
 from addon.config.rules import Rules
+from addon.cors import answers
 from addon.guard import body_rules, token_grants
 from addon.problems import Refusal
 from addon.ratelimit.limiter import Admitted, Limiter, make_store
@@ -72,10 +73,10 @@ class Guard:
     async def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
         """requestheaders, once routed: None lets the request go on."""
         request = flow.request
-        if _preflight(request):
+        header = header_index.lookup(request.headers)
+        if answers.is_preflight(request.method, header):
             return None  # CORS preflights carry no credentials and are answered without any
         provider = route.provider
-        header = header_index.lookup(request.headers)
         peer = flow.client_conn.peername
         identity = await self.gates[provider.name].authenticate(
             request.method, request.path, header, str(peer[0]) if peer else "unknown"
@@ -158,14 +159,6 @@ class Guard:
 def _mints_token(provider: Provider, method: str, host: str, path: str) -> bool:
     """A request for a fal token, which must stay within the endpoint allowlist."""
     return token_grants.applies(provider.endpoints, method, host, path)
-
-
-def _preflight(request: http.Request) -> bool:
-    return (
-        request.method == "OPTIONS"
-        and "origin" in request.headers
-        and "access-control-request-method" in request.headers
-    )
 
 
 def _buffer_limit() -> int | None:
