@@ -31,16 +31,23 @@ class _OwnSecrets:
     masks: redaction.Masks
 
 
+@dataclass
+class _Client:
+    flow: http.HTTPFlow
+    secrets: dict[str, str]  # the client's own credentials
+    masks: redaction.Masks | None = None  # with keyrelay's own, once asked for...
+    made_with: _OwnSecrets | None = None  # ...and which of keyrelay's own they hold
+
+
 class Masking:
     def __init__(self, current: Current) -> None:
         self._current = current
-        self._client: dict[str, tuple[http.HTTPFlow, dict[str, str]]] = {}
+        self._client: dict[str, _Client] = {}
         self._own: _OwnSecrets | None = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Before routing strips them: remember the client's credentials, to mask them later."""
-        secrets = redaction.client_credentials(flow.request.headers)
-        self._client[flow.id] = (flow, secrets)
+        self._client[flow.id] = _Client(flow, redaction.client_credentials(flow.request.headers))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """A key an upstream echoes must not reach the client either: the head goes out right
@@ -62,12 +69,16 @@ class Masking:
         response.stream = masked
 
     def masks(self, flow: http.HTTPFlow) -> redaction.Masks:
-        """Every secret this flow may carry, made ready once for all of its fields."""
+        """Every secret this flow may carry, made ready once for all of its fields (the access
+        log line and the flow itself ask for them in turn)."""
         ours = self.own()
         client = self._client.get(flow.id)
-        if client is None or not client[1]:
+        if client is None or not client.secrets:
             return ours.masks
-        return redaction.Masks({**client[1], **ours.secrets})
+        if client.masks is None or client.made_with is not ours:
+            client.masks = redaction.Masks({**client.secrets, **ours.secrets})
+            client.made_with = ours
+        return client.masks
 
     def response(self, flow: http.HTTPFlow) -> None:
         # The client's own credentials on the request side only: a buffered response still goes
@@ -85,8 +96,8 @@ class Masking:
 
     def done(self) -> None:
         """Flows still open at shutdown are saved by Save's `done`, after this: mask them now."""
-        for flow, _ in list(self._client.values()):
-            self.response(flow)
+        for client in list(self._client.values()):
+            self.response(client.flow)
 
     def own(self) -> _OwnSecrets:
         """The admin token and every key: the same until the rules or a key change."""
