@@ -8,6 +8,12 @@ A body is checked only in a form whose fields keyrelay reads exactly as the prov
 JSON, a urlencoded form or multipart/form-data (multipart.py). Any other body is refused
 (415), as is a Content-Type given twice (400): the provider may read the body as JSON anyway.
 Methods, routes and the endpoint allowlist are checked by routing before this.
+
+Batches carry many requests in one: Anthropic's message batches (`requests[].params`) are
+checked request by request; an OpenAI batch (`input_file_id`: its requests are in a file
+uploaded earlier, which keyrelay never reads) is refused wherever body rules apply. A `model`
+named in the query (OpenAI's realtime WebSocket) is checked too, before any body, and a
+WebSocket must name one when `models:` is set: its messages are never checked.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from addon.guard import multipart
 from addon.problems import Refusal
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MODEL_FIELDS = ("model", "model_id")  # model_id: ElevenLabs
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 COUNT_FIELDS = ("n", "best_of", "num_images")  # results per request: OpenAI's n, fal's num_images
 
@@ -75,12 +82,66 @@ def check_body(spec: ValidationSpec, content_types: Sequence[str], body: bytes) 
     fields = body_fields(f"rule {spec.rule_names}", content_types, body, _CHECKED)
     if isinstance(fields, Refusal):
         return fields
-    if spec.models is not None and "model" in fields:
-        model = fields["model"]
-        if not isinstance(model, str) or not any(
-            fnmatch.fnmatchcase(model, glob) for glob in spec.models
-        ):
-            return Refusal(403, "model-not-allowed", "rule models: this model is not allowed")
+    if "input_file_id" in fields:
+        return Refusal(
+            403,
+            "batch-not-checked",
+            f"rule {spec.rule_names}: a batch whose requests are in an uploaded file "
+            "cannot be checked",
+        )
+    requests = fields.get("requests")
+    if requests is None:
+        return _check_request(spec, fields)
+    if not isinstance(requests, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("params"), dict) for item in requests
+    ):
+        return Refusal(
+            400, "batch-unreadable", "each entry of requests must be an object with params"
+        )
+    if refusal := _check_model(spec, fields):
+        return refusal
+    for item in requests:
+        if refusal := _check_request(spec, item["params"]):
+            return refusal
+    return None
+
+
+def check_query(spec: ValidationSpec, query: str, *, websocket: bool) -> Refusal | None:
+    """`models:` on a model named in the query string (`?model=`, `?model_id=`)."""
+    if spec.models is None:
+        return None
+    named = [v for k, v in parse_qsl(query, keep_blank_values=True) if k in MODEL_FIELDS]
+    if len(named) > 1:
+        return Refusal(400, "duplicate-field", "the query names a model twice")
+    if named:
+        return _check_model(spec, {"model": named[0]})
+    if websocket:
+        return Refusal(
+            403,
+            "model-required",
+            "rule models: a WebSocket's messages are not checked, so its URL must name "
+            "the model (?model=)",
+        )
+    return None
+
+
+def _check_model(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | None:
+    if spec.models is None:
+        return None
+    for name in MODEL_FIELDS:
+        if name in fields:
+            model = fields[name]
+            if not isinstance(model, str) or not any(
+                fnmatch.fnmatchcase(model, glob) for glob in spec.models
+            ):
+                return Refusal(403, "model-not-allowed", "rule models: this model is not allowed")
+    return None
+
+
+def _check_request(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | None:
+    """The rules on one request's fields (a body's, or one entry of a batch's)."""
+    if refusal := _check_model(spec, fields):
+        return refusal
     if spec.max_tokens is not None:
         named = [name for name in TOKEN_FIELDS if name in fields]
         if not named:
@@ -154,7 +215,7 @@ class _Duplicate(ValueError):
 
 # Servers disagree on which of two `model` fields counts: refuse the ambiguity.
 _DUPLICATE = Refusal(400, "duplicate-field", "a checked field appears twice in the body")
-_CHECKED = frozenset({"model", *TOKEN_FIELDS, *COUNT_FIELDS})
+_CHECKED = frozenset({*MODEL_FIELDS, *TOKEN_FIELDS, *COUNT_FIELDS, "requests", "input_file_id"})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]], checked: frozenset[str]) -> dict[str, Any]:

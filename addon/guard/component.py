@@ -94,6 +94,10 @@ class Guard:
         if provider.auth.header in header_index.index(request.headers):
             request.headers.pop(provider.auth.header)  # (a pop scans every field three times)
 
+        path, _, query = route.path.partition("?")
+        websocket = (header("upgrade") or "").lower() == "websocket"
+        if refusal := body_rules.check_query(provider.validation, query, websocket=websocket):
+            return refusal
         mints_token = _mints_token(provider, request.method, route.host, route.path)
         if provider.validation.reads_body or mints_token:
             max_body = provider.validation.max_body
@@ -101,7 +105,6 @@ class Guard:
             if refusal := body_rules.prepare(max_body, request.method, get_all, _buffer_limit()):
                 return refusal
             request.stream = False  # keep it buffered: the `request` hook checks it whole
-        path, _, query = route.path.partition("?")
         assert self.limiter is not None
         admitted = await self.limiter.admit(
             provider.limits,

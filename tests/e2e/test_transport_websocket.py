@@ -196,3 +196,29 @@ def test_websocket_messages_echoing_a_key_are_masked_in_saved_flows(
     data = saved.read_bytes()
     assert b"the key is" in data
     assert key.encode() not in data
+
+
+def test_a_websocket_is_held_to_models_and_rates(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream
+) -> None:
+    """A WebSocket's messages are never checked: its URL must name an allowed model, and each
+    handshake counts against the rate like any request."""
+    relay = keyrelay_factory(
+        _elevenlabs_rules(validation={"models": ["eleven_flash_*"]}, limits={"rate": "3/minute"}),
+        upstream_port=ws_upstream.port,
+    )
+    statuses = []
+    for query in ("model_id=eleven_v3", "", "model=a&model=b"):
+        with _handshake(relay.port, f"{STREAM_INPUT}?{query}") as (_s, _w, answer):
+            statuses.append(_status(answer))
+    assert statuses == [403, 403, 400]
+    assert ws_upstream.handshakes == []
+    allowed = f"{STREAM_INPUT}?model_id=eleven_flash_v2_5"
+    for _ in range(4):
+        with _handshake(relay.port, allowed) as (sock, ws, answer):
+            statuses.append(_status(answer))
+            if isinstance(answer, AcceptConnection):
+                sock.sendall(ws.send(CloseConnection(code=1000)))
+                _next_event(sock, ws)
+    assert statuses[3:] == [101, 101, 101, 429]
+    assert len(ws_upstream.handshakes) == 3

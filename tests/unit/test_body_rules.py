@@ -10,7 +10,7 @@ from support.guard import rules
 
 from addon.config.node import ConfigError, Node
 from addon.config.validation import ValidationSpec, parse_validation
-from addon.guard.body_rules import check_body, prepare
+from addon.guard.body_rules import check_body, check_query, prepare
 
 SPEC = ValidationSpec(models=("gpt-4o-mini", "claude-sonnet-4-*"), max_tokens=100, max_n=2)
 JSON = "application/json"
@@ -54,6 +54,62 @@ def test_check_body(content_type: str, raw: bytes, reason: str | None) -> None:
     assert (refusal.reason if refusal else None) == reason
     if refusal and refusal.status in (403, 415):
         assert "rule " in refusal.detail  # the problem names the rule that refused
+
+
+def batch(*params: dict[str, object], **top: object) -> bytes:
+    """An Anthropic message batch: each request's body is in `params`."""
+    return body(requests=[{"custom_id": str(i), "params": p} for i, p in enumerate(params)], **top)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (batch({"model": "claude-sonnet-4-5", "max_tokens": 5}), None),
+        (
+            batch({"model": "claude-sonnet-4-5", "max_tokens": 5}, {"model": "o1"}),
+            "model-not-allowed",
+        ),
+        (batch({"model": "gpt-4o-mini", "max_tokens": 500}), "max-tokens-exceeded"),
+        (batch({"model": "gpt-4o-mini"}), "max-tokens-required"),
+        (batch({"model": "gpt-4o-mini", "max_tokens": 5, "n": 9}), "max-n-exceeded"),
+        (body(requests=[{"custom_id": "a"}]), "batch-unreadable"),
+        (body(requests="all of them"), "batch-unreadable"),
+        (b'{"requests": [{"params": {"model": "gpt-4o-mini", "model": "o1"}}]}', "duplicate-field"),
+        # OpenAI: the requests are in a file uploaded before; keyrelay never reads it.
+        (body(input_file_id="file-abc", endpoint="/v1/chat/completions"), "batch-not-checked"),
+    ],
+)
+def test_batches_are_checked_request_by_request(raw: bytes, reason: str | None) -> None:
+    refusal = check_body(SPEC, [JSON], raw)
+    assert (refusal.reason if refusal else None) == reason
+
+
+def test_batches_are_checked_under_models_alone() -> None:
+    """The hole was widest here: no max_tokens rule to trip over the batch's own shape."""
+    models_only = ValidationSpec(models=("claude-haiku-*",))
+    forbidden = batch({"model": "claude-opus-4-1", "max_tokens": 64000})
+    assert check_body(models_only, [JSON], forbidden).reason == "model-not-allowed"  # type: ignore[union-attr]
+    assert check_body(models_only, [JSON], batch({"model": "claude-haiku-4-5"})) is None
+    openai_batch = body(input_file_id="file-abc", endpoint="/v1/chat/completions")
+    assert check_body(models_only, [JSON], openai_batch).status == 403  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("query", "websocket", "reason"),
+    [
+        ("model=gpt-4o-mini", True, None),
+        ("model=o1-pro", True, "model-not-allowed"),
+        ("model_id=o1-pro", False, "model-not-allowed"),
+        ("model=gpt-4o-mini&model=o1-pro", True, "duplicate-field"),
+        ("", True, "model-required"),  # a WebSocket's messages are never checked
+        ("", False, None),  # a body, if any, is
+        ("voice=alloy", False, None),
+    ],
+)
+def test_check_query(query: str, websocket: bool, reason: str | None) -> None:
+    refusal = check_query(SPEC, query, websocket=websocket)
+    assert (refusal.reason if refusal else None) == reason
+    assert check_query(ValidationSpec(max_tokens=5), "model=o1-pro", websocket=True) is None
 
 
 def test_two_content_types_are_never_read_as_one() -> None:

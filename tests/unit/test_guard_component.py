@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -145,6 +146,8 @@ def test_an_open_websocket_keeps_its_slot_until_it_ends(tmp_path: Path) -> None:
     async def scenario() -> None:
         socket = tflow.twebsocketflow()
         route = request(rules, authorization=AUTH)[1]
+        # Under `models:` a WebSocket names its model in the URL (its messages are not checked).
+        route = dataclasses.replace(route, path=route.path + "?model=gpt-4o-realtime")
         socket.request.headers["authorization"] = AUTH
         flowstate.of(socket)["provider"] = "openai"
         assert await guard.requestheaders(socket, route) is None
