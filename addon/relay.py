@@ -254,7 +254,7 @@ class KeyRelay:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         try:
             if self.keys:
-                self.keys.responseheaders(flow)  # a pool key answered 429/401 rests a while
+                self.keys.responseheaders(flow)  # a pool key's 429/401: read whole, see response
             self.cors.responseheaders(flow)  # keyrelay's CORS headers, never the upstream's
             self.transport.responseheaders(flow)  # streaming, content-encoding, head fixes
             self.masking.responseheaders(flow)  # keys an upstream echoes, chunk by chunk
@@ -270,11 +270,16 @@ class KeyRelay:
             flow,
             self.early.response,
             self.transport.response,  # decodes a buffered body, stops the timers
+            self._key_feedback,  # a pool key whose 429/401 was about the key rests
             self.jobs.response,  # a submission's owner, before the client has the id
             self.guard.response,  # frees the concurrency slot
             self.access.response,  # logs and counts (with the masks the flow needs)
             self.masking.response,  # masks every secret before Save or mitmweb see the flow
         )
+
+    def _key_feedback(self, flow: http.HTTPFlow) -> None:
+        if self.keys is not None:
+            self.keys.response(flow)
 
     async def error(self, flow: http.HTTPFlow) -> None:
         await settle(

@@ -27,8 +27,6 @@ CLIENT_HEADERS = (
     "anthropic-beta",
     "anthropic-dangerous-direct-browser-access",
     "x-stainless-*",
-    "openai-organization",
-    "openai-project",
     "openai-beta",
     "idempotency-key",
     "x-fern-*",

@@ -15,7 +15,13 @@ from addon.config.key_sources import (
 )
 from addon.config.node import Node
 
-__all__ = ["CLIENT_CREDENTIAL_HEADERS", "Credential", "EnvSource", "parse_credential"]
+__all__ = [
+    "CLIENT_ACCOUNT_HEADERS",
+    "CLIENT_CREDENTIAL_HEADERS",
+    "Credential",
+    "EnvSource",
+    "parse_credential",
+]
 
 # Headers that carry a credential in one provider's API or another. The client never
 # chooses the key: all of them are removed before keyrelay sets its own.
@@ -30,6 +36,13 @@ CLIENT_CREDENTIAL_HEADERS = frozenset(
         "x-fal-key",
         "cookie",
     }
+)
+
+# Headers that pick the account, organisation or project a key acts for (the providers' SDKs
+# send them). A client's choice would be charged to the operator's key, and a foreign one gets
+# a 401 that looks like a bad key: removed too; the operator may `set:` them per provider.
+CLIENT_ACCOUNT_HEADERS = frozenset(
+    {"openai-organization", "openai-project", "anthropic-workspace-id", "anthropic-organization-id"}
 )
 
 

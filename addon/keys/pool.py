@@ -1,6 +1,7 @@
 """Key pools: several keys of one provider, chosen round-robin. A key the provider answered
-429 (rate limited) or 401 (refused) rests for `retry-after` (or the pool's cool-down) while
-the others carry the traffic; with Redis, every keyrelay instance sees the same rests."""
+429 (rate limited) or 401 (refused), when the answer is about the key itself (answers.py),
+rests for `retry-after` (or the pool's cool-down) while the others carry the traffic; with
+Redis, every keyrelay instance sees the same rests."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The keys keyrelay injects, for every provider: env, file and command sources, per-tenant
 keys and key pools (the modules beside this one).
 
-relay.py asks for a key in `requestheaders` and reports the answer in `responseheaders` (a pool
-key that got 429/401 rests a while); masking hides every value `secrets()` names (each source's
-current and recent keys, every tenant key seen).
+relay.py asks for a key in `requestheaders` and reports the answer in `responseheaders` and
+`response` (a pool key whose 429/401 was about the key itself rests a while); masking hides
+every value `secrets()` names (each source's current and recent keys, every tenant key seen).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from addon.config.key_sources import EnvSource, KeySource
 from addon.config.node import ConfigError
 from addon.config.provider import Provider
 from addon.config.rules import Rules
+from addon.keys import answers
 from addon.keys.choice import TENANT_PLACEHOLDER, Key, ProviderKeys
 from addon.keys.ids import key_id
 from addon.keys.live import CommandKey, KnownValues, LiveKey, live_key
@@ -140,12 +141,36 @@ class KeyStore:
         return picked
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        """A pool key that answered 429/401 rests a while."""
+        """A pool key answered 401/429: read that (small) answer whole, to tell in `response`
+        whether it is about the key (keys/answers.py)."""
+        if self._resting_candidate(flow) is None:
+            return
+        assert flow.response is not None
+        length = flow.response.headers.get("content-length", "")
+        if not (length.isdigit() and int(length) > answers.MAX_BODY):
+            flowstate.of(flow)["read_whole"] = True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A pool key whose answer was about the key itself rests a while."""
+        candidate = self._resting_candidate(flow)
+        if candidate is None:
+            return
+        keys, kid = candidate
+        response = flow.response
+        assert response is not None
+        body = response.get_content(strict=False) or b""
+        if answers.about_the_key(response.status_code, response.headers.keys(), body):
+            keys.feedback(kid, response.status_code, response.headers.get("retry-after"))
+
+    def _resting_candidate(self, flow: http.HTTPFlow) -> tuple[ProviderKeys, str] | None:
         state = flowstate.of(flow)
         keys = self._providers.get(state.get("provider") or "")
         kid, response = state.get("key_id"), flow.response
-        if keys is not None and kid and response is not None:
-            keys.feedback(kid, response.status_code, response.headers.get("retry-after"))
+        if keys is None or keys.pool is None or not kid or response is None:
+            return None
+        if response.status_code not in answers.RESTING_STATUSES:
+            return None
+        return keys, kid
 
     def key_for(self, provider: Provider) -> Key | None:
         """The shared key as it stands now (health checks); None when there is none yet."""

@@ -1,11 +1,12 @@
-"""What goes upstream: the client's headers minus credentials, browser context and hop-by-hop
-headers, then the provider's policy, then the key. Pure: works on (name, value) byte pairs."""
+"""What goes upstream: the client's headers minus credentials, account choices (which
+organisation or project a key acts for), browser context and hop-by-hop headers, then the
+provider's policy, then the key. Pure: works on (name, value) byte pairs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
+from addon.config.credential import CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
@@ -17,7 +18,7 @@ HOP_BY_HOP = frozenset(
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 BROWSER_CONTEXT = frozenset({"origin", "referer", "forwarded", "x-real-ip", "via"})
 STRIPPED_PREFIXES = ("sec-fetch-", "x-forwarded-", "sec-ch-")
-ALWAYS_STRIPPED = CLIENT_CREDENTIAL_HEADERS | HOP_BY_HOP | BROWSER_CONTEXT
+ALWAYS_STRIPPED = CLIENT_CREDENTIAL_HEADERS | CLIENT_ACCOUNT_HEADERS | HOP_BY_HOP | BROWSER_CONTEXT
 
 
 def upstream_headers(

@@ -357,7 +357,8 @@ def test_pool_cool_downs_are_shared_through_redis(
 def test_every_pool_key_resting_is_a_503_with_retry_after(
     keyrelay_factory, upstream: UpstreamServer
 ) -> None:
-    upstream.set_default(lambda _req, w: w.send_json({}, 401))
+    refused = {"error": {"code": "invalid_api_key", "type": "invalid_request_error"}}
+    upstream.set_default(lambda _req, w: w.send_json(refused, 401))
     proxy = keyrelay_factory(pool_rules(), env=POOL_KEYS)
     with HttpClient(proxy.port) as c:
         assert [c.post(CHAT, json={}).status for _ in range(2)] == [401, 401]
@@ -366,6 +367,38 @@ def test_every_pool_key_resting_is_a_503_with_retry_after(
     assert reply.json()["type"].endswith("/keys-cooling-down")
     assert 25 <= int(reply.header("retry-after") or 0) <= 30
     assert len(upstream.requests) == 2
+
+
+def test_a_client_cannot_rest_the_pool_keys_with_its_own_headers(
+    keyrelay_factory, upstream: UpstreamServer
+) -> None:
+    """A foreign OpenAI-Organization got a 401 that rested each key for everybody: the header is
+    dropped, and a 401 that is not about the key (or a bare 429) rests nothing."""
+
+    def handler(req: RecordedRequest, w: ResponseWriter) -> None:
+        if req.header("openai-organization") or req.header("x-test-refuse"):
+            w.send_json({"error": {"code": "mismatched_organization"}}, 401)
+        elif req.header("x-test-slow-down"):
+            w.send_json({"error": "slow down"}, 429)
+        else:
+            echo(req, w)
+
+    upstream.set_default(handler)
+    proxy = keyrelay_factory(pool_rules(), env=POOL_KEYS)
+    with HttpClient(proxy.port) as c:
+        foreign = [("openai-organization", "org-bogus"), ("openai-project", "proj-bogus")]
+        assert [c.post(CHAT, json={}, headers=foreign).status for _ in range(2)] == [200, 200]
+        assert all(r.header("openai-organization") is None for r in upstream.requests)
+        assert all(r.header("openai-project") is None for r in upstream.requests)
+        for header, status in (("x-test-refuse", 401), ("x-test-slow-down", 429)):
+            statuses = [c.post(CHAT, json={}, headers=[(header, "1")]).status for _ in range(2)]
+            assert statuses == [status, status]  # both keys got one
+        upstream.clear_requests()
+        assert [c.post(CHAT, json={}).status for _ in range(4)] == [200] * 4
+    assert sorted(sent_key(r) or "" for r in upstream.requests) == sorted(
+        [POOL_KEYS["POOL_KEY_A"], POOL_KEYS["POOL_KEY_B"]] * 2
+    )
+    assert "resting it" not in proxy.output()
 
 
 def test_a_jwt_claim_picks_the_tenant_key_and_only_that_claim_is_kept(

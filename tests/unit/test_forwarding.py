@@ -1,3 +1,5 @@
+import dataclasses
+
 from support.repo import RULES
 
 from addon.config.envfile import parse as parse_env
@@ -30,6 +32,9 @@ BROWSER_HEADERS = [
     (b"x-fal-target-url", b"https://fal.run/x"),
     (b"x-fal-queue-priority", b"normal"),
     (b"User-Agent", b"test"),
+    (b"OpenAI-Organization", b"org-bogus"),
+    (b"OpenAI-Project", b"proj-bogus"),
+    (b"anthropic-workspace-id", b"wrkspc-bogus"),
 ]
 
 
@@ -61,6 +66,9 @@ def test_client_credentials_and_browser_context_never_go_upstream() -> None:
         "forwarded",
         "connection",
         "keep-alive",
+        "openai-organization",  # the client must not choose the account the key acts for
+        "openai-project",
+        "anthropic-workspace-id",
     ):
         assert gone not in names(sent)
     assert [v for n, v in sent if n == "x-api-key"] == ["KEY"]
@@ -128,3 +136,10 @@ def test_dotenv_syntax() -> None:
     assert parse_env(
         "# comment\nexport A=1\nB = 'two words'\nC=\"x#y\"\nD=v # trailing\nnot a line\n"
     ) == {"A": "1", "B": "two words", "C": "x#y", "D": "v"}
+
+
+def test_the_operator_may_set_an_account_header() -> None:
+    provider = RULES["openai"]
+    policy = dataclasses.replace(provider.headers, set=(("OpenAI-Organization", "org-ours"),))
+    sent = headers_for(dataclasses.replace(provider, headers=policy))
+    assert [v for n, v in sent if n == "openai-organization"] == ["org-ours"]
