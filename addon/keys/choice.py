@@ -11,10 +11,8 @@ from addon.config.credential import Credential
 from addon.keys.ids import key_id
 from addon.keys.live import LiveKey
 from addon.keys.pool import KeyPool
-from addon.keys.tenants import Tenants, TenantsUnavailable, tenant_of
+from addon.keys.tenants import Tenants, TenantsUnavailable, tenant_of, tenant_placeholder
 from addon.problems import Refusal
-
-TENANT_PLACEHOLDER = "<tenant key {id}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +61,7 @@ class ProviderKeys:
                         503, "tenant-keys-unavailable", f"{self.name}: tenant keys cannot be read"
                     )
                 if value is not None:
-                    return Key(value, TENANT_PLACEHOLDER.format(id=key_id(value)))
+                    return Key(value, tenant_placeholder(value))
             if spec.fallback == "refuse":
                 return Refusal(
                     403, "no-tenant-key", f"no {self.name} key is configured for this client"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from addon.config.key_sources import CommandSource, EnvSource, FileSource, KeySource
 from addon.keys.ids import clean_key, key_id
@@ -21,20 +22,28 @@ logger = logging.getLogger(__name__)
 
 FILE_POLL = 1.0  # seconds between checks of a watched file
 COMMAND_RETRY = 5.0  # seconds before re-running a command that failed (capped by refresh)
-REMEMBERED = 8  # past values per source kept for redaction (in-flight requests, late logs)
+REMEMBERED = 8  # past values per source shown by `history` (redaction keeps all: KnownValues)
 
 Stamp = tuple[int, int, int] | None
 
 
 class KnownValues:
-    """Moves whenever a key value is seen for the first time (a rotation, a tenant's key looked
-    up): `KeyStore.secrets()` keeps its answer until then, as redaction asks for every flow."""
+    """Every key value this process has held, with its placeholder, for redaction: kept for the
+    life of the process, as a flow in flight (or saved at shutdown) may carry a key that a
+    rotation or a reload has since dropped (an env source is rebuilt at every reload; a pool
+    member, a tenant table or a provider may be removed). `version` moves whenever a value is
+    first seen: `KeyStore.secrets()` keeps its answer until then, as redaction asks per flow.
+
+    Each rotation adds a value (a few dozen bytes, and one more search per masked field)."""
 
     version = 0
+    held: ClassVar[dict[str, str]] = {}  # value -> placeholder
 
     @classmethod
-    def changed(cls) -> None:
-        cls.version += 1
+    def remember(cls, value: str, placeholder: str) -> None:
+        if cls.held.get(value) != placeholder:
+            cls.held[value] = placeholder
+            cls.version += 1
 
 
 def file_stamp(path: Path) -> Stamp:
@@ -126,7 +135,7 @@ class LiveKey:
             self.value = value
             if value not in self.history:
                 self.history = [*self.history, value][-REMEMBERED:]
-                KnownValues.changed()
+            KnownValues.remember(value, self.placeholder)
         return True
 
 

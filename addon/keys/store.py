@@ -22,8 +22,7 @@ from addon.config.node import ConfigError
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.keys import answers
-from addon.keys.choice import TENANT_PLACEHOLDER, Key, ProviderKeys
-from addon.keys.ids import key_id
+from addon.keys.choice import Key, ProviderKeys
 from addon.keys.live import CommandKey, KnownValues, LiveKey, live_key
 from addon.keys.pool import Cooldowns, KeyPool
 from addon.keys.redis_link import RedisLink
@@ -178,23 +177,12 @@ class KeyStore:
         return keys.shared_now() if keys else None
 
     def secrets(self) -> Mapping[str, str]:
-        """Every key value keyrelay holds or held recently, and its placeholder, for redaction.
-        The same (read-only) mapping until a key value is first seen anywhere (KnownValues)."""
+        """Every key value this process has held, and its placeholder, for redaction: not only
+        this load's (KnownValues). The same (read-only) mapping until a value is first seen."""
         version = KnownValues.version
         if self._secrets is None or self._secrets[0] != version:
-            self._secrets = (version, MappingProxyType(self._collect_secrets()))
+            self._secrets = (version, MappingProxyType(dict(KnownValues.held)))
         return self._secrets[1]
-
-    def _collect_secrets(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for keys in self._providers.values():
-            for live in keys.live():
-                for value in live.history:
-                    found[value] = live.placeholder
-            if keys.tenants is not None:
-                for value in keys.tenants.values():
-                    found[value] = TENANT_PLACEHOLDER.format(id=key_id(value))
-        return found
 
     def log_status(self, rules: Rules) -> None:
         for provider in rules.providers:

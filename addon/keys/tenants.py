@@ -18,12 +18,19 @@ from typing import Any, Protocol
 import yaml
 
 from addon.config.key_sources import TenantSpec
-from addon.keys.ids import clean_key
+from addon.keys.ids import clean_key, key_id
 from addon.keys.live import FileWatch, KnownValues
 from addon.keys.redis_link import RedisLink
 from addon.redis_client import RedisFailed
 
 logger = logging.getLogger(__name__)
+
+TENANT_PLACEHOLDER = "<tenant key {id}>"
+
+
+def tenant_placeholder(value: str) -> str:
+    return TENANT_PLACEHOLDER.format(id=key_id(value))
+
 
 MAX_REMEMBERED = 100_000  # values kept for redaction; far above any real tenant table
 
@@ -98,7 +105,8 @@ class FileTenants:
             return
         self.table = table
         self._seen.update(table.values())
-        KnownValues.changed()
+        for value in table.values():
+            KnownValues.remember(value, tenant_placeholder(value))
         logger.info("keyrelay: %s: %d tenant keys from %s", self.label, len(table), self.path)
 
     async def lookup(self, tenant: str) -> str | None:
@@ -138,7 +146,7 @@ class RedisTenants:
         self._cache[tenant] = (now + self.ttl, value)
         if value is not None and value not in self._seen and len(self._seen) < MAX_REMEMBERED:
             self._seen.add(value)
-            KnownValues.changed()
+            KnownValues.remember(value, tenant_placeholder(value))
         return value
 
     def values(self) -> Iterable[str]:

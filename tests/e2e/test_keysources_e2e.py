@@ -433,3 +433,44 @@ def test_a_jwt_claim_picks_the_tenant_key_and_only_that_claim_is_kept(
         "org-two-key-6b6b",
         "org-one-key-5a5a",
     ]
+
+
+def test_a_key_rotated_in_env_while_a_stream_is_in_flight_stays_masked(
+    keyrelay_factory, upstream: UpstreamServer
+) -> None:
+    """The env source is rebuilt at every reload: the old key must stay masked anyway, in the
+    saved flow (`-w`) of a stream that started with it and ended after the rotation."""
+    old, new = "env-key-before-rotation-41f0", "env-key-after-rotation-8c2d"
+    rotated = threading.Event()
+
+    def handler(req: RecordedRequest, w: ResponseWriter) -> None:
+        w.send_head(200, [("content-type", "text/event-stream")], chunked=True)
+        w.write_chunk(f"data: got {sent_key(req)}\n\n".encode())
+        rotated.wait(10)
+        w.write_chunk(f"data: still {sent_key(req)}\n\n".encode())
+        w.end()
+
+    upstream.set_default(handler)
+    proxy = keyrelay_factory(rules(), env={"OPENAI_API_KEY": None}, start=False)
+    proxy.args += ["-w", str(proxy.workdir / "flows")]
+    (proxy.workdir / ".env").write_text(f"OPENAI_API_KEY={old}\n")
+    proxy.start()
+    with HttpClient(proxy.port) as c, ThreadPoolExecutor(1) as pool:
+        streaming = pool.submit(c.post, CHAT, json={"stream": True})
+        until(lambda: upstream.requests)
+        mark = proxy.mark()
+        time.sleep(1.1)  # a new mtime for the reload watcher
+        (proxy.workdir / ".env").write_text(f"OPENAI_API_KEY={new}\n")
+        proxy.wait_for_output(r"providers from", since=mark)
+        rotated.set()
+        reply = streaming.result(10)
+    assert reply.status == 200
+    assert old not in reply.text and "<OPENAI_API_KEY>" in reply.text
+    with HttpClient(proxy.port) as c:
+        assert c.post(CHAT, json={}).status == 200
+    assert sent_key(upstream.requests[-1]) == new
+    proxy.stop()
+    saved = (proxy.workdir / "flows").read_bytes()
+    assert b"chat/completions" in saved
+    assert old.encode() not in saved and new.encode() not in saved
+    assert old not in proxy.output() and new not in proxy.output()

@@ -168,6 +168,38 @@ providers:
 """
 
 
+def test_keys_a_reload_drops_stay_masked_for_the_life_of_the_process(tmp_path: Path) -> None:
+    """An env source is rebuilt at each reload, and a reload may drop a pool member, a tenant
+    table or a whole provider: a flow still in flight (or saved at shutdown) may carry any."""
+    (tmp_path / "b.key").write_text("dropped-file-key\n")
+    (tmp_path / "tenants.yaml").write_text("alice: dropped-tenant-key\n")
+    rules_file = tmp_path / "rules.yaml"
+    resources = Resources()
+
+    def load(text: str, env: dict[str, str]) -> KeyStore:
+        rules = parse(Node(yaml.safe_load(text), str(rules_file)), rules_file, env)
+        with resources.reload() as live:
+            return KeyStore(rules, live)
+
+    first = load(RULES, {"A": "rotated-env-key-1"})
+    assert "rotated-env-key-1" in first.secrets()
+    second = load(RULES, {"A": "rotated-env-key-2"})
+    assert {"rotated-env-key-1", "rotated-env-key-2"} <= set(second.secrets())
+    credential = RULES[RULES.index("      pool:") :]
+    without_openai = RULES.replace("openai", "other").replace(credential, "      key: {env: C}\n")
+    third = load(without_openai, {"C": "the-only-key-left"})
+    secrets = third.secrets()
+    for value in (
+        "rotated-env-key-1",
+        "rotated-env-key-2",
+        "dropped-file-key",
+        "dropped-tenant-key",
+    ):
+        assert value in secrets
+    assert secrets["rotated-env-key-1"] == "<A>"
+    resources.stop()
+
+
 def test_keystore_masks_every_pool_rotated_and_tenant_key(tmp_path: Path) -> None:
     (tmp_path / "b.key").write_text("pool-file-key-1\n")
     (tmp_path / "tenants.yaml").write_text("alice: tenant-alice-key\nbob: tenant-bob-key\n")
