@@ -139,7 +139,6 @@ class Guard:
         content_types, body = request.headers.get_all("content-type"), request.raw_content or b""
         refusal = body_rules.check_body(provider.validation, content_types, body)
         if refusal is None and mints_token:
-            assert provider.endpoints is not None
             refusal = token_grants.check(provider.endpoints, content_types, body)
         return refusal
 

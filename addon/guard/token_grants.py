@@ -2,9 +2,10 @@
 
 `POST https://rest.fal.ai/tokens/` with `{"allowed_apps": [...], "token_expiration": s}` returns
 a token that runs those apps directly at fal, without keyrelay (fal's realtime client uses it
-for its WebSocket). So when a provider has `endpoints:`, a request to a token URL is a body
-rule: every app it names must belong to an allowed endpoint, and the token may live at most
-`endpoints.max_token_seconds`. fal's client names an app by its alias (`flux` for
+for its WebSocket). So a request to a token URL is always a body rule: the token may live at
+most `endpoints.max_token_seconds` (300 s without `endpoints:`), and when a provider has
+`endpoints:`, every app it names must belong to an allowed endpoint (without, a token may name
+any app: the key may run any app anyway). fal's client names an app by its alias (`flux` for
 `fal-ai/flux/dev`), so `flux`, `fal-ai/flux` and `fal-ai/flux/dev` all pass for that endpoint:
 a token is granted per app, so it reaches every endpoint of an allowed app.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from addon.config.provider import EndpointAllowlist
+from addon.config.provider import MAX_TOKEN_SECONDS, TOKEN_URLS, EndpointAllowlist
 from addon.guard import body_rules
 from addon.problems import Refusal
 
@@ -29,14 +30,15 @@ def _canonical(url: str) -> str:
 
 def applies(endpoints: EndpointAllowlist | None, method: str, host: str, path: str) -> bool:
     """Whether a request to the upstream host and path (with query) mints a token."""
-    if endpoints is None or method in _NO_BODY:
+    if method in _NO_BODY:
         return False
     url = _canonical(f"{host}/{path.partition('?')[0]}")
-    return any(url == _canonical(token_url) for token_url in endpoints.token_urls)
+    token_urls = endpoints.token_urls if endpoints is not None else TOKEN_URLS
+    return any(url == _canonical(token_url) for token_url in token_urls)
 
 
 def check(
-    endpoints: EndpointAllowlist, content_types: Sequence[str], body: bytes
+    endpoints: EndpointAllowlist | None, content_types: Sequence[str], body: bytes
 ) -> Refusal | None:
     fields = body_rules.body_fields("rule endpoints", content_types, body, _FIELDS)
     if isinstance(fields, Refusal):
@@ -44,11 +46,12 @@ def check(
     apps = fields.get("allowed_apps")
     if not isinstance(apps, list) or not apps:
         return _refused("the token request must list its allowed_apps")
-    allowed = _apps(endpoints.allow)
-    if not all(isinstance(app, str) and app in allowed for app in apps):
+    if not all(isinstance(app, str) for app in apps):
+        return _refused("allowed_apps lists app ids")
+    if endpoints is not None and not set(apps) <= _apps(endpoints.allow):
         return _refused("a token may only be granted for apps in the endpoint allowlist")
     seconds = fields.get("token_expiration")
-    cap = endpoints.max_token_seconds
+    cap = endpoints.max_token_seconds if endpoints is not None else MAX_TOKEN_SECONDS
     if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 < seconds <= cap:
         return _refused(f"token_expiration must be set, and at most {cap} seconds")
     return None

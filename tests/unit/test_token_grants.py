@@ -31,7 +31,8 @@ JSON = ["application/json"]
 def test_token_urls(method: str, url: str, expected: bool) -> None:
     host, _, path = url.partition("/")
     assert applies(ENDPOINTS, method, host, "/" + path) is expected
-    assert applies(None, method, host, "/" + path) is False  # no endpoint allowlist, no rule
+    # Without an endpoint allowlist the token's lifetime is still capped: the same URLs count.
+    assert applies(None, method, host, "/" + path) is expected
 
 
 @pytest.mark.parametrize(
@@ -57,11 +58,42 @@ def test_token_grants(grant: dict[str, object], allowed: bool) -> None:
         assert refusal.detail.startswith("rule endpoints:")
 
 
+@pytest.mark.parametrize(
+    ("grant", "allowed"),
+    [
+        ({"allowed_apps": ["any-owner/any-app"], "token_expiration": 300}, True),
+        # The review's find: a year-long token, with the default rules (no endpoints:).
+        ({"allowed_apps": ["any-owner/any-app"], "token_expiration": 31536000}, False),
+        ({"allowed_apps": ["any-owner/any-app"]}, False),
+        ({"allowed_apps": [7], "token_expiration": 60}, False),
+    ],
+)
+def test_token_lifetime_is_capped_without_endpoints(
+    grant: dict[str, object], allowed: bool
+) -> None:
+    refusal = check(None, JSON, json.dumps(grant).encode())
+    assert (refusal is None) is allowed
+
+
 def test_token_grant_bodies_must_be_plain_json() -> None:
     grant = b'{"allowed_apps": ["flux"], "token_expiration": 120}'
     assert check(ENDPOINTS, ["text/plain"], grant).status == 415  # type: ignore[union-attr]
     twice = b'{"allowed_apps": ["flux"], "allowed_apps": ["veo3"], "token_expiration": 1}'
     assert check(ENDPOINTS, JSON, twice).reason == "duplicate-field"  # type: ignore[union-attr]
+
+
+def test_a_year_long_token_is_refused_with_the_default_rules_end_to_end(
+    keyrelay_factory, make_client, upstream
+) -> None:
+    proxy = keyrelay_factory()  # the repo's rules.yaml: fal without endpoints:
+    client = make_client(proxy.port)
+    target = {"x-fal-target-url": "https://rest.fal.ai/tokens/"}
+    year = {"allowed_apps": ["any-owner/any-app"], "token_expiration": 31536000}
+    refused = client.post("/api/fal/proxy", json=year, headers=target)
+    assert refused.status == 403 and refused.json()["type"].endswith("/token-not-allowed")
+    short = {"allowed_apps": ["any-owner/any-app"], "token_expiration": 120}
+    assert client.post("/api/fal/proxy", json=short, headers=target).status == 200
+    assert upstream.only_request().json() == short
 
 
 def test_endpoints_token_options() -> None:
