@@ -1,5 +1,6 @@
 """One structured line per request: who, which provider, what, how it went. Never a key, a
-body, or a query value (queries can carry secrets: only the path is logged)."""
+body, or a query value (queries can carry secrets: only the path is logged). What a client
+chose (identity, method, path) is escaped: a text line stays one line of fixed fields."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 FORMATS = ("text", "json", "off")
 _TO_STREAM = "keyrelay.access.stream"  # handler names: found again when the script reloads
@@ -47,10 +49,10 @@ def as_text(entry: Entry) -> str:
     target = f"{entry.host}{entry.path}" if entry.host else entry.path
     parts = [
         _iso(entry.time),
-        entry.identity,
+        escape(entry.identity),
         entry.provider or "-",
-        entry.method,
-        target,
+        escape(entry.method),
+        escape(target),
         str(entry.status) if entry.status is not None else "-",
         f"in={entry.bytes_in}",
         f"out={entry.bytes_out}",
@@ -63,6 +65,18 @@ def as_text(entry: Entry) -> str:
     if entry.error:
         parts.append(f"error={json.dumps(entry.error)}")
     return " ".join(parts)
+
+
+def escape(text: str) -> str:
+    """A field a client chose, as one token of one line: control characters (ESC, VT, FF, CR,
+    LF, DEL, C1, U+2028...) and whitespace (HTTP/2 lets a path hold spaces) percent-encoded,
+    so no client can forge a line, colour a terminal or shift the fields after it."""
+    if text.isprintable() and not any(c.isspace() for c in text):
+        return text
+    return "".join(
+        c if c.isprintable() and not c.isspace() else quote(c, safe="", errors="surrogateescape")
+        for c in text
+    )
 
 
 def render(entry: Entry, fmt: str) -> str | None:

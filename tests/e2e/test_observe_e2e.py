@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 from mitmproxy import http, io
 from prometheus_client.parser import text_string_to_metric_families
-from support.client import HttpClient
+from support.client import HttpClient, raw_exchange
 from support.proxy import MITM_SCRIPT, TEST_KEYS, KeyrelayProcess
 from support.recorded_sessions import RECORD, run_calls, session
+from support.transport import h2_request
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
 
 CLIENT_TOKEN = "client-credential-7Qx9"  # the client's own credential, as sent to keyrelay
@@ -226,3 +228,29 @@ def test_a_fresh_recording_holds_what_the_client_saw(
 @pytest.fixture(autouse=True)
 def _no_real_keys_in_fixtures() -> None:
     assert all(k.startswith("test-") for k in TEST_KEYS.values())
+
+
+def test_control_characters_a_client_sends_never_reach_the_text_log_raw(
+    keyrelay_factory, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    proxy = keyrelay_factory(extra_args=["--set", f"keyrelay_access_log_file={log}"])
+    over_http1 = b"/api/openai/\x1b[2J\x1b[31mred\xc2\x85"  # VT, FF and spaces end a request line
+    reply = raw_exchange(
+        proxy.port, b"GET " + over_http1 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", until=b"}"
+    )
+    assert reply.startswith(b"HTTP/1.1 ")
+    over_http2 = "/api/anthropic/v1/x 200 in=0 out=0 dur=1ms ttfb=- forwarded\x0b\x0c\x1b[0m"
+    h2_request(proxy.port, proxy.confdir / "mitmproxy-ca-cert.pem", over_http2, [])
+    deadline = time.monotonic() + 5
+    while (text := log.read_text() if log.exists() else "").count("/api/") < 2:
+        assert time.monotonic() < deadline, f"no access log lines: {text!r}"
+        time.sleep(0.05)
+    lines = [line for line in text.splitlines(keepends=True) if "/api/" in line]
+    assert "/api/openai/%1B[2J%1B[31mred%C2%85 " in lines[0]
+    assert (
+        "/api/anthropic/v1/x%20200%20in=0%20out=0%20dur=1ms%20ttfb=-%20forwarded%0B%0C%1B[0m "
+        in (lines[1])
+    )
+    for line in lines:
+        assert not any(c < " " or "\x7f" <= c <= "\x9f" for c in line.rstrip("\n"))

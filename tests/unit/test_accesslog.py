@@ -59,3 +59,23 @@ def test_text_line_and_refusal() -> None:
     )
     assert accesslog.render(refused, "off") is None
     assert json.loads(accesslog.render(refused, "json") or "")["refusal"] == "target-not-allowed"
+
+
+def test_fields_a_client_chose_are_escaped_in_the_text_line() -> None:
+    hostile = replace(
+        ENTRY,
+        identity="forward:eve 200 admin",  # a forward-auth identity header, as sent
+        method="GET\x1b[2J",
+        host=None,
+        path="/api/x\x0b\x0c\r\n2023-11-14T22:13:20.250Z alice - POST /forged\u2028\x85\x7f",
+    )
+    line = accesslog.as_text(hostile)
+    assert line.splitlines() == [line]
+    assert line.split(" ")[1:5] == [
+        "forward:eve%20200%20admin",
+        "fal",
+        "GET%1B[2J",
+        "/api/x%0B%0C%0D%0A2023-11-14T22:13:20.250Z%20alice%20-%20POST%20/forged%E2%80%A8%C2%85%7F",
+    ]
+    assert accesslog.escape("/fal-ai/flux/dev") == "/fal-ai/flux/dev"
+    assert accesslog.escape("/héllo") == "/héllo"  # printable text stays readable
