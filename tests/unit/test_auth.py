@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support.guard import rules, token_entry
 
-from addon.auth.identity import Identity
+from addon.auth.identity import Identity, anonymous
 from addon.auth.presented import presented
 from addon.auth.tokens import TokenError, TokenStore
 from addon.config.auth import AuthSpec, parse_auth
@@ -17,6 +17,23 @@ from addon.config.rules import load
 
 def test_an_identity_reads_as_kind_and_name() -> None:
     assert str(Identity("token", "ci")) == "token:ci"
+
+
+@pytest.mark.parametrize(
+    ("address", "identity"),
+    [
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "ip:2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "ip:2001:db8:1:2::/64"),  # the same subscriber's other address
+        ("2001:db8:1:3::1", "ip:2001:db8:1:3::/64"),
+        ("fe80::1%eth0", "ip:fe80::/64"),
+        ("::ffff:192.0.2.7", "ip:192.0.2.7"),  # a dual-stack listener's IPv4 client
+        ("::1", "ip:::1"),
+        ("192.0.2.7", "ip:192.0.2.7"),
+        ("unknown", "ip:unknown"),
+    ],
+)
+def test_an_anonymous_ipv6_client_is_its_64(address: str, identity: str) -> None:
+    assert str(anonymous(address)) == identity
 
 
 def test_token_store() -> None:

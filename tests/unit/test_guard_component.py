@@ -213,3 +213,25 @@ def test_open_providers_on_a_public_address_are_warned_about(
         assert not caplog.records
         guard.warn_if_exposed("")
     assert "NO client authentication for openai, fal" in caplog.text
+
+
+def test_anonymous_ipv6_clients_share_their_64s_limits(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules(openai={"limits": {"rate": "2/minute"}}))
+    rules_ = load(path, {})
+    guard = prepared(rules_)
+
+    async def admitted(address: str) -> bool:
+        flow, route = request(rules_)
+        flow.client_conn.peername = (address, 40000, 0, 0)
+        refusal = await guard.requestheaders(flow, route)
+        assert refusal is None or refusal.status == 429
+        assert flowstate.of(flow)["identity"].startswith("ip:")
+        return refusal is None
+
+    async def scenario() -> None:
+        one_subscriber = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"]
+        assert [await admitted(a) for a in one_subscriber] == [True, True, False]
+        assert await admitted("2001:db8:1:3::1")  # the next /64 is someone else
+
+    run(scenario)
