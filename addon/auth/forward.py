@@ -3,9 +3,12 @@
 keyrelay sends GET <url> with the client's Cookie and Authorization headers (plus the original
 method and URI). 2xx: allowed, the identity is in `identity_header`; 401: not authenticated;
 403: authenticated but not allowed; anything else, or no answer: the auth service is down
-(fail closed). Answers are cached for `cache` seconds per distinct question (credentials,
-method and URI: everything the service is sent), and concurrent identical questions share one
-call.
+(fail closed). Answers are cached for `cache` seconds per credentials (and provider), so a
+client cannot miss the cache with a fresh query string per request; with `per_uri: true`, for
+apps that decide per method and URI, per method and URI too. Concurrent identical questions
+share one call, and at most `concurrency` calls run at once, on threads of their own: a flood
+of new credentials waits its turn (at most `timeout`, then 503), it does not hold up the
+rest of keyrelay's threads.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ import time
 import urllib.error
 import urllib.request
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from addon.auth.identity import Identity
 from addon.config.auth import ForwardSpec
+from addon.redis_client import Every
 
 logger = logging.getLogger(__name__)
 
 MAX_CACHED = 10_000
+LOG_EVERY = 10.0  # seconds between two "calls are queued" logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +52,23 @@ class ForwardAuth:
         self.spec = spec
         self._cache: OrderedDict[bytes, tuple[float, Verdict]] = OrderedDict()
         self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
+        self._slots = asyncio.Semaphore(spec.concurrency)
+        self._threads = ThreadPoolExecutor(spec.concurrency, "keyrelay-forward-auth")
+        self._log = Every(LOG_EVERY)
 
-    async def check(self, credentials: dict[str, str], method: str, uri: str) -> Verdict:
-        """`credentials`: the client's cookie / authorization headers that are present."""
-        # The service may decide on anything it is sent, so the cache key is all of it.
-        sent = (sorted(credentials.items()), method, uri)
-        key = hashlib.sha256(repr(sent).encode()).digest()
+    def stop(self) -> None:
+        """No longer used by the rules: calls under way finish on their own."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def check(
+        self, credentials: dict[str, str], method: str, uri: str, scope: str = ""
+    ) -> Verdict:
+        """`credentials`: the client's cookie / authorization headers that are present; `scope`:
+        the provider asking (a yes for one provider is no yes for another)."""
+        question: tuple[object, ...] = (sorted(credentials.items()), scope)
+        if self.spec.per_uri:
+            question += (method, uri)
+        key = hashlib.sha256(repr(question).encode()).digest()
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
@@ -61,7 +78,7 @@ class ForwardAuth:
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            verdict = await asyncio.to_thread(self._ask, credentials, method, uri)
+            verdict = await self._call(credentials, method, uri)
             if verdict.status != 503 and self.spec.cache > 0:
                 self._remember(key, now + self.spec.cache, verdict)
             future.set_result(verdict)
@@ -72,6 +89,25 @@ class ForwardAuth:
             raise
         finally:
             del self._pending[key]
+
+    async def _call(self, credentials: dict[str, str], method: str, uri: str) -> Verdict:
+        """One call to the app, once one of `concurrency` slots is free (503 if none frees up
+        within `timeout`)."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.spec.timeout)
+        except TimeoutError:
+            if self._log("queued"):
+                logger.error(
+                    "keyrelay: auth: %d forward auth calls busy for %gs: answering 503",
+                    self.spec.concurrency,
+                    self.spec.timeout,
+                )
+            return Verdict(503)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, self._ask, credentials, method, uri)
+        finally:
+            self._slots.release()
 
     def _remember(self, key: bytes, until: float, verdict: Verdict) -> None:
         self._cache[key] = (until, verdict)

@@ -23,10 +23,12 @@ class AuthSetupError(ValueError):
 
 
 class Gate:
-    def __init__(self, spec: AuthSpec, environ: dict[str, str], live: Generation) -> None:
+    def __init__(
+        self, spec: AuthSpec, environ: dict[str, str], live: Generation, scope: str = ""
+    ) -> None:
         """Key sets and forward-auth caches come from `live`: shared by providers with the same
         source, and kept across rules reloads (no refetch, no forgotten decisions)."""
-        self.spec = spec
+        self.spec, self.scope = spec, scope  # scope: the provider's name
         self.tokens: TokenStore | None = None
         self.jwt: JwtVerifier | None = None
         self.forward: ForwardAuth | None = None
@@ -64,7 +66,7 @@ class Gate:
                 credentials[self.spec.header] = v
             if not credentials:
                 return _unauthenticated("no credentials were sent")
-            verdict = await self.forward.check(credentials, method, uri)
+            verdict = await self.forward.check(credentials, method, uri, self.scope)
             if verdict.status == 503:
                 return Refusal(503, "auth-unavailable", "the authentication service failed")
             if verdict.status != 200:

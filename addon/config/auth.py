@@ -35,6 +35,8 @@ class ForwardSpec:
     identity_header: str
     cache: float = 10.0  # seconds a decision is reused for the same cookies + Authorization
     timeout: float = 3.0
+    per_uri: bool = False  # the app decides per method and URI: cache per URI too
+    concurrency: int = 4  # calls to the app at once; more wait (at most `timeout`), then 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ def _forward(node: Node) -> ForwardSpec:
         identity_header=identity_header,
         cache=node.number("cache", 10.0),
         timeout=node.number("timeout", 3.0, minimum=0.1),
+        per_uri=node.flag("per_uri", False),
+        concurrency=node.integer("concurrency", 4, minimum=1),
     )
     node.finish()
     return spec

@@ -45,7 +45,7 @@ class Guard:
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         """Build this load's gates and limiter; the returned call installs them."""
         try:
-            gates = {p.name: Gate(p.auth, rules.env, live) for p in rules.providers}
+            gates = {p.name: Gate(p.auth, rules.env, live, p.name) for p in rules.providers}
         except AuthSetupError as e:
             raise ConfigError(str(rules.source), "auth", str(e)) from e
         backend = rules.limits_backend
