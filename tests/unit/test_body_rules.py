@@ -197,6 +197,28 @@ def test_prepare_refuses_what_cannot_be_buffered() -> None:
     assert prepare(1000, "POST", headers(content_length="600"), 500).status == 413  # type: ignore[union-attr]
 
 
+def test_the_default_max_body_bounds_the_time_a_check_holds_the_event_loop() -> None:
+    """Checks run on the one event loop: a 30 MiB JSON body of tiny objects took 2-5 s, every
+    other flow waiting meanwhile. The default now refuses such a body by its length (413)."""
+    default = parse_validation(Node({"models": ["gpt-4o-mini"]}, "r.yaml"))
+    assert default.max_body == 4 << 20
+    headers = {"content-length": [str(30 << 20)], "content-type": [JSON]}
+    refusal = prepare(default.max_body, "POST", lambda name: headers.get(name, []))
+    assert refusal is not None and refusal.status == 413
+    tiny = body(model="gpt-4o-mini", a=[{"k": 1}] * 400_000)  # just under 4 MiB
+    assert len(tiny) < default.max_body and check_body(default, [JSON], tiny) is None
+
+
+def test_a_multipart_body_of_too_many_parts_is_refused() -> None:
+    """Each part costs Python time on the event loop; real forms have a handful."""
+    part = 'Content-Disposition: form-data; name="f"\r\n\r\nv'
+    content_type = ["multipart/form-data; boundary=XyZ"]
+    assert check_body(SPEC, content_type, multipart_body(TOKENS_PART, *[part] * 999)) is None
+    refusal = check_body(SPEC, content_type, multipart_body(TOKENS_PART, *[part] * 1000))
+    assert refusal is not None and refusal.reason == "multipart-unreadable"
+    assert "1000 parts" in refusal.detail
+
+
 def test_parse_validation() -> None:
     spec = parse_validation(Node({"models": ["a*"], "max_tokens": 5, "max_body": "2MiB"}, "r.yaml"))
     assert spec == ValidationSpec(models=("a*",), max_tokens=5, max_body=2 << 20)
