@@ -292,6 +292,16 @@ class KeyRelay:
             self.masking.error,
         )
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        try:
+            self.masking.websocket_message(flow)  # a key the upstream echoes
+        except Exception:
+            # Unmasked, the message must not go on: drop it and end the socket.
+            logger.exception("keyrelay: internal error in websocket_message")
+            assert flow.websocket is not None
+            flow.websocket.messages[-1].drop()
+            flow.kill()
+
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.
         await settle(

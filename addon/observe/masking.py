@@ -18,6 +18,7 @@ from mitmproxy import http
 from addon.config.rules import Rules
 from addon.keys.store import KeyStore
 from addon.observe import redaction
+from addon.transport.component import websocket_open
 
 Current = Callable[[], tuple[Rules | None, KeyStore | None]]
 _NO_SECRETS: Mapping[str, str] = MappingProxyType({})
@@ -43,6 +44,7 @@ class Masking:
     def __init__(self, current: Current) -> None:
         self._current = current
         self._client: dict[str, _Client] = {}
+        self._sockets: dict[str, http.HTTPFlow] = {}  # open WebSockets, for `done`
         self._own: _OwnSecrets | None = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -87,17 +89,34 @@ class Masking:
         self._client.pop(flow.id, None)
         redaction.scrub_flow(flow, self.own().masks, everything)
         redaction.scrub_oversized_credentials(flow.request.headers)
+        if websocket_open(flow):  # `response` ran on its 101: messages are still to come
+            self._sockets[flow.id] = flow
 
     error = response
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """A key the upstream echoes in a WebSocket message is masked before the client gets
+        it (a message is relayed after this hook, whole: its length may change)."""
+        assert flow.websocket is not None
+        message = flow.websocket.messages[-1]
+        if message.from_client:
+            return
+        masked = redaction.scrub_bytes(message.content, self.own().masks)
+        if masked != message.content:
+            message.content = masked
+
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         """Save writes a WebSocket flow again at its end, messages included: mask them too."""
+        self._sockets.pop(flow.id, None)
         redaction.scrub_flow(flow, self.own().masks)
 
     def done(self) -> None:
-        """Flows still open at shutdown are saved by Save's `done`, after this: mask them now."""
+        """Flows still open at shutdown are saved by Save's `done`, after this: mask them now,
+        open WebSockets' messages included."""
         for client in list(self._client.values()):
             self.response(client.flow)
+        for flow in list(self._sockets.values()):
+            self.websocket_end(flow)
 
     def own(self) -> _OwnSecrets:
         """The admin token and every key: the same until the rules or a key change."""

@@ -189,12 +189,34 @@ def test_websocket_messages_echoing_a_key_are_masked_in_saved_flows(
     with _handshake(relay.port, target) as (sock, ws, accepted):
         assert isinstance(accepted, AcceptConnection)
         sock.sendall(ws.send(Message(data=f"the key is {key}")))
-        assert isinstance(_next_event(sock, ws), TextMessage)  # echoed back by the upstream
+        echoed = _next_event(sock, ws)  # echoed back by the upstream: masked on its way
+        assert isinstance(echoed, TextMessage)
+        assert echoed.data == "echo: the key is <ELEVENLABS_API_KEY>"
+        sock.sendall(ws.send(Message(data=f"{key}"[:-1].encode() + b"\xff")))
+        near_miss = _next_event(sock, ws)  # binary, reversed: not the key, left alone
+        assert isinstance(near_miss, BytesMessage)
+        assert bytes(near_miss.data) == (f"{key}"[:-1].encode() + b"\xff")[::-1]
         sock.sendall(ws.send(CloseConnection(code=1000)))
         assert isinstance(_next_event(sock, ws), CloseConnection)
     relay.stop()
     data = saved.read_bytes()
     assert b"the key is" in data
+    assert key.encode() not in data
+
+
+def test_a_websocket_open_at_shutdown_is_saved_masked(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream, tmp_path: Path
+) -> None:
+    saved = tmp_path / "flows"
+    relay = keyrelay_factory(upstream_port=ws_upstream.port, extra_args=["-w", str(saved)])
+    key = TEST_KEYS["ELEVENLABS_API_KEY"]
+    with _handshake(relay.port, STREAM_INPUT) as (sock, ws, accepted):
+        assert isinstance(accepted, AcceptConnection)
+        sock.sendall(ws.send(Message(data=f"sent while open: {key}")))
+        assert isinstance(_next_event(sock, ws), TextMessage)
+        relay.stop()  # the socket is still open: Save writes the flow at `done`
+    data = saved.read_bytes()
+    assert b"sent while open" in data
     assert key.encode() not in data
 
 
