@@ -107,7 +107,15 @@ def check_body(spec: ValidationSpec, content_types: Sequence[str], body: bytes) 
 
 
 def check_query(spec: ValidationSpec, query: str, *, websocket: bool) -> Refusal | None:
-    """`models:` on a model named in the query string (`?model=`, `?model_id=`)."""
+    """`models:` on a model named in the query string (`?model=`, `?model_id=`). A WebSocket's
+    messages are never checked: under `max_tokens:` (every request must name its cap) it is
+    refused, under `models:` its URL must name the model."""
+    if websocket and spec.max_tokens is not None:
+        return Refusal(
+            403,
+            "max-tokens-required",
+            "rule max_tokens: a WebSocket's messages are not checked, so none may open here",
+        )
     if spec.models is None:
         return None
     named = [v for k, v in parse_qsl(query, keep_blank_values=True) if k in MODEL_FIELDS]

@@ -107,9 +107,14 @@ def test_batches_are_checked_under_models_alone() -> None:
     ],
 )
 def test_check_query(query: str, websocket: bool, reason: str | None) -> None:
-    refusal = check_query(SPEC, query, websocket=websocket)
+    models_only = ValidationSpec(models=SPEC.models)
+    refusal = check_query(models_only, query, websocket=websocket)
     assert (refusal.reason if refusal else None) == reason
-    assert check_query(ValidationSpec(max_tokens=5), "model=o1-pro", websocket=True) is None
+    assert check_query(ValidationSpec(max_n=5), "model=o1-pro", websocket=True) is None
+    # Under max_tokens every request names its cap: a WebSocket's messages cannot.
+    capped = check_query(SPEC, "model=gpt-4o-mini", websocket=True)
+    assert capped is not None and capped.reason == "max-tokens-required"
+    assert check_query(SPEC, "model=gpt-4o-mini", websocket=False) is None
 
 
 def test_two_content_types_are_never_read_as_one() -> None:
