@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 FILE_POLL = 1.0  # seconds between checks of a watched file
 COMMAND_RETRY = 5.0  # seconds before re-running a command that failed (capped by refresh)
-REMEMBERED = 8  # past values per source shown by `history` (redaction keeps all: KnownValues)
 
 Stamp = tuple[int, int, int] | None
 
@@ -86,13 +85,12 @@ class FileWatch:
 
 
 class LiveKey:
-    """One source's current key, and the values it had before (for redaction)."""
+    """One source's current key (the values it had before: KnownValues, for redaction)."""
 
     def __init__(self, source: KeySource, label: str) -> None:
         self.source = source
         self.label = label  # "openai" or "openai pool key 2": what logs name
         self.value: str | None = None
-        self.history: list[str] = []
 
     @property
     def placeholder(self) -> str:
@@ -133,8 +131,6 @@ class LiveKey:
                     key_id(value),
                 )
             self.value = value
-            if value not in self.history:
-                self.history = [*self.history, value][-REMEMBERED:]
             KnownValues.remember(value, self.placeholder)
         return True
 

@@ -3,7 +3,7 @@ keys and key pools (the modules beside this one).
 
 relay.py asks for a key in `requestheaders` and reports the answer in `responseheaders` and
 `response` (a pool key whose 429/401 was about the key itself rests a while); masking hides
-every value `secrets()` names (each source's current and recent keys, every tenant key seen).
+every value `secrets()` names (every key value the process has held: KnownValues).
 """
 
 from __future__ import annotations

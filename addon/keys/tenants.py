@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,8 +74,6 @@ def parse_table(data: Any) -> dict[str, str]:
 class Tenants(Protocol):
     async def lookup(self, tenant: str) -> str | None: ...
 
-    def values(self) -> Iterable[str]: ...
-
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -85,7 +83,6 @@ class FileTenants:
     def __init__(self, path: Path, label: str) -> None:
         self.path, self.label = path, label
         self.table: dict[str, str] = {}
-        self._seen: set[str] = set()
         self._watch = FileWatch(path, self.reload)
         self.reload()
 
@@ -104,16 +101,12 @@ class FileTenants:
             )
             return
         self.table = table
-        self._seen.update(table.values())
         for value in table.values():
             KnownValues.remember(value, tenant_placeholder(value))
         logger.info("keyrelay: %s: %d tenant keys from %s", self.label, len(table), self.path)
 
     async def lookup(self, tenant: str) -> str | None:
         return self.table.get(tenant)
-
-    def values(self) -> Iterable[str]:
-        return self._seen
 
     def start(self) -> None:
         self._watch.start()
@@ -148,9 +141,6 @@ class RedisTenants:
             self._seen.add(value)
             KnownValues.remember(value, tenant_placeholder(value))
         return value
-
-    def values(self) -> Iterable[str]:
-        return self._seen
 
     def start(self) -> None:
         pass
