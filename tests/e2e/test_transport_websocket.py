@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import KeyrelayFactory
-from support.proxy import TEST_KEYS
+from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.tls import TlsMaterial
 from support.transport import WebSocketUpstream
 from wsproto import ConnectionType, WSConnection
@@ -179,14 +179,20 @@ def test_an_idle_websocket_is_closed_and_frees_its_slot(
     assert _handshake_status_until(relay.port, 101)[-1] == 101
 
 
+KEY = TEST_KEYS["ELEVENLABS_API_KEY"]
+
+
+def _saving(factory: KeyrelayFactory, upstream: WebSocketUpstream, saved: Path) -> KeyrelayProcess:
+    """keyrelay saving its flows to `saved` (-w): written at a WebSocket's end or at shutdown."""
+    return factory(upstream_port=upstream.port, extra_args=["-w", str(saved)])
+
+
 def test_websocket_messages_echoing_a_key_are_masked_in_saved_flows(
     keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream, tmp_path: Path
 ) -> None:
-    saved = tmp_path / "flows"
-    relay = keyrelay_factory(upstream_port=ws_upstream.port, extra_args=["-w", str(saved)])
-    key = TEST_KEYS["ELEVENLABS_API_KEY"]
-    target = "/api/elevenlabs/v1/text-to-speech/voice1/stream-input"
-    with _handshake(relay.port, target) as (sock, ws, accepted):
+    key, saved = KEY, tmp_path / "flows"
+    relay = _saving(keyrelay_factory, ws_upstream, saved)
+    with _handshake(relay.port, STREAM_INPUT) as (sock, ws, accepted):
         assert isinstance(accepted, AcceptConnection)
         sock.sendall(ws.send(Message(data=f"the key is {key}")))
         echoed = _next_event(sock, ws)  # echoed back by the upstream: masked on its way
@@ -208,16 +214,15 @@ def test_a_websocket_open_at_shutdown_is_saved_masked(
     keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream, tmp_path: Path
 ) -> None:
     saved = tmp_path / "flows"
-    relay = keyrelay_factory(upstream_port=ws_upstream.port, extra_args=["-w", str(saved)])
-    key = TEST_KEYS["ELEVENLABS_API_KEY"]
+    relay = _saving(keyrelay_factory, ws_upstream, saved)
     with _handshake(relay.port, STREAM_INPUT) as (sock, ws, accepted):
         assert isinstance(accepted, AcceptConnection)
-        sock.sendall(ws.send(Message(data=f"sent while open: {key}")))
+        sock.sendall(ws.send(Message(data=f"sent while open: {KEY}")))
         assert isinstance(_next_event(sock, ws), TextMessage)
         relay.stop()  # the socket is still open: Save writes the flow at `done`
     data = saved.read_bytes()
     assert b"sent while open" in data
-    assert key.encode() not in data
+    assert KEY.encode() not in data
 
 
 def test_a_websocket_is_held_to_models_and_rates(
