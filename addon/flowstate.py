@@ -29,6 +29,9 @@ class FlowState(TypedDict, total=False):
     timeout: Timeout  # which timeout ended the flow
     job: str  # "kind:id" of the job this request started or named (jobs/)
     read_whole: bool  # the response is read whole before it goes out (a job's id is in it)
+    usage: dict[str, float]  # the provider's own units by name (addon/metering/usage.py)
+    cost: float  # USD, from the rules' prices (a cut stream: its whole reservation)
+    model: str  # the model (or fal endpoint) it was priced as
 
 
 def of(flow: http.HTTPFlow) -> FlowState:

@@ -24,6 +24,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
 from addon import errorpage, flowstate
+from addon.budget.component import Budget
 from addon.config.node import ConfigError
 from addon.config.rules import Rules
 from addon.config.rules import load as load_rules
@@ -114,7 +115,7 @@ class KeyRelay:
         self.keys: KeyStore | None = None
         self.resources = Resources()  # live key sources, limiter stores, auth caches
         self.replay = Replay()
-        self.admin = AdminEndpoints(self._current)
+        self.admin = AdminEndpoints(self._current, self._usage)
         self.masking = Masking(self._current)
         self.access = AccessLog(lambda: self.rules, self.masking.masks)
         self.cors = cors.Cors()
@@ -124,12 +125,16 @@ class KeyRelay:
         self.early = EarlyRefusals()  # refusals that must not wait for a large body
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # who may read a fal request or an inference.sh task
+        self.budget = Budget()  # usage metered, priced; budgets reserved and settled
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.addons = [FastDispatch()]  # mitmproxy's hooks through a table (dispatch.py)
 
     def _current(self) -> tuple[Rules | None, KeyStore | None]:
         return self.rules, self.keys
+
+    async def _usage(self, flow: http.HTTPFlow) -> Answer:
+        return await self.budget.usage(flow, self.guard.gates)
 
     # -- options and lifetime ------------------------------------------------------------------
 
@@ -187,8 +192,10 @@ class KeyRelay:
             keys = KeyStore(self.replay.keyed_rules(rules), live)
             install_guard = self.guard.prepare(rules, live)
             install_jobs = self.jobs.prepare(rules, live)
+            install_budget = self.budget.prepare(rules, live)
         install_guard()
         install_jobs()
+        install_budget()
         self.guard.warn_if_exposed(ctx.options.listen_host)
         self.rules, self.keys = rules, keys
         self.routing.configure_rules(rules)
@@ -225,7 +232,7 @@ class KeyRelay:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
         if given := self.cors.requestheaders(flow):  # preflights: before any authentication
             return given
-        if given := self.admin.requestheaders(flow):  # keyrelay's own endpoints
+        if given := await self.admin.requestheaders(flow):  # keyrelay's own endpoints
             return given
         route = self.routing.requestheaders(flow)
         if isinstance(route, Refusal):
@@ -236,6 +243,8 @@ class KeyRelay:
             return refusal
         if refusal := await self.jobs.requestheaders(flow, route):  # whose job it is
             return refusal
+        if refusal := self.budget.requestheaders(flow, route):  # keeps a costly body whole
+            return refusal
         assert self.keys is not None
         key = await self.keys.requestheaders(flow, route.provider)  # tenant, pool or shared
         if isinstance(key, Refusal):
@@ -244,8 +253,10 @@ class KeyRelay:
         return None
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
-        if refusal := self.guard.request(flow):  # body rules, on the whole body
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if (refusal := self.guard.request(flow)) or (
+            refusal := await self.budget.request(flow)
+        ):  # body rules, on the whole body
             answer(flow, refusal)
         self.transport.request(flow)  # the time to first byte starts now
 
@@ -257,6 +268,7 @@ class KeyRelay:
                 self.keys.responseheaders(flow)  # a pool key's 429/401: read whole, see response
             self.cors.responseheaders(flow)  # keyrelay's CORS headers, never the upstream's
             self.transport.responseheaders(flow)  # streaming, content-encoding, head fixes
+            self.budget.responseheaders(flow)  # meters the decoded stream as it passes
             self.masking.responseheaders(flow)  # keys an upstream echoes, chunk by chunk
             self.access.responseheaders(flow)  # last: counts the bytes that go out
         except Exception:
@@ -273,6 +285,7 @@ class KeyRelay:
             self._key_feedback,  # a pool key whose 429/401 was about the key rests
             self.jobs.response,  # a submission's owner, before the client has the id
             self.guard.response,  # frees the concurrency slot
+            self.budget.response,  # usage and cost into the flow's state; settles the books
             self.access.response,  # logs and counts (with the masks the flow needs)
             self.masking.response,  # masks every secret before Save or mitmweb see the flow
         )
@@ -288,6 +301,7 @@ class KeyRelay:
             self.transport.error,
             self.jobs.error,
             self.guard.error,
+            self.budget.error,
             self.access.error,
             self.masking.error,
         )
@@ -308,6 +322,7 @@ class KeyRelay:
             flow,
             self.transport.error,
             self.guard.websocket_end,
+            self.budget.websocket_end,
             self.masking.websocket_end,  # messages echoing a key, before Save writes them
         )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from addon.config.auth import AuthSpec, parse_auth
+from addon.config.budget import BudgetSpec, Price, parse_budget, parse_prices
 from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
 from addon.config.credential import Credential, parse_credential
 from addon.config.limits import LimitSpec, parse_limits
@@ -89,6 +90,8 @@ class Provider:
     transport: TransportSpec = field(default_factory=TransportSpec)  # streams, sizes, timeouts
     cors: CorsPolicy = NO_CORS  # browsers on other origins: none allowed unless configured
     ownership: OwnershipSpec = field(default_factory=OwnershipSpec)  # who may read a job
+    prices: tuple[Price, ...] = ()  # USD, first match wins (config/budget.py)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)  # this provider's own share
 
 
 def section(node: Node, defaults: Node, name: str) -> Node | None:
@@ -156,6 +159,8 @@ def parse_provider(name: str, node: Node, defaults: Node) -> Provider:
         ownership=parse_ownership(
             node, "ownership", parse_ownership(defaults, "ownership", OwnershipSpec())
         ),
+        prices=parse_prices(node),
+        budget=parse_budget(node),
     )
     node.finish()
     return provider

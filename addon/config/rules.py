@@ -13,6 +13,7 @@ import yaml
 
 from addon.config import envfile
 from addon.config.admin import Admin, parse_admin
+from addon.config.budget import BudgetSpec, parse_budget
 from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
 from addon.config.limits import BackendSpec, parse_backend
 from addon.config.node import ConfigError, Node
@@ -29,6 +30,7 @@ class Rules:
     admin: Admin = field(default_factory=Admin)  # /_keyrelay/ endpoints: who may read them
     limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
     cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
+    budget: BudgetSpec = field(default_factory=BudgetSpec)  # USD per identity, all providers
     # Routing order, derived once here: CORS and the router look it up on every request.
     _prefixed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
     _header_routed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
@@ -45,6 +47,11 @@ class Rules:
 
     def header_routed(self) -> tuple[Provider, ...]:
         return self._header_routed
+
+    @property
+    def keeps_books(self) -> bool:
+        """Whether any budget is set: then every identity's spend is kept (addon/budget/)."""
+        return self.budget.active or any(p.budget.active for p in self.providers)
 
 
 def _longer_prefix_first(provider: Provider) -> int:
@@ -82,8 +89,11 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     _check_unique(root, providers)
     admin = parse_admin(root.child("admin", None))
     limits_backend = parse_backend(root.child("limits_backend", None))
+    budget = parse_budget(root)
     root.finish()
-    return Rules(path, providers, env, admin, limits_backend=limits_backend, cors=cors)
+    return Rules(
+        path, providers, env, admin, limits_backend=limits_backend, cors=cors, budget=budget
+    )
 
 
 def _check_unique(root: Node, providers: tuple[Provider, ...]) -> None:

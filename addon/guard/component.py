@@ -102,7 +102,7 @@ class Guard:
         if provider.validation.reads_body or mints_token:
             max_body = provider.validation.max_body
             get_all = request.headers.get_all
-            if refusal := body_rules.prepare(max_body, request.method, get_all, _buffer_limit()):
+            if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
                 return refusal
             request.stream = False  # keep it buffered: the `request` hook checks it whole
         assert self.limiter is not None
@@ -163,7 +163,7 @@ def _mints_token(provider: Provider, method: str, host: str, path: str) -> bool:
     return token_grants.applies(provider.endpoints, method, host, path)
 
 
-def _buffer_limit() -> int | None:
+def buffer_limit() -> int | None:
     """mitmproxy starts streaming a buffered body past `stream_large_bodies`: stay below it."""
     try:
         return human.parse_size(ctx.options.stream_large_bodies)

@@ -155,6 +155,9 @@ class AccessLog:
             decision="refused" if refusal else ("error" if error else decision),
             refusal=refusal,
             error=error,
+            usage=state.get("usage"),
+            cost=state.get("cost"),
+            model=state.get("model"),
         )
 
     def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry) -> None:
@@ -168,6 +171,8 @@ class AccessLog:
         ]
         if entry.refusal:
             parts.append(f"reason: {entry.refusal}")
+        if entry.cost is not None:
+            parts.append(f"cost: ${entry.cost:.6f} ({entry.model or '-'})")
         if entry.error:
             parts.append(f"error: {entry.error}")
         flow.comment = " | ".join(parts)
@@ -185,6 +190,8 @@ class AccessLog:
         if key_id and entry.provider and entry.decision == "forwarded":
             metrics.key_used(entry.provider, key_id, entry.status)
         metrics.body_bytes(entry.provider, entry.bytes_in, entry.bytes_out)
+        if entry.provider and entry.usage is not None:
+            metrics.usage(entry.provider, entry.model or "-", entry.usage, entry.cost or 0.0)
         if entry.provider and entry.decision in ("forwarded", "replayed"):
             metrics.upstream_timing(
                 entry.provider,

@@ -34,6 +34,9 @@ class Entry:
     decision: str  # "forwarded", "refused", "replayed", "admin", "error"
     refusal: str | None = None  # the refusal reason, when keyrelay answered itself
     error: str | None = None  # why the flow failed (client went away, upstream unreachable)
+    usage: dict[str, float] | None = None  # the provider's own units (input_tokens, characters...)
+    cost: float | None = None  # USD, from the rules' prices
+    model: str | None = None  # what it was priced as
 
 
 def as_json(entry: Entry) -> str:
@@ -62,6 +65,11 @@ def as_text(entry: Entry) -> str:
     ]
     if entry.refusal:
         parts.append(f"reason={entry.refusal}")
+    if entry.usage is not None:
+        units = ",".join(f"{name}:{_number(n)}" for name, n in entry.usage.items())
+        parts.append(f"usage={units or '-'}")
+    if entry.cost is not None:
+        parts.append(f"cost={_number(entry.cost)}")
     if entry.error:
         parts.append(f"error={json.dumps(entry.error)}")
     return " ".join(parts)
@@ -77,6 +85,10 @@ def escape(text: str) -> str:
         c if c.isprintable() and not c.isspace() else quote(c, safe="", errors="surrogateescape")
         for c in text
     )
+
+
+def _number(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else f"{n:.9f}".rstrip("0")
 
 
 def render(entry: Entry, fmt: str) -> str | None:

@@ -19,6 +19,7 @@ from addon.problems import Refusal
 PREFIX = "/_keyrelay/"
 HEALTH = PREFIX + "health"
 METRICS = PREFIX + "metrics"
+USAGE = PREFIX + "usage"  # each caller's spend: served by addon/budget/, not behind admin:
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ answer, and to whom, is decided in admin.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 
@@ -13,18 +13,23 @@ from addon.observe import admin
 from addon.problems import Answer, Refusal, Reply
 
 Current = Callable[[], tuple[Rules | None, KeyStore | None]]
+Usage = Callable[[http.HTTPFlow], Awaitable[Answer]]
 
 
 class AdminEndpoints:
-    def __init__(self, current: Current) -> None:
+    def __init__(self, current: Current, usage: Usage) -> None:
         self._current = current
+        self._usage = usage
 
-    def requestheaders(self, flow: http.HTTPFlow) -> Answer | None:
-        """Before routing: the answer to a request under /_keyrelay/, else None."""
+    async def requestheaders(self, flow: http.HTTPFlow) -> Answer | None:
+        """Before routing: the answer to a request under /_keyrelay/, else None. The usage
+        endpoint is each caller's own, authenticated like a provider call (budget/)."""
         rules, keys = self._current()
         request = flow.request
         if rules is None or not admin.is_admin_path(request.path):
             return None
+        if request.path.partition("?")[0] == admin.USAGE:
+            return await self._usage(flow)
         peer = flow.client_conn.peername
         result = admin.serve(
             rules.admin,

@@ -81,6 +81,20 @@ KEY_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+USAGE = Counter(
+    "keyrelay_usage",
+    "Provider units metered from the answers (input_tokens, output_tokens, cache_*, "
+    "characters, units), by provider and model. Never by identity: see /_keyrelay/usage.",
+    ["provider", "model", "unit"],
+    registry=REGISTRY,
+)
+SPEND = Counter(
+    "keyrelay_spend_usd",
+    "USD spent, by the rules' prices, by provider and model.",
+    ["provider", "model"],
+    registry=REGISTRY,
+)
+
 
 # Each metric's child per label values: `.labels()` validates and locks on every call, and
 # these few children (providers x statuses, reasons) are asked for on every request.
@@ -130,6 +144,12 @@ def key_used(provider: str, key_id: str, status: int | None) -> None:
 def rate_limited(provider: str) -> None:
     """For the limits module: one request refused by a rate limit."""
     _labelled(RATE_LIMITED, provider).inc()
+
+
+def usage(provider: str, model: str, units: dict[str, float], cost: float) -> None:
+    for unit, n in units.items():
+        _labelled(USAGE, provider, model, unit).inc(n)
+    _labelled(SPEND, provider, model).inc(cost)
 
 
 def exposition() -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import http
 from mitmproxy.test import tflow
@@ -12,13 +14,36 @@ from support.repo import RULES
 from addon.config.rules import Rules, load
 from addon.keys.store import KeyStore
 from addon.observe.admin_endpoints import AdminEndpoints
-from addon.problems import Refusal, Reply
+from addon.problems import Answer, Refusal, Reply
 
 ADMIN_TOKEN = "admin-token-0123456789"
 
 
-def endpoints(rules: Rules | None, keys: KeyStore | None = None) -> AdminEndpoints:
-    return AdminEndpoints(lambda: (rules, keys))
+USAGE_REPLY = Reply(200, "admin", b"{}")
+
+
+async def usage(flow: http.HTTPFlow) -> Answer:
+    flow.metadata["asked-for-usage"] = True
+    return USAGE_REPLY
+
+
+class Endpoints(AdminEndpoints):
+    """Called from sync tests: each call runs on its own event loop."""
+
+    def requestheaders(self, flow: http.HTTPFlow) -> Any:  # type: ignore[override]
+        return asyncio.run(super().requestheaders(flow))
+
+
+def endpoints(rules: Rules | None, keys: KeyStore | None = None) -> Endpoints:
+    return Endpoints(lambda: (rules, keys), usage)
+
+
+def test_usage_is_each_callers_own_not_behind_the_admin_section() -> None:
+    """/_keyrelay/usage goes to the budget component (authenticated there), even from a
+    client the admin section refuses."""
+    flow = get("/_keyrelay/usage?identity=x", peer="203.0.113.9")
+    assert endpoints(load(RULES, {})).requestheaders(flow) is USAGE_REPLY
+    assert flow.metadata["asked-for-usage"]
 
 
 def get(path: str, peer: str = "127.0.0.1", method: str = "GET", **headers: str) -> http.HTTPFlow:

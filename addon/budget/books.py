@@ -1,0 +1,94 @@
+"""The books one identity keeps per period, and what stores them (memory.py, redis_store.py).
+
+An account is one identity's hash for one period (a UTC day or month) with the fields `spent`,
+`reserved`, and `spent:<provider>` / `reserved:<provider>`, in nano-dollars. A reservation fits
+when, in every account, what is spent and reserved plus it stays within the limit (all
+providers, and the provider's own).
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+PeriodName = Literal["daily", "monthly"]
+GRACE = 86400  # seconds an account outlives its period (a late settlement still lands)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    name: PeriodName
+    ident: str  # "d20261124", "m202611"
+    start: datetime
+    resets: datetime
+
+    def seconds_left(self, now: datetime) -> int:
+        return max(1, int((self.resets - now).total_seconds() + 0.999))
+
+
+def periods(now: datetime) -> tuple[Period, Period]:
+    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    month = datetime(now.year, now.month, 1, tzinfo=UTC)
+    days = calendar.monthrange(now.year, now.month)[1]
+    return (
+        Period("daily", day.strftime("d%Y%m%d"), day, day + timedelta(days=1)),
+        Period("monthly", month.strftime("m%Y%m"), month, month + timedelta(days=days)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    key: str  # who (hashed) and which period
+    ttl: int  # seconds the account is kept
+    limit: int | None  # nano-dollars, all providers; None: none
+    provider_limit: int | None  # nano-dollars, this provider
+
+
+def who(identity: str) -> str:
+    """Identities may hold any character, and a shared store needs no personal data."""
+    return hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
+def account_key(identity: str, period: Period) -> str:
+    return f"{{{who(identity)}}}:{period.ident}"  # {hash tag}: one Redis Cluster slot
+
+
+class BudgetStore(Protocol):
+    async def reserve(self, accounts: tuple[Account, ...], provider: str, amount: int) -> int:
+        """0 when reserved in every account; else the (1-based) account that cannot cover it,
+        and nothing was reserved."""
+        ...
+
+    async def settle(
+        self, accounts: tuple[Account, ...], provider: str, reserved: int, spent: int
+    ) -> None:
+        """Release `reserved` and add `spent`, in every account."""
+        ...
+
+    async def read(self, keys: tuple[str, ...]) -> list[dict[str, int]]: ...
+
+    async def close(self) -> None: ...
+
+
+def fits(fields: dict[str, int], account: Account, provider: str, amount: int) -> bool:
+    """The rule both stores apply (the Redis script spells it again in Lua)."""
+    for limit, prefix in ((account.limit, ""), (account.provider_limit, f":{provider}")):
+        if limit is None:
+            continue
+        held = fields.get(f"spent{prefix}", 0) + fields.get(f"reserved{prefix}", 0)
+        if held >= limit or held + amount > limit:
+            return False
+    return True
+
+
+def entries(provider: str, reserved: int, spent: int) -> dict[str, int]:
+    """The field increments of a settlement (a reservation: spent 0, reserved negative)."""
+    return {
+        "reserved": -reserved,
+        f"reserved:{provider}": -reserved,
+        "spent": spent,
+        f"spent:{provider}": spent,
+    }

@@ -1,0 +1,381 @@
+"""Metering and budgets on flows.
+
+`requestheaders` (after the guard: the caller is known) keeps a body that a budget or the
+usage of a streamed chat completion depends on buffered; `request` reads it, asks OpenAI for a
+stream's usage when the client did not, and reserves the worst case (or refuses: 429
+`budget-exhausted`); `responseheaders` meters the head and the stream as it passes; `response`
+and `error` settle: the metered cost, or the whole reservation for a stream cut before its
+final usage. The figures go into the flow's state, where the access log and metrics read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mitmproxy import http
+
+from addon import flowstate, header_index, tasks
+from addon.auth.gate import Gate
+from addon.auth.identity import Identity, anonymous
+from addon.budget.books import GRACE, Account, BudgetStore, Period, account_key, periods
+from addon.budget.memory import MemoryBooks
+from addon.budget.redis_store import RedisBooks
+from addon.budget.report import report
+from addon.config.budget import BudgetSpec
+from addon.config.limits import BackendSpec
+from addon.config.provider import Provider
+from addon.config.rules import Rules
+from addon.guard import body_rules
+from addon.guard.component import buffer_limit
+from addon.metering import prices
+from addon.metering.stream import StreamMeter
+from addon.metering.usage import Usage, from_body, from_headers
+from addon.problems import Answer, Refusal, Reply
+from addon.ratelimit.backend import StoreError
+from addon.ratelimit.limiter import RELEASE_RETRIES
+from addon.redis_client import Every
+from addon.resources import Generation
+from addon.routing.router import Route
+from addon.transport.component import websocket_open
+
+logger = logging.getLogger(__name__)
+
+EXHAUSTED = "budget-exhausted"
+LOG_EVERY = 10.0
+CHAT_COMPLETIONS = "/chat/completions"
+
+
+def make_books(spec: BackendSpec) -> BudgetStore:
+    if spec.redis is None:
+        return MemoryBooks()
+    return RedisBooks(
+        spec.redis, prefix=spec.prefix, timeout=spec.timeout, connections=spec.connections
+    )
+
+
+@dataclass
+class _Call:
+    """One forwarded request's metering, in memory until it settles."""
+
+    provider: Provider
+    identity: str
+    endpoint: str  # upstream path without the leading "/" (fal prices match it)
+    model: str | None = None  # from the request body; the answer's own wins
+    strip: bool = False  # keyrelay asked for a chat stream's usage: take it out again
+    usage: Usage = field(default_factory=dict)
+    stream: StreamMeter | None = None
+    accounts: tuple[Account, ...] = ()
+    reserved: int = 0  # nano-dollars
+
+
+class Budget:
+    def __init__(self) -> None:
+        self.rules: Rules | None = None
+        self.books: BudgetStore | None = None
+        self._calls: dict[str, _Call] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._log = Every(LOG_EVERY)
+
+    def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
+        backend = rules.limits_backend
+        books = None
+        if rules.keeps_books:
+            books = live.get(("budget-books", backend), lambda: make_books(backend))
+
+        def install() -> None:
+            self.rules, self.books = rules, books
+
+        return install
+
+    def limited(self, provider: Provider) -> bool:
+        return self.books is not None and bool(
+            (self.rules and self.rules.budget.active) or provider.budget.active
+        )
+
+    def accounts(self, identity: str, provider: Provider, now: datetime) -> tuple[Account, ...]:
+        top = self.rules.budget if self.rules else BudgetSpec()
+        return tuple(
+            Account(
+                account_key(identity, period),
+                period.seconds_left(now) + GRACE,
+                _nano(getattr(top, period.name)),
+                _nano(getattr(provider.budget, period.name)),
+            )
+            for period in periods(now)
+        )
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
+        """Once the guard has admitted the request. A refusal: its body cannot be buffered."""
+        request, provider = flow.request, route.provider
+        state = flowstate.of(flow)
+        call = _Call(provider, state.get("identity", "-"), route.path.partition("?")[0][1:])
+        self._calls[flow.id] = call
+        if request.method not in body_rules.BODY_METHODS:
+            return None
+        get_all = request.headers.get_all
+        limit = provider.validation.max_body
+        if self.limited(provider):
+            refusal = body_rules.prepare(limit, request.method, get_all, buffer_limit())
+            if refusal is not None:
+                return refusal
+        elif not _chat(call.endpoint) or body_rules.prepare(
+            limit, request.method, get_all, buffer_limit()
+        ):
+            return None  # a chat stream's usage only where its body can be read safely
+        request.stream = False
+        return None
+
+    async def request(self, flow: http.HTTPFlow) -> Refusal | None:
+        """The whole body: ask for a chat stream's usage, then reserve the worst case."""
+        call = self._calls.get(flow.id)
+        request = flow.request
+        if call is None or flow.response is not None:
+            return None
+        body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
+        facts, data = prices.read_body(body)
+        call.model = facts.model
+        if data is not None and _chat(call.endpoint) and _wants_usage(data):
+            data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
+            request.content = json.dumps(data).encode()
+            call.strip = True
+        if self.books is None:
+            return None
+        now = datetime.now(UTC)
+        call.accounts = self.accounts(call.identity, call.provider, now)
+        if not self.limited(call.provider) or request.method not in body_rules.BODY_METHODS:
+            return None
+        provider = call.provider
+        price = prices.price_for(provider.prices, facts.model, call.endpoint)
+        amount = prices.worst_case(price, facts, provider.validation.max_tokens, request.method)
+        try:
+            blocked = await self.books.reserve(call.accounts, provider.name, amount)
+        except StoreError as e:
+            return self._unavailable(e, call)
+        if blocked:
+            self._calls.pop(flow.id, None)
+            return exhausted(periods(now)[blocked - 1], now)
+        call.reserved = amount
+        return None
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Usage in the head; a stream metered chunk by chunk, after decoding, before masking."""
+        call = self._calls.get(flow.id)
+        response = flow.response
+        if call is None or response is None:
+            return
+        call.usage.update(from_headers(header_index.lookup(response.headers)))
+        if not (response.stream and _event_stream(response) and response.status_code < 300):
+            return
+        meter = call.stream = StreamMeter(strip=call.strip)
+        inner = response.stream
+
+        def metered(chunk: bytes) -> bytes | Iterable[bytes]:
+            out = inner(chunk) if callable(inner) else chunk
+            data = out if isinstance(out, bytes) else b"".join(out)
+            passed = meter(data) if data else b""
+            if not chunk:
+                passed += meter(b"")
+            return passed if passed or not chunk else []  # an empty chunk would end HTTP/1 early
+
+        response.stream = metered
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if websocket_open(flow):
+            return
+        call = self._calls.pop(flow.id, None)
+        if call is not None:
+            self._read_buffered(flow, call)
+            self._settle(flow, call, cut=call.stream is not None and not call.stream.complete)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A flow that failed: upstream failures cost what was metered; a stream cut before its
+        final usage, its whole reservation."""
+        call = self._calls.pop(flow.id, None)
+        if call is not None:
+            self._settle(flow, call, cut=call.stream is not None and not call.stream.complete)
+
+    websocket_end = error
+
+    # -- GET /_keyrelay/usage ---------------------------------------------------------------
+
+    async def usage(self, flow: http.HTTPFlow, gates: Mapping[str, Gate]) -> Answer:
+        """The caller's own books, authenticated as a provider call would be; an admin token
+        may name any identity (`?identity=`)."""
+        rules, request = self.rules, flow.request
+        if rules is None:
+            return Refusal(503, "not-ready", "keyrelay has no rules loaded")
+        if request.method not in ("GET", "HEAD"):
+            return Refusal(405, "method-not-allowed", "use GET", headers=(("allow", "GET, HEAD"),))
+        asked = request.query.get("identity")
+        if asked is not None:
+            token = rules.admin.token_value(rules.env)
+            given = request.headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if not (
+                token and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+            ):
+                return Refusal(403, "admin-forbidden", "only the admin token may name an identity")
+            identity = asked
+        else:
+            who = await self._caller(flow, rules, gates)
+            if isinstance(who, Refusal):
+                return who
+            identity = str(who)
+        now = datetime.now(UTC)
+        current = periods(now)
+        keys = tuple(account_key(identity, p) for p in current)
+        try:
+            books = await self.books.read(keys) if self.books else [{}, {}]
+        except StoreError as e:
+            return self._unavailable(e, None) or Refusal(503, "budget-unavailable", "try again")
+        budgets = {p.name: p.budget for p in rules.providers}
+        body = report(identity, rules.budget, budgets, current, books, now)
+        headers = (("content-type", "application/json"), ("cache-control", "no-store"))
+        return Reply(200, "admin", json.dumps(body).encode(), headers)
+
+    async def _caller(
+        self, flow: http.HTTPFlow, rules: Rules, gates: Mapping[str, Gate]
+    ) -> Identity | Refusal:
+        """The first provider whose authentication accepts the credential; an open provider's
+        anonymous identity (the address) when none does and one is open."""
+        request = flow.request
+        header = header_index.lookup(request.headers)
+        peer = flow.client_conn.peername
+        ip = str(peer[0]) if peer else "unknown"
+        refusal: Refusal | None = None
+        open_provider = False
+        for provider in rules.providers:
+            gate = gates.get(provider.name)
+            if gate is None or provider.auth.mode == "none":
+                open_provider = open_provider or provider.auth.mode == "none"
+                continue
+            result = await gate.authenticate(request.method, request.path, header, ip)
+            if not isinstance(result, Refusal):
+                return result
+            refusal = refusal or result
+        if open_provider:
+            return anonymous(ip)
+        return refusal or Refusal(401, "unauthenticated", "keyrelay needs a valid credential")
+
+    # -- settling -----------------------------------------------------------------------------
+
+    def _read_buffered(self, flow: http.HTTPFlow, call: _Call) -> None:
+        response = flow.response
+        if response is None or response.stream or call.stream is not None:
+            return
+        body = response.content or b""
+        if _event_stream(response):
+            meter = call.stream = StreamMeter(strip=call.strip)
+            passed = meter(body) + meter(b"")
+            if call.strip:
+                response.content = passed
+            if response.status_code >= 300:
+                call.stream = None  # no final usage owed
+            return
+        usage, model = from_body(body)
+        call.usage.update(usage)
+        call.model = model or call.model
+
+    def _settle(self, flow: http.HTTPFlow, call: _Call, *, cut: bool) -> None:
+        usage = dict(call.usage)
+        model = call.model
+        if call.stream is not None:
+            usage.update(call.stream.usage)
+            model = call.stream.model or model
+        provider = call.provider
+        price = prices.price_for(provider.prices, model, call.endpoint)
+        cost = prices.cost(price, usage) if price else 0
+        if price is None and usage:
+            self._warn_unpriced(provider.name, model or call.endpoint)
+        if cut:
+            cost = max(cost, call.reserved)  # never under-counted
+        state = flowstate.of(flow)
+        if usage or price or call.reserved:
+            state["usage"] = usage
+            state["cost"] = prices.usd(cost)
+            state["model"] = _label(model, call.endpoint, provider)
+        if call.accounts:
+            tasks.spawn(self._record(call, cost))
+
+    async def _record(self, call: _Call, cost: int) -> None:
+        assert self.books is not None
+        books = self.books
+        for pause in (*RELEASE_RETRIES, None):
+            try:
+                await books.settle(call.accounts, call.provider.name, call.reserved, cost)
+                return
+            except StoreError as e:
+                if pause is None:
+                    logger.error("keyrelay: budget: a settlement was lost (%s)", e)
+                    return
+            await asyncio.sleep(pause)
+
+    def _warn_unpriced(self, provider: str, model: str) -> None:
+        if (provider, model) not in self._warned:
+            self._warned.add((provider, model))
+            logger.warning(
+                "keyrelay: budget: no price for %s model %r: metered, costs 0", provider, model
+            )
+
+    def _unavailable(self, e: StoreError, call: _Call | None) -> Refusal | None:
+        assert self.rules is not None
+        on_error = self.rules.limits_backend.on_error
+        if self._log(e.kind):
+            logger.error("keyrelay: budget: the store failed (%s); failing %s", e, on_error)
+        if on_error == "open" and call is not None:
+            return None  # forwarded unreserved; its cost is still recorded if the store returns
+        return Refusal(
+            503,
+            "budget-unavailable",
+            "keyrelay cannot check budgets right now; try again shortly",
+            headers=(("retry-after", "1"),),
+        )
+
+
+def exhausted(period: Period, now: datetime) -> Refusal:
+    wait = period.seconds_left(now)
+    resets = period.resets.isoformat().replace("+00:00", "Z")
+    return Refusal(
+        429,
+        EXHAUSTED,
+        f"the {period.name} budget cannot cover this request; it resets at {resets}",
+        headers=(("retry-after", str(wait)),),
+    )
+
+
+def _nano(usd: float | None) -> int | None:
+    return None if usd is None else round(usd * prices.NANO)
+
+
+def _chat(endpoint: str) -> bool:
+    return endpoint.endswith(CHAT_COMPLETIONS[1:])
+
+
+def _wants_usage(data: dict[str, Any]) -> bool:
+    """A streamed chat completion whose client did not ask for its usage."""
+    options = data.get("stream_options")
+    if data.get("stream") is not True or not (options is None or isinstance(options, dict)):
+        return False
+    return not (options or {}).get("include_usage")
+
+
+def _event_stream(response: http.Response) -> bool:
+    return response.headers.get("content-type", "").lower().startswith("text/event-stream")
+
+
+def _label(model: str | None, endpoint: str, provider: Provider) -> str:
+    """The metrics' model label: the model, or for an endpoint price (fal) the endpoint id."""
+    if model:
+        return model[:100]
+    if any(p.by_endpoint for p in provider.prices):
+        return endpoint.partition("/requests/")[0][:100]
+    return "-"

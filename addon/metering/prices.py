@@ -1,0 +1,111 @@
+"""Usage x price = cost, and a request's worst case before it is sent.
+
+Money is counted in nano-dollars (integers), so that the books add up exactly in memory and in
+Redis; `usd` turns it back for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from addon.config.budget import Price
+from addon.metering.usage import CACHE_READ, CACHE_WRITE, CHARACTERS, INPUT, OUTPUT, UNITS, Usage
+
+NANO = 1_000_000_000  # nano-dollars per dollar
+_PER_MILLION = NANO // 1_000_000
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+DEFAULT_OUTPUT_TOKENS = 4096  # a body that names no cap, under a provider with no validation cap
+IMAGE_TOKENS = 1600  # the most an image costs as input (Anthropic: ~1,600 tokens at 1.15 MP)
+_INLINE_DATA = 1024  # a string this long under `data` or as a data: URL is an image or a file
+
+
+def price_for(prices: Sequence[Price], model: str | None, endpoint: str) -> Price | None:
+    return next((p for p in prices if p.matches(model, endpoint)), None)
+
+
+def cost(price: Price, usage: Usage) -> int:
+    """Nano-dollars, rounded to the nearest."""
+    per_million = (
+        usage.get(INPUT, 0) * price.input
+        + usage.get(OUTPUT, 0) * price.output
+        + usage.get(CACHE_READ, 0) * price.cache_read
+        + usage.get(CACHE_WRITE, 0) * price.cache_write
+        + usage.get(CHARACTERS, 0) * price.characters
+    )
+    return round(per_million * _PER_MILLION + usage.get(UNITS, 0) * price.unit * NANO)
+
+
+def usd(nano: int) -> float:
+    return round(nano / NANO, 9)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a JSON request body says about its cost."""
+
+    model: str | None = None
+    max_output: int | None = None  # max_tokens and alike
+    input_bound: int = 0  # input tokens cannot exceed this
+    text_chars: int | None = None  # ElevenLabs: the `text` to speak
+
+
+def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
+    """The facts, and the parsed JSON object (None when the body is not one)."""
+    data: Any = None
+    if body.lstrip()[:1] == b"{":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+    if not isinstance(data, dict):
+        return RequestFacts(input_bound=len(body)), None
+    model = data.get("model", data.get("model_id"))
+    caps = [
+        v for f in TOKEN_FIELDS if isinstance(v := data.get(f), int) and not isinstance(v, bool)
+    ]
+    text = data.get("text")
+    return (
+        RequestFacts(
+            model=model if isinstance(model, str) else None,
+            max_output=max(caps) if caps else None,
+            input_bound=_input_bound(data),
+            text_chars=len(text) if isinstance(text, str) else None,
+        ),
+        data,
+    )
+
+
+def _input_bound(value: Any, key: str = "") -> int:
+    """No token is shorter than a character: the body's characters bound its input tokens,
+    except inline images and files (base64), which cost at most IMAGE_TOKENS each."""
+    if isinstance(value, str):
+        if len(value) > _INLINE_DATA and (key == "data" or value.startswith("data:")):
+            return IMAGE_TOKENS
+        return len(value) + 1
+    if isinstance(value, dict):
+        return sum(len(k) + _input_bound(v, k) for k, v in value.items()) + 1
+    if isinstance(value, list):
+        return sum(_input_bound(v) for v in value) + 1
+    return 1
+
+
+def worst_case(
+    price: Price | None, facts: RequestFacts, output_cap: int | None, method: str
+) -> int:
+    """Nano-dollars a request can cost at most, before it is sent. `output_cap`: the
+    provider's validation.max_tokens, when the body names none."""
+    if price is None:
+        return 0
+    if price.by_endpoint:
+        return math.ceil(price.reserve * price.unit * NANO) if method == "POST" else 0
+    if price.characters:
+        chars = facts.text_chars if facts.text_chars is not None else facts.input_bound
+        return math.ceil(chars * price.characters * _PER_MILLION)
+    output = facts.max_output or output_cap or DEFAULT_OUTPUT_TOKENS
+    input_price = max(price.input, price.cache_write, price.cache_read)
+    per_million = facts.input_bound * input_price + output * price.output
+    return math.ceil(per_million * _PER_MILLION)

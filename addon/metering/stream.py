@@ -1,0 +1,131 @@
+"""Usage from a server-sent event stream, read as it passes, chunk by chunk.
+
+Only a partial line is ever kept (at most MAX_LINE bytes). Anthropic: `message_start` carries
+the input and cache counts, `message_delta` the output so far (cumulative: the last one wins),
+`message_stop` ends it. OpenAI chat completions: the usage-only chunk before `[DONE]`. OpenAI
+Responses API: `response.completed` (or `.incomplete` / `.failed`).
+
+For an OpenAI chat completion whose client did not ask for usage, keyrelay asked for it
+(`stream_options.include_usage`) and `strip` takes out what that added: the usage-only chunk
+and the `"usage":null` member of every other chunk, so the client gets the bytes it would have
+got. Then each line goes out as soon as it is complete (a partial line waits for its end);
+otherwise every chunk goes out untouched and at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from addon.metering.usage import Usage, normalise
+
+MAX_LINE = 1 << 20
+_NULL_USAGE = (
+    re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])'),
+    re.compile(rb'(?<=\{)\s*"usage"\s*:\s*null\s*,\s*'),
+)
+_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
+class StreamMeter:
+    def __init__(self, *, strip: bool = False) -> None:
+        self.usage: Usage = {}
+        self.model: str | None = None
+        self.complete = False  # the provider's final usage arrived
+        self._strip = strip
+        self._partial = b""
+        self._overlong = False  # inside a line past MAX_LINE: not parsed
+        self._drop_blank = False  # after a dropped usage chunk: its blank terminator too
+
+    def __call__(self, chunk: bytes) -> bytes:
+        """What goes on to the client; b"" at the end of the stream flushes."""
+        if not chunk:
+            rest, self._partial = self._partial, b""
+            if rest and not self._overlong:
+                rest = self._line(rest, b"")
+            return rest if self._strip else b""
+        data = self._partial + chunk if self._partial else chunk
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        out = []
+        for line in lines:
+            if self._overlong:
+                self._overlong = False
+                out.append(line + b"\n")
+            else:
+                out.append(self._line(line, b"\n"))
+        if len(tail) > MAX_LINE:
+            self._overlong = True
+            out.append(tail)
+            tail = b""
+        self._partial = tail
+        if not self._strip:
+            return chunk
+        return b"".join(out)
+
+    def _line(self, line: bytes, end: bytes) -> bytes:
+        """One complete line: metered, and (strip) what the client gets of it."""
+        bare = line.rstrip(b"\r")
+        if not bare:
+            if self._drop_blank:
+                self._drop_blank = False
+                return b""
+            return line + end
+        if bare.startswith(b"event:") and bare[6:].strip() == b"message_stop":
+            self.complete = True
+        if not bare.startswith(b"data:"):
+            return line + end
+        if b'"usage"' not in bare and not self._strip:
+            if b'"message_stop"' in bare:
+                self.complete = True
+            return line + end
+        event = _json(bare[5:])
+        if event is None:
+            return line + end
+        if self._read(event) and self._strip:
+            self._drop_blank = True
+            return b""
+        if self._strip and event.get("usage", 0) is None:
+            for pattern in _NULL_USAGE:
+                line, n = pattern.subn(b"", line, count=1)
+                if n:
+                    break
+        return line + end
+
+    def _read(self, event: dict[str, Any]) -> bool:
+        """Meter one event; True when it is a usage-only chat completion chunk."""
+        kind = event.get("type")
+        if kind == "message_start" and isinstance(message := event.get("message"), dict):
+            self._model(message.get("model"))
+            self.usage.update(normalise(message.get("usage")))
+        elif kind == "message_stop":
+            self.complete = True
+        elif kind in _ENDS and isinstance(response := event.get("response"), dict):
+            self._model(response.get("model"))
+            self.usage.update(normalise(response.get("usage")))
+            self.complete = True
+        elif event.get("object") == "chat.completion.chunk":
+            self._model(event.get("model"))
+            if isinstance(event.get("usage"), dict):
+                self.usage.update(normalise(event["usage"]))
+                self.complete = True
+                return event.get("choices") == []
+        elif isinstance(event.get("usage"), dict):  # message_delta, and anything alike
+            self.usage.update(normalise(event["usage"]))
+        return False
+
+    def _model(self, model: Any) -> None:
+        if isinstance(model, str) and self.model is None:
+            self.model = model
+
+
+def _json(data: bytes) -> dict[str, Any] | None:
+    data = data.strip()
+    if not data.startswith(b"{"):
+        return None
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

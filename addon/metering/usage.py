@@ -1,0 +1,86 @@
+"""A call's usage in the provider's own units, by name, from its answer.
+
+Token counts are normalised to Anthropic's meaning: `input_tokens` excludes the cached part,
+which is `cache_read_input_tokens` (OpenAI counts cached tokens inside prompt/input tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Usage = dict[str, float]  # whole numbers, but for fal's units (it may bill fractions)
+
+INPUT = "input_tokens"
+OUTPUT = "output_tokens"
+CACHE_READ = "cache_read_input_tokens"
+CACHE_WRITE = "cache_creation_input_tokens"
+CHARACTERS = "characters"
+UNITS = "units"
+NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS)
+
+MAX_JSON_BODY = 8 << 20  # a buffered answer larger than this is not parsed for usage
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def normalise(raw: Any) -> Usage:
+    """A provider's `usage` object (Anthropic, OpenAI chat completions or Responses API)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    out: Usage = {}
+    if "prompt_tokens" in raw or "completion_tokens" in raw:  # OpenAI chat completions
+        details = raw.get("prompt_tokens_details")
+        cached = _count(details.get("cached_tokens")) if isinstance(details, Mapping) else None
+        prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
+        if prompt is not None:
+            out[INPUT] = max(0, prompt - (cached or 0))
+        if completion is not None:
+            out[OUTPUT] = completion
+        if cached:
+            out[CACHE_READ] = cached
+        return out
+    for name in (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE):
+        if (n := _count(raw.get(name))) is not None:
+            out[name] = n
+    details = raw.get("input_tokens_details")  # OpenAI Responses API
+    if isinstance(details, Mapping) and (cached := _count(details.get("cached_tokens"))):
+        out[INPUT] = max(0, out.get(INPUT, 0) - cached)
+        out[CACHE_READ] = cached
+    return out
+
+
+def from_headers(header: Callable[[str], str | None]) -> Usage:
+    """ElevenLabs' `x-character-count` and fal's `x-fal-billable-units`."""
+    out: Usage = {}
+    for name, unit in (("x-character-count", CHARACTERS), ("x-fal-billable-units", UNITS)):
+        value = header(name)
+        if value is None:
+            continue
+        try:
+            number = float(value.strip())
+        except ValueError:
+            continue
+        if number >= 0 and number == number:  # not NaN
+            out[unit] = round(number) if unit == CHARACTERS else number
+    return out
+
+
+def from_body(body: bytes) -> tuple[Usage, str | None]:
+    """The usage and model of a whole JSON answer (a message, a chat completion, a response,
+    or anything else carrying a top-level `usage`)."""
+    if not body or len(body) > MAX_JSON_BODY or body.lstrip()[:1] != b"{":
+        return {}, None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, None
+    model = data.get("model")
+    return normalise(data.get("usage")), model if isinstance(model, str) else None
