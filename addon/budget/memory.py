@@ -8,14 +8,19 @@ from collections.abc import Callable
 
 from addon.budget.books import Account, entries, fits
 
+SWEEP_EVERY = 600.0  # seconds between two sweeps of accounts past their period
+
 
 class MemoryBooks:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._accounts: dict[str, tuple[float, dict[str, int]]] = {}
+        self._next_sweep = clock() + SWEEP_EVERY
 
     def _fields(self, account: Account) -> dict[str, int]:
         now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
         held = self._accounts.get(account.key)
         if held is None or held[0] <= now:
             held = (now + account.ttl, {})
@@ -38,9 +43,12 @@ class MemoryBooks:
             _add(self._fields(account), entries(provider, reserved, spent))
 
     async def read(self, keys: tuple[str, ...]) -> list[dict[str, int]]:
-        now = self._clock()
-        self._accounts = {k: v for k, v in self._accounts.items() if v[0] > now}
+        self._sweep(self._clock())
         return [dict(self._accounts[k][1]) if k in self._accounts else {} for k in keys]
+
+    def _sweep(self, now: float) -> None:
+        self._accounts = {k: v for k, v in self._accounts.items() if v[0] > now}
+        self._next_sweep = now + SWEEP_EVERY
 
     async def close(self) -> None:
         self._accounts.clear()

@@ -1,0 +1,76 @@
+"""The books in memory: reservations that fit exactly under concurrency, settlements that
+release the rest, provider shares, periods and their resets."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from addon.budget.books import Account, account_key, periods
+from addon.budget.memory import MemoryBooks
+
+DAY = Account("{who}:d20261124", 3600, limit=100, provider_limit=None)
+MONTH = Account("{who}:m202611", 3600, limit=1000, provider_limit=60)
+
+
+def test_concurrent_reservations_fit_exactly() -> None:
+    async def run() -> list[int]:
+        books = MemoryBooks()
+        return await asyncio.gather(*(books.reserve((DAY, MONTH), "p", 30) for _ in range(10)))
+
+    results = asyncio.run(run())
+    # The month's provider share (60) holds two reservations of 30; the day's (100) three.
+    assert results.count(0) == 2 and results.count(2) == 8
+
+
+def test_settling_releases_the_rest_and_charges_the_cost() -> None:
+    async def run() -> list[dict[str, int]]:
+        books = MemoryBooks()
+        assert await books.reserve((DAY,), "p", 40) == 0
+        assert await books.reserve((DAY,), "p", 40) == 0
+        assert await books.reserve((DAY,), "p", 40) == 1  # 80 held, 120 > 100
+        await books.settle((DAY,), "p", 40, 10)
+        assert await books.reserve((DAY,), "q", 40) == 0  # 10 + 40 + 40 = 90
+        assert await books.reserve((DAY,), "q", 11) == 1
+        return await books.read((DAY.key,))
+
+    (fields,) = asyncio.run(run())
+    assert fields == {
+        "spent": 10,
+        "spent:p": 10,
+        "reserved": 80,
+        "reserved:p": 40,
+        "reserved:q": 40,
+    }
+
+
+def test_a_spent_budget_refuses_even_a_free_request() -> None:
+    async def run() -> int:
+        books = MemoryBooks()
+        await books.reserve((DAY,), "p", 0)
+        await books.settle((DAY,), "p", 0, 100)
+        return await books.reserve((DAY,), "p", 0)
+
+    assert asyncio.run(run()) == 1
+
+
+def test_an_account_ends_with_its_ttl() -> None:
+    now = [0.0]
+    books = MemoryBooks(clock=lambda: now[0])
+
+    async def run() -> list[dict[str, int]]:
+        await books.settle((DAY,), "p", 0, 100)
+        now[0] = 3601.0
+        return await books.read((DAY.key,))
+
+    assert asyncio.run(run()) == [{}]
+
+
+def test_periods_reset_at_utc_midnight_and_month_start() -> None:
+    now = datetime(2026, 2, 28, 23, 59, 30, tzinfo=UTC)
+    day, month = periods(now)
+    assert (day.ident, month.ident) == ("d20260228", "m202602")
+    assert day.resets == datetime(2026, 3, 1, tzinfo=UTC) == month.resets
+    assert day.seconds_left(now) == 30
+    assert account_key("token:alice", day) != account_key("token:bob", day)
+    assert "alice" not in account_key("token:alice", day)  # hashed: no personal data in Redis
