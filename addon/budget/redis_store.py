@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from addon.budget.books import Account, entries
-from addon.ratelimit.backend import StoreError
-from addon.redis_client import RedisConnection, RedisFailed
+from addon.ratelimit.redis_store import store_call
+from addon.redis_client import RedisConnection
 
 # KEYS: the accounts. ARGV: amount, provider, then per account: ttl s, limit, provider limit
 # (-1: none). Returns 0, or the 1-based account that cannot cover the amount. Same rule as
@@ -85,10 +85,7 @@ class RedisBooks:
         await self._redis.close()
 
     async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            return await self._redis.call(command)
-        except RedisFailed as e:
-            raise StoreError(e.kind, str(e)) from e
+        return await store_call(self._redis, command)
 
 
 def _limit(value: int | None) -> int:

@@ -121,7 +121,12 @@ class RedisStore:
         await self._redis.close()
 
     async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            return await self._redis.call(command)
-        except RedisFailed as e:
-            raise StoreError(e.kind, str(e)) from e
+        return await store_call(self._redis, command)
+
+
+async def store_call(redis: RedisConnection, command: Callable[[], Awaitable[Any]]) -> Any:
+    """One Redis call for a store (limits, budgets): a failure is a StoreError."""
+    try:
+        return await redis.call(command)
+    except RedisFailed as e:
+        raise StoreError(e.kind, str(e)) from e
