@@ -172,7 +172,7 @@ class Budget:
         response = flow.response
         if call is None or response is None:
             return
-        call.usage.update(from_headers(header_index.lookup(response.headers)))
+        call.usage.update(from_headers(header_index.lookup(response.headers)))  # final figures
         if not (response.stream and _event_stream(response) and response.status_code < 300):
             return
         meter = call.stream = StreamMeter(strip=call.strip)
@@ -194,14 +194,14 @@ class Budget:
         call = self._calls.pop(flow.id, None)
         if call is not None:
             self._read_buffered(flow, call)
-            self._settle(flow, call, cut=call.stream is not None and not call.stream.complete)
+            self._settle(flow, call, cut=_cut(call, ended=True))
 
     def error(self, flow: http.HTTPFlow) -> None:
         """A flow that failed: upstream failures cost what was metered; a stream cut before its
         final usage, its whole reservation."""
         call = self._calls.pop(flow.id, None)
         if call is not None:
-            self._settle(flow, call, cut=call.stream is not None and not call.stream.complete)
+            self._settle(flow, call, cut=_cut(call, ended=False))
 
     websocket_end = error
 
@@ -339,6 +339,16 @@ class Budget:
             "keyrelay cannot check budgets right now; try again shortly",
             headers=(("retry-after", "1"),),
         )
+
+
+def _cut(call: _Call, *, ended: bool) -> bool:
+    """A stream that ended before the provider's final usage: charged its whole reservation.
+    A stream the upstream ended with no usage at all is not a metered one (fal's status
+    events); one whose head carried the usage (ElevenLabs, fal) had it from the start."""
+    meter = call.stream
+    if meter is None or meter.complete or call.usage:
+        return False
+    return not ended or bool(meter.usage)
 
 
 def exhausted(period: Period, now: datetime) -> Refusal:

@@ -15,6 +15,7 @@ from support.repo import RULES
 
 from addon import flowstate
 from addon.config.rules import load
+from addon.observe import metrics
 from addon.observe.access import ERROR_MARK, REFUSED_MARK, AccessLog
 from addon.observe.redaction import Masks
 
@@ -129,3 +130,27 @@ def test_a_log_file_in_a_missing_directory_is_an_options_error(tmp_path: Path) -
     access = AccessLog(lambda: None, lambda _flow: Masks({}))
     with taddons.context(access) as tctx, pytest.raises(exceptions.OptionsError, match="not a dir"):
         tctx.configure(access, keyrelay_access_log_file=str(tmp_path / "no" / "access.log"))
+
+
+def test_usage_and_cost_in_the_line_the_comment_and_the_metrics(
+    access: AccessLog, log_file: Path
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = sample("keyrelay_usage_total", provider="openai", model="gpt-4o", unit="input_tokens")
+    spent = sample("keyrelay_spend_usd_total", provider="openai", model="gpt-4o")
+    flow = openai_flow(access)
+    state = flowstate.of(flow)
+    state.update(decision="forwarded", model="gpt-4o", cost=0.00125)
+    state["usage"] = {"input_tokens": 300, "output_tokens": 50}
+    access.response(flow)
+    (line,) = lines(log_file)
+    assert line["usage"] == {"input_tokens": 300, "output_tokens": 50}
+    assert line["cost"] == 0.00125 and line["model"] == "gpt-4o"
+    assert "cost: $0.001250 (gpt-4o)" in flow.comment
+    after = sample("keyrelay_usage_total", provider="openai", model="gpt-4o", unit="input_tokens")
+    assert after - before == 300
+    assert sample("keyrelay_spend_usd_total", provider="openai", model="gpt-4o") - spent == (
+        pytest.approx(0.00125)
+    )

@@ -79,3 +79,10 @@ def test_fields_a_client_chose_are_escaped_in_the_text_line() -> None:
     ]
     assert accesslog.escape("/fal-ai/flux/dev") == "/fal-ai/flux/dev"
     assert accesslog.escape("/héllo") == "/héllo"  # printable text stays readable
+
+
+def test_text_line_carries_usage_and_cost() -> None:
+    entry = replace(ENTRY, usage={"input_tokens": 12, "units": 1.5}, cost=0.0375)
+    line = accesslog.as_text(entry)
+    assert line.endswith("forwarded usage=input_tokens:12,units:1.5 cost=0.0375")
+    assert json.loads(accesslog.as_json(entry))["usage"] == {"input_tokens": 12, "units": 1.5}
