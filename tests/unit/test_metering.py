@@ -221,3 +221,12 @@ def test_top_level_budget_errors(tmp_path: Path) -> None:
     text = PRICED.replace("budget: {daily: 5}", "budget: {daily: lots}")
     with pytest.raises(ConfigError, match=r"budget.daily: must be a number"):
         load(write(tmp_path, text), {})
+
+
+def test_the_worked_example_in_the_docs_loads(tmp_path: Path) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "budgets.md").read_text()
+    example = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    rules = load(write(tmp_path, example), {})
+    (anthropic,) = rules.providers
+    assert rules.budget.daily == 1.0 and anthropic.budget.daily == 0.5
+    assert rules.limits_backend.redis and anthropic.auth.mode == "jwt"
