@@ -198,6 +198,7 @@ class KeyRelay:
         install_budget()
         self.guard.warn_if_exposed(ctx.options.listen_host)
         self.rules, self.keys = rules, keys
+        self.budget.ask_for_usage = not self.replay.on  # a recording is replayed as it was
         self.routing.configure_rules(rules)
         self.cors.rules = rules
         logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)

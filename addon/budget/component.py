@@ -69,6 +69,7 @@ class _Call:
     endpoint: str  # upstream path without the leading "/" (fal prices match it)
     model: str | None = None  # from the request body; the answer's own wins
     strip: bool = False  # keyrelay asked for a chat stream's usage: take it out again
+    client_body: bytes | None = None  # the body as the client sent it, when keyrelay rewrote it
     usage: Usage = field(default_factory=dict)
     stream: StreamMeter | None = None
     accounts: tuple[Account, ...] = ()
@@ -82,6 +83,8 @@ class Budget:
         self._calls: dict[str, _Call] = {}
         self._warned: set[tuple[str, str]] = set()
         self._log = Every(LOG_EVERY)
+        # Off in replay mode: a recording holds what clients sent, and the replay matches on it.
+        self.ask_for_usage = True
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         backend = rules.limits_backend
@@ -143,8 +146,9 @@ class Budget:
         body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
         facts, data = prices.read_body(body)
         call.model = facts.model
-        if data is not None and _chat(call.endpoint) and _wants_usage(data):
+        if self.ask_for_usage and data is not None and _chat(call.endpoint) and _wants_usage(data):
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
+            call.client_body = body
             request.content = json.dumps(data).encode()
             call.strip = True
         if self.books is None:
@@ -286,6 +290,10 @@ class Budget:
         call.model = model or call.model
 
     def _settle(self, flow: http.HTTPFlow, call: _Call, *, cut: bool) -> None:
+        if call.client_body is not None:
+            # Saved flows and the log's bytes_in show what the client sent (and a recording
+            # replays for it), as its answer is what the client got.
+            flow.request.content = call.client_body
         usage = dict(call.usage)
         model = call.model
         if call.stream is not None:

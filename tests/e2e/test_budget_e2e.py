@@ -216,6 +216,7 @@ def test_openai_stream_untouched_for_the_client(keyrelay_factory, fakes, tmp_pat
     }
     assert line["cost"] == pytest.approx(usd(2.5, 9) + usd(10.0, 15) + usd(0.25, metered.CACHED))
     assert line["bytes_out"] == len(reply.body)
+    assert line["bytes_in"] == len(json.dumps(body))  # what the client sent, as it sent it
 
 
 def test_openai_client_that_asked_for_usage_gets_it(keyrelay_factory, fakes, tmp_path) -> None:
