@@ -144,9 +144,13 @@ class Budget:
         if call is None or flow.response is not None:
             return None
         body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
-        facts, data = prices.read_body(body)
+        chat = self.ask_for_usage and _chat(call.endpoint) and b'"stream"' in body
+        limited = self.limited(call.provider)
+        facts, data = prices.RequestFacts(), None
+        if chat or limited or (call.provider.prices and body):  # else nothing depends on it
+            facts, data = prices.read_body(body)
         call.model = facts.model
-        if self.ask_for_usage and data is not None and _chat(call.endpoint) and _wants_usage(data):
+        if chat and data is not None and _wants_usage(data):
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
             call.client_body = body
             request.content = json.dumps(data).encode()
@@ -155,7 +159,7 @@ class Budget:
             return None
         now = datetime.now(UTC)
         call.accounts = self.accounts(call.identity, call.provider, now)
-        if not self.limited(call.provider) or request.method not in body_rules.BODY_METHODS:
+        if not limited or request.method not in body_rules.BODY_METHODS:
             return None
         provider = call.provider
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
