@@ -51,6 +51,7 @@ class RequestFacts:
     max_output: int | None = None  # max_tokens and alike
     input_bound: int = 0  # input tokens cannot exceed this
     text_chars: int | None = None  # ElevenLabs: the `text` to speak
+    choices: int = 1  # OpenAI's `n`: that many outputs, each up to the cap
 
 
 def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
@@ -68,12 +69,14 @@ def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
         v for f in TOKEN_FIELDS if isinstance(v := data.get(f), int) and not isinstance(v, bool)
     ]
     text = data.get("text")
+    n = data.get("n")
     return (
         RequestFacts(
             model=model if isinstance(model, str) else None,
             max_output=max(caps) if caps else None,
             input_bound=_input_bound(data),
             text_chars=len(text) if isinstance(text, str) else None,
+            choices=n if type(n) is int and n > 1 else 1,
         ),
         data,
     )
@@ -105,7 +108,7 @@ def worst_case(
     if price.characters:
         chars = facts.text_chars if facts.text_chars is not None else facts.input_bound
         return math.ceil(chars * price.characters * _PER_MILLION)
-    output = facts.max_output or output_cap or DEFAULT_OUTPUT_TOKENS
+    output = (facts.max_output or output_cap or DEFAULT_OUTPUT_TOKENS) * facts.choices
     input_price = max(price.input, price.cache_write, price.cache_read)
     per_million = facts.input_bound * input_price + output * price.output
     return math.ceil(per_million * _PER_MILLION)

@@ -143,6 +143,8 @@ def test_worst_case() -> None:
     # The output at its cap, every input character a token at the dearest input price.
     assert nano == pytest.approx(facts.input_bound * 3750 + 1000 * 15_000, abs=1)
     assert facts.input_bound >= len("hello")
+    three, _ = prices.read_body(b'{"model": "x", "max_tokens": 100, "n": 3}')
+    assert prices.worst_case(price, three, None, "POST") >= 300 * 15_000  # n outputs
     no_cap, _ = prices.read_body(b'{"model": "x"}')
     assert prices.worst_case(price, no_cap, 200, "POST") >= 200 * 15_000
     image = {"content": [{"source": {"data": "A" * 100_000}}]}
