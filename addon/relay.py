@@ -255,9 +255,9 @@ class KeyRelay:
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        if (refusal := self.guard.request(flow)) or (
-            refusal := await self.budget.request(flow)
-        ):  # body rules, on the whole body
+        # The body rules on the whole body, then the budget reserves the worst case.
+        refusal = self.guard.request(flow) or await self.budget.request(flow)
+        if refusal:
             answer(flow, refusal)
         self.transport.request(flow)  # the time to first byte starts now
 

@@ -172,7 +172,7 @@ class AccessLog:
         if entry.refusal:
             parts.append(f"reason: {entry.refusal}")
         if entry.cost is not None:
-            parts.append(f"cost: ${entry.cost:.6f} ({entry.model or '-'})")
+            parts.append(f"cost: ${entry.cost:.6f} ({accesslog.escape(entry.model or '-')})")
         if entry.error:
             parts.append(f"error: {entry.error}")
         flow.comment = " | ".join(parts)
