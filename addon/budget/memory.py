@@ -56,5 +56,5 @@ class MemoryBooks:
 
 def _add(fields: dict[str, int], increments: dict[str, int]) -> None:
     for name, n in increments.items():
-        if n:
-            fields[name] = fields.get(name, 0) + n
+        if n:  # never below 0: a reservation outlived by its account is released to 0
+            fields[name] = max(0, fields.get(name, 0) + n)

@@ -39,7 +39,10 @@ local n = #KEYS
 for i = 1, n do
   for j = n + 1, #ARGV, 2 do
     local by = tonumber(ARGV[j + 1])
-    if by ~= 0 then redis.call('HINCRBY', KEYS[i], ARGV[j], by) end
+    -- A reservation made before Redis lost its data is released to 0, never below.
+    if by ~= 0 and redis.call('HINCRBY', KEYS[i], ARGV[j], by) < 0 then
+      redis.call('HSET', KEYS[i], ARGV[j], 0)
+    end
   end
   redis.call('EXPIRE', KEYS[i], ARGV[i])
 end

@@ -471,3 +471,42 @@ def test_redis_down_fails_open_when_told(keyrelay_factory, fakes, tmp_path, redi
     redis_server.kill()
     assert chat(HttpClient(proc.port), ALICE).status == 200
     proc.wait_for_output(r"failing open")
+
+
+def test_redis_restarted_mid_stream_settles_when_it_is_back(
+    keyrelay_factory, fakes, tmp_path, redis_server
+) -> None:
+    """The settlement of a stream that ends while Redis is down is retried; a Redis that came
+    back empty gets its cost, and its reservation released to 0, not below."""
+    text = rules_text(budget={"daily": 1.0}, redis=redis_server.url, anthropic_prices=FLAT)
+    proc, log = start(keyrelay_factory, tmp_path, text)
+    body = {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "stream": True,
+        "metadata": {"gap": 0.6},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    client = HttpClient(proc.port, timeout=30)
+    done: list[Reply] = []
+    streaming = threading.Thread(
+        target=lambda: done.append(
+            client.stream("POST", "/api/anthropic/v1/messages", json=body, headers=auth(ALICE))
+        )
+    )
+    streaming.start()
+    time.sleep(0.3)  # reserved, streaming
+    redis_server.kill()
+    streaming.join(10)
+    assert done and done[0].status == 200 and b"message_stop" in done[0].body
+    redis_server.start()  # empty: a new process on the same port
+    deadline = time.monotonic() + 10
+    mine: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        reply = usage_of(proc.port, ALICE)
+        if reply.status == 200 and (mine := reply.json())["spent"]:
+            break
+        time.sleep(0.2)
+    assert mine["spent"] == pytest.approx(0.05) and mine["reserved"] == 0
+    assert mine["remaining"] == pytest.approx(0.95)  # a negative reservation would show more
+    assert log_lines(log, 1)[0]["cost"] == pytest.approx(0.05)

@@ -74,3 +74,17 @@ def test_periods_reset_at_utc_midnight_and_month_start() -> None:
     assert day.seconds_left(now) == 30
     assert account_key("token:alice", day) != account_key("token:bob", day)
     assert "alice" not in account_key("token:alice", day)  # hashed: no personal data in Redis
+
+
+def test_a_settlement_after_its_account_ended_releases_to_zero_not_below() -> None:
+    now = [0.0]
+    books = MemoryBooks(clock=lambda: now[0])
+
+    async def run() -> list[dict[str, int]]:
+        await books.reserve((DAY,), "p", 50)
+        now[0] = 3601.0  # the account expired (Redis: lost its data) while the call ran
+        await books.settle((DAY,), "p", 50, 20)
+        return await books.read((DAY.key,))
+
+    # Below zero, the next 50 reserved would be hidden by it and the budget overspent.
+    assert asyncio.run(run()) == [{"spent": 20, "spent:p": 20, "reserved": 0, "reserved:p": 0}]
