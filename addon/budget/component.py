@@ -150,20 +150,29 @@ class Budget:
         if chat or limited or (call.provider.prices and body):  # else nothing depends on it
             facts, data = prices.read_body(body)
         call.model = facts.model
+        if refusal := await self._reserve(flow, call, facts, limited):
+            return refusal
         if chat and data is not None and _wants_usage(data):
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
             call.client_body = body
             request.content = json.dumps(data).encode()
             call.strip = True
+        return None
+
+    async def _reserve(
+        self, flow: http.HTTPFlow, call: _Call, facts: prices.RequestFacts, limited: bool
+    ) -> Refusal | None:
         if self.books is None:
             return None
         now = datetime.now(UTC)
         call.accounts = self.accounts(call.identity, call.provider, now)
-        if not limited or request.method not in body_rules.BODY_METHODS:
+        method, provider = flow.request.method, call.provider
+        if not limited or method not in body_rules.BODY_METHODS:
             return None
-        provider = call.provider
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
-        amount = prices.worst_case(price, facts, provider.validation.max_tokens, request.method)
+        if price is None:
+            return None  # no price: it costs nothing, whatever is left
+        amount = prices.worst_case(price, facts, provider.validation.max_tokens, method)
         try:
             blocked = await self.books.reserve(call.accounts, provider.name, amount)
         except StoreError as e:

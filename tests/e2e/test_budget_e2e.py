@@ -319,6 +319,9 @@ def test_budget_reserves_settles_and_refuses(keyrelay_factory, fakes, tmp_path) 
     assert abs(wait - (86400 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec))) <= 5
     assert len(fakes.requests) == 5
     assert chat(client, BOB).status == 200  # per identity
+    unpriced = {"model": "o3", "messages": [{"role": "user", "content": "hi"}]}
+    reply = client.post("/api/openai/chat/completions", json=unpriced, headers=auth(ALICE))
+    assert reply.status == 200  # no price matches: it costs nothing, whatever is left
     mine = usage_of(proc.port, ALICE).json()
     assert mine["identity"] == "token:alice"
     assert mine["spent"] == pytest.approx(0.025) and mine["reserved"] == 0
