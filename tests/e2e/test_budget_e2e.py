@@ -513,3 +513,25 @@ def test_redis_restarted_mid_stream_settles_when_it_is_back(
     assert mine["spent"] == pytest.approx(0.05) and mine["reserved"] == 0
     assert mine["remaining"] == pytest.approx(0.95)  # a negative reservation would show more
     assert log_lines(log, 1)[0]["cost"] == pytest.approx(0.05)
+
+
+def test_a_browser_app_on_another_origin_reads_its_usage(keyrelay_factory, fakes, tmp_path) -> None:
+    origin = "https://app.example.com"
+    doc = yaml.safe_load(rules_text(budget={"daily": 1.0}, anthropic_prices=FLAT))
+    doc["defaults"]["cors"] = {"origins": [origin]}
+    proc, _ = start(keyrelay_factory, tmp_path, yaml.safe_dump(doc))
+    client = HttpClient(proc.port)
+    preflight = client.request(
+        "OPTIONS",
+        "/_keyrelay/usage",
+        headers=[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    )
+    assert preflight.status in (200, 204), preflight.body
+    assert preflight.header("access-control-allow-origin") == origin
+    mine = client.get("/_keyrelay/usage", [("Origin", origin), *auth(ALICE)])
+    assert mine.status == 200 and mine.json()["identity"] == "token:alice"
+    assert mine.header("access-control-allow-origin") == origin
