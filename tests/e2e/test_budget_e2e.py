@@ -303,6 +303,18 @@ def chat(client: HttpClient, token: str, cap: int = 10, **extra: Any) -> Reply:
     return client.post("/api/anthropic/v1/messages", json=body, headers=auth(token))
 
 
+def slow_stream(max_tokens: int, *, gap: float) -> dict[str, Any]:
+    """An Anthropic stream whose events the fake spaces `gap` seconds apart."""
+    messages = [{"role": "user", "content": "hi"}]
+    return {
+        "model": "claude-x",
+        "max_tokens": max_tokens,
+        "stream": True,
+        "metadata": {"gap": gap},
+        "messages": messages,
+    }
+
+
 def test_budget_reserves_settles_and_refuses(keyrelay_factory, fakes, tmp_path) -> None:
     # Each request reserves 10 x $0.001 = $0.01 and costs 5 x $0.001 = $0.005.
     proc, _ = start(
@@ -344,13 +356,7 @@ def test_stream_aborted_by_the_client_costs_its_reservation(
     proc, log = start(
         keyrelay_factory, tmp_path, rules_text(budget={"daily": 1.0}, anthropic_prices=FLAT)
     )
-    body = {
-        "model": "claude-x",
-        "max_tokens": 300,
-        "stream": True,
-        "metadata": {"gap": 2.0},
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    body = slow_stream(300, gap=2.0)
     raw = json.dumps(body).encode()
     head = [
         "POST /api/anthropic/v1/messages HTTP/1.1",
@@ -483,13 +489,7 @@ def test_redis_restarted_mid_stream_settles_when_it_is_back(
     back empty gets its cost, and its reservation released to 0, not below."""
     text = rules_text(budget={"daily": 1.0}, redis=redis_server.url, anthropic_prices=FLAT)
     proc, log = start(keyrelay_factory, tmp_path, text)
-    body = {
-        "model": "claude-x",
-        "max_tokens": 100,
-        "stream": True,
-        "metadata": {"gap": 0.6},
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    body = slow_stream(100, gap=0.6)
     client = HttpClient(proc.port, timeout=30)
     done: list[Reply] = []
     streaming = threading.Thread(
