@@ -20,7 +20,7 @@ from support.client import HttpClient, Reply
 from support.guard import token_entry
 from support.proxy import KeyrelayProcess
 from support.redis_server import RedisServer
-from support.upstream import UpstreamServer
+from support.upstream import UpstreamServer, json_response
 
 ALICE, BOB, ADMIN = "alice-token-5d2e", "bob-token-8a1c", "admin-token-3f7b"
 ENV = {
@@ -94,6 +94,16 @@ def rules_text(
             },
             "ownership": False,
             "prices": [{"endpoint": "fal-ai/flux/*", "unit": 0.025, "reserve": 4}],
+        },
+        "inference": {
+            "match": {"header": "x-inf-target-url", "paths": ["/api/inference/proxy"]},
+            "allow": ["api.inference.sh/**"],
+            "credential": {
+                "header": "authorization",
+                "format": "Bearer {key}",
+                "key": {"env": "INFERENCE_API_KEY"},
+            },
+            "ownership": False,
         },
     }
     doc: dict[str, Any] = {
@@ -535,3 +545,15 @@ def test_a_browser_app_on_another_origin_reads_its_usage(keyrelay_factory, fakes
     mine = client.get("/_keyrelay/usage", [("Origin", origin), *auth(ALICE)])
     assert mine.status == 200 and mine.json()["identity"] == "token:alice"
     assert mine.header("access-control-allow-origin") == origin
+
+
+def test_inference_sh_answers_carry_no_usage(keyrelay_factory, fakes, tmp_path) -> None:
+    """Documented: inference.sh's task answers have no usage figures, so nothing is metered."""
+    task = {"success": True, "data": {"id": "tsk_1", "status": 9, "output": {"text": "hi"}}}
+    fakes.route("POST", "/apps/run", json_response(task), host="api.inference.sh")
+    proc, log = start(keyrelay_factory, tmp_path, rules_text(budget={"daily": 1.0}))
+    headers = [("x-inf-target-url", "https://api.inference.sh/apps/run"), *auth(ALICE)]
+    reply = HttpClient(proc.port).post("/api/inference/proxy", json={"app": "x"}, headers=headers)
+    assert reply.status == 200
+    (line,) = log_lines(log, 1)
+    assert line["provider"] == "inference" and "usage" not in line and "cost" not in line
