@@ -24,6 +24,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
 from addon import errorpage, flowstate
+from addon.budget import usage_endpoint
 from addon.budget.component import Budget
 from addon.config.node import ConfigError
 from addon.config.rules import Rules
@@ -134,7 +135,7 @@ class KeyRelay:
         return self.rules, self.keys
 
     async def _usage(self, flow: http.HTTPFlow) -> Answer:
-        return await self.budget.usage(flow, self.guard.gates)
+        return await usage_endpoint.usage(self.budget, flow, self.guard.gates)
 
     # -- options and lifetime ------------------------------------------------------------------
 

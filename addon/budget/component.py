@@ -11,10 +11,9 @@ final usage. The figures go into the flow's state, where the access log and metr
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +21,9 @@ from typing import Any
 from mitmproxy import http
 
 from addon import flowstate, header_index, tasks
-from addon.auth.gate import Gate
-from addon.auth.identity import Identity, anonymous
 from addon.budget.books import GRACE, Account, BudgetStore, Period, account_key, periods
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
-from addon.budget.report import report
 from addon.config.budget import BudgetSpec
 from addon.config.limits import BackendSpec
 from addon.config.provider import Provider
@@ -37,7 +33,7 @@ from addon.guard.component import buffer_limit
 from addon.metering import prices
 from addon.metering.stream import StreamMeter
 from addon.metering.usage import Usage, from_body, from_headers
-from addon.problems import Answer, Refusal, Reply
+from addon.problems import Refusal
 from addon.ratelimit.backend import StoreError
 from addon.ratelimit.limiter import RELEASE_RETRIES
 from addon.redis_client import Every
@@ -176,7 +172,7 @@ class Budget:
         try:
             blocked = await self.books.reserve(call.accounts, provider.name, amount)
         except StoreError as e:
-            return self._unavailable(e, call)
+            return self.unavailable(e, call)
         if blocked:
             self._calls.pop(flow.id, None)
             return exhausted(periods(now)[blocked - 1], now)
@@ -221,67 +217,6 @@ class Budget:
             self._settle(flow, call, cut=_cut(call, ended=False))
 
     websocket_end = error
-
-    # -- GET /_keyrelay/usage ---------------------------------------------------------------
-
-    async def usage(self, flow: http.HTTPFlow, gates: Mapping[str, Gate]) -> Answer:
-        """The caller's own books, authenticated as a provider call would be; an admin token
-        may name any identity (`?identity=`)."""
-        rules, request = self.rules, flow.request
-        if rules is None:
-            return Refusal(503, "not-ready", "keyrelay has no rules loaded")
-        if request.method not in ("GET", "HEAD"):
-            return Refusal(405, "method-not-allowed", "use GET", headers=(("allow", "GET, HEAD"),))
-        asked = request.query.get("identity")
-        if asked is not None:
-            token = rules.admin.token_value(rules.env)
-            given = request.headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if not (
-                token and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
-            ):
-                return Refusal(403, "admin-forbidden", "only the admin token may name an identity")
-            identity = asked
-        else:
-            who = await self._caller(flow, rules, gates)
-            if isinstance(who, Refusal):
-                return who
-            identity = str(who)
-        now = datetime.now(UTC)
-        current = periods(now)
-        keys = tuple(account_key(identity, p) for p in current)
-        try:
-            books = await self.books.read(keys) if self.books else [{}, {}]
-        except StoreError as e:
-            return self._unavailable(e, None) or Refusal(503, "budget-unavailable", "try again")
-        budgets = {p.name: p.budget for p in rules.providers}
-        body = report(identity, rules.budget, budgets, current, books, now)
-        headers = (("content-type", "application/json"), ("cache-control", "no-store"))
-        return Reply(200, "admin", json.dumps(body).encode(), headers)
-
-    async def _caller(
-        self, flow: http.HTTPFlow, rules: Rules, gates: Mapping[str, Gate]
-    ) -> Identity | Refusal:
-        """The first provider whose authentication accepts the credential; an open provider's
-        anonymous identity (the address) when none does and one is open."""
-        request = flow.request
-        header = header_index.lookup(request.headers)
-        peer = flow.client_conn.peername
-        ip = str(peer[0]) if peer else "unknown"
-        refusal: Refusal | None = None
-        open_provider = False
-        for provider in rules.providers:
-            gate = gates.get(provider.name)
-            if gate is None or provider.auth.mode == "none":
-                open_provider = open_provider or provider.auth.mode == "none"
-                continue
-            result = await gate.authenticate(request.method, request.path, header, ip)
-            if not isinstance(result, Refusal):
-                return result
-            refusal = refusal or result
-        if open_provider:
-            return anonymous(ip)
-        return refusal or Refusal(401, "unauthenticated", "keyrelay needs a valid credential")
 
     # -- settling -----------------------------------------------------------------------------
 
@@ -347,7 +282,7 @@ class Budget:
                 "keyrelay: budget: no price for %s model %r: metered, costs 0", provider, model
             )
 
-    def _unavailable(self, e: StoreError, call: _Call | None) -> Refusal | None:
+    def unavailable(self, e: StoreError, call: _Call | None) -> Refusal | None:
         assert self.rules is not None
         on_error = self.rules.limits_backend.on_error
         if self._log(e.kind):

@@ -9,6 +9,7 @@ Without the section only loopback clients may read them.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,14 @@ class Admin:
 
     def token_value(self, env: Mapping[str, str]) -> str | None:
         return self.token.read(dict(env)) if self.token else None
+
+
+def bearer_is(token: str | None, authorization: str | None) -> bool:
+    """`Authorization: Bearer <token>` names the admin token (compared in constant time)."""
+    if not (token and authorization):
+        return False
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
 
 
 def parse_admin(node: Node | None) -> Admin:

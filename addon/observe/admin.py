@@ -6,13 +6,12 @@ shows a key. Pure: the component in admin_endpoints.py wires this to flows.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from addon.config.admin import Admin
+from addon.config.admin import Admin, bearer_is
 from addon.observe import metrics
 from addon.problems import Refusal
 
@@ -64,10 +63,7 @@ def serve(
 def _allowed(admin: Admin, token: str | None, peer_ip: str, authorization: str | None) -> bool:
     if admin.loopback and _is_loopback(peer_ip):
         return True
-    if token and authorization:
-        scheme, _, given = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
-    return False
+    return bearer_is(token, authorization)
 
 
 def _is_loopback(ip: str) -> bool:
