@@ -1,28 +1,67 @@
-"""Replace mitmproxy's HTML error page with a JSON problem that names no internal address.
+"""Replace mitmproxy's HTML error page with a JSON problem that names no internal address, and
+give it the headers the client needs to read it (CORS for an allowed origin, Retry-After).
 
-mitmproxy answers an unreachable upstream itself, after the `error` hook, with an HTML page
-quoting the connect error (which names the internal address, e.g. a connect_to target). No
-hook can replace that page, so the page builder is swapped once at load. keyrelay passes its
-own failures (timeouts) through as messages of the form `keyrelay:<status>:<reason>:<detail>`,
-which become that problem; any other message is dropped for a generic detail.
+mitmproxy answers a failed flow itself (an unreachable upstream, a connect refused by an
+addon), after the `error` hook, with an HTML page quoting the connect error (which names the
+internal address, e.g. a connect_to target). No hook can replace that page, so the page builders
+are swapped once at load. keyrelay passes its own failures (timeouts, replay, early refusals)
+through as messages of the form `keyrelay:<status>:<reason>:<detail>`, which become that
+problem; any other message is dropped for a generic detail naming the provider.
+
+The builders see only a status and a message, never the flow. So keyrelay's `error` hook calls
+`expect` with what it knows of the flow (provider, headers): mitmproxy builds the page right
+after that hook, in the same asyncio task (proxy/server.py `hook_task` awaits the hook, then
+feeds its completion to the layers, which build the page without an await), so a ContextVar
+carries it to the builder and to no other flow. HTTP/2 sends a fixed head (the status from the
+error code, `text/html`) before it asks for the body: that head is rewritten too.
+
+This reaches into mitmproxy's internals (the builders and the HTTP/2 error head). Checked
+against the versions in CHECKED (identical code in both); on any other version the page is
+left to mitmproxy, with a warning.
 """
 
 from __future__ import annotations
 
-from mitmproxy import http
+import contextvars
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import h2.connection
+from mitmproxy import http, version
 from mitmproxy.net.http import http1
-from mitmproxy.proxy.layers.http import _http1, _http2, _http3
+from mitmproxy.proxy.layers.http import _http1, _http2, _http3, _http_h2
 
 from addon.problems import problem_body
 
+logger = logging.getLogger(__name__)
+
+CHECKED = frozenset({"12.2.1", "12.3.1"})
 PREFIX = "keyrelay:"
 KILLED = "Connection killed: "  # what mitmproxy puts before a server.error set by an addon
+
+HeaderPairs = tuple[tuple[str, str], ...]
 
 _GENERIC = {
     400: ("bad-request", "The request could not be parsed."),
     413: ("request-too-large", "The request is too large."),
-    502: ("upstream-unavailable", "The upstream could not be reached or did not answer."),
+    502: ("upstream-unavailable", "{who} could not be reached or did not answer."),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Addressee:
+    """What the `error` hook knows of the flow whose error page comes next."""
+
+    message: str  # the flow's error: the message the builders are given
+    provider: str | None
+    headers: HeaderPairs  # besides the problem's own: CORS, Retry-After
+
+
+_next: contextvars.ContextVar[Addressee | None] = contextvars.ContextVar(
+    "keyrelay_error_page", default=None
+)
 
 
 def message(status: int, reason: str, detail: str) -> str:
@@ -30,7 +69,12 @@ def message(status: int, reason: str, detail: str) -> str:
     return f"{PREFIX}{status}:{reason}:{detail}"
 
 
-def problem_for(status: int, message_text: str) -> tuple[int, bytes]:
+def expect(message_text: str, provider: str | None, headers: Iterable[tuple[str, str]]) -> None:
+    """`error` hook: the page mitmproxy builds next in this task answers this flow."""
+    _next.set(Addressee(message_text, provider, tuple(headers)))
+
+
+def problem_for(status: int, message_text: str, provider: str | None = None) -> tuple[int, bytes]:
     # mitmproxy may wrap it: "Connection killed: keyrelay:..." for a refused server_connect.
     # Only those two shapes: other messages quote what an upstream sent.
     ours = message_text.removeprefix(KILLED)
@@ -42,25 +86,74 @@ def problem_for(status: int, message_text: str) -> tuple[int, bytes]:
     reason, detail = _GENERIC.get(
         status, ("proxy-error", "keyrelay could not complete the request.")
     )
+    detail = detail.format(who=provider or "The upstream")
     return status, problem_body(status, reason, detail)
 
 
+def _addressee(message_text: str | None = None) -> Addressee | None:
+    """The flow this page answers, when the `error` hook named it (and it is this message)."""
+    found = _next.get()
+    if found is None or (message_text is not None and found.message != message_text):
+        return None
+    return found
+
+
+def _head(addressee: Addressee | None) -> list[tuple[str, str]]:
+    return [("content-type", "application/json"), *(addressee.headers if addressee else ())]
+
+
 def _make_error_response(status_code: int, message: str = "") -> bytes:
-    status, body = problem_for(status_code, message)
-    response = http.Response.make(
-        status,
-        body,
-        {"content-type": "application/json", "connection": "close"},
-    )
-    return http1.assemble_response(response)
+    addressee = _addressee(message)
+    status, body = problem_for(status_code, message, addressee.provider if addressee else None)
+    headers = http.Headers([(k.encode(), v.encode()) for k, v in _head(addressee)])
+    headers["connection"] = "close"
+    _next.set(None)
+    return http1.assemble_response(http.Response.make(status, body, headers))
 
 
 def _format_error(status_code: int, message: str) -> bytes:
-    # HTTP/2 and HTTP/3 fix the status and a text/html type before asking for the body.
-    return problem_for(status_code, message)[1]
+    # HTTP/2 and HTTP/3 ask for the body after sending the head (rewritten in _send_headers).
+    addressee = _addressee(message)
+    body = problem_for(status_code, message, addressee.provider if addressee else None)[1]
+    _next.set(None)
+    return body
+
+
+def _error_head(headers: Any) -> int | None:
+    """The status of mitmproxy's fixed HTTP/2 error head, or None for any other head."""
+    if not isinstance(headers, list) or len(headers) != 3:
+        return None
+    (k1, status), (k2, server), (k3, kind) = headers
+    if (k1, k2, k3, kind) != (b":status", b"server", b"content-type", b"text/html"):
+        return None
+    if server != version.MITMPROXY.encode() or not status.isdigit():
+        return None
+    return int(status)
+
+
+_h2_send_headers = h2.connection.H2Connection.send_headers  # BufferedH2Connection's own
+
+
+def _send_headers(self: Any, stream_id: int, headers: Any, *args: Any, **kwargs: Any) -> Any:
+    if (status := _error_head(headers)) is not None:
+        addressee = _addressee()
+        if addressee is not None:
+            status = problem_for(status, addressee.message)[0]
+        pairs = [(k.encode(), v.encode()) for k, v in _head(addressee)]
+        headers = [(b":status", b"%d" % status), *pairs]
+    return _h2_send_headers(self, stream_id, headers, *args, **kwargs)
 
 
 def install() -> None:
+    if version.VERSION not in CHECKED:
+        logger.warning(
+            "keyrelay: error pages left to mitmproxy (HTML, no CORS): checked against "
+            "mitmproxy %s, this is %s",
+            ", ".join(sorted(CHECKED)),
+            version.VERSION,
+        )
+        return
     _http1.make_error_response = _make_error_response  # type: ignore[assignment]
     _http2.format_error = _format_error  # type: ignore[assignment]
     _http3.format_error = _format_error  # type: ignore[assignment]
+    _http_h2.BufferedH2Connection.send_headers = _send_headers  # type: ignore[method-assign]

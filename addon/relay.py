@@ -299,6 +299,7 @@ class KeyRelay:
     async def error(self, flow: http.HTTPFlow) -> None:
         await settle(
             flow,
+            self._error_page,  # first: early.error forgets a diverted refusal's headers
             self.early.error,
             self.transport.error,
             self.jobs.error,
@@ -317,6 +318,16 @@ class KeyRelay:
             assert flow.websocket is not None
             flow.websocket.messages[-1].drop()
             flow.kill()
+
+    def _error_page(self, flow: http.HTTPFlow) -> None:
+        """mitmproxy answers a failed flow itself, right after this hook (errorpage.py): with
+        the provider named and the headers the client needs to read it."""
+        if flow.error is None:
+            return
+        headers = self.early.answer_headers(flow)
+        if headers is None:
+            headers = cors.answer_headers(flow)
+        errorpage.expect(flow.error.msg, flowstate.of(flow).get("provider"), headers)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.

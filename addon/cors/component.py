@@ -49,6 +49,13 @@ class Cors:
         decorate(flow)
 
 
+def answer_headers(flow: http.HTTPFlow) -> list[tuple[str, str]]:
+    """The CORS headers of an answer built without a response to decorate (mitmproxy's error
+    page, errorpage.py): none for a disallowed origin or a request that is not a browser's."""
+    pairs = flowstate.of(flow).get("cors")
+    return [*((name, value) for name, value in pairs), ("vary", "Origin")] if pairs else []
+
+
 def decorate(flow: http.HTTPFlow) -> None:
     """Put keyrelay's CORS headers on the response, and only those. A preflight's answer
     carries its own already."""

@@ -4,8 +4,9 @@ mitmproxy reads a request's whole body before it sends a response an addon has s
 refused multi-GiB upload would first be buffered in memory: one unauthenticated client could
 exhaust the proxy. Instead the refused flow is pointed at a host that cannot exist, its body is
 streamed into nothing, and its connection attempt is failed in `server_connect` with the
-refusal as the message. addon/errorpage.py turns that message into the problem, and mitmproxy
-answers at once and closes the HTTP/1 connection without reading the rest of the body.
+refusal as the message. addon/errorpage.py turns that message into the problem, with the
+refusal's own headers (CORS, Retry-After: `answer_headers`), and mitmproxy answers at once and
+closes the HTTP/1 connection without reading the rest of the body.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from addon import errorpage
 # Bodies up to this size are simply read and dropped: cheaper than a closed connection.
 SMALL_BODY = 64 * 1024
 _HOST_SUFFIX = ".refused.keyrelay.invalid"
+_PAGE_HEADERS = frozenset({"content-type", "content-length"})  # the error page sets its own
 
 
 def _discard(_chunk: bytes) -> Iterable[bytes]:
@@ -30,6 +32,7 @@ def _discard(_chunk: bytes) -> Iterable[bytes]:
 class EarlyRefusals:
     def __init__(self) -> None:
         self._pending: dict[str, str] = {}  # sentinel host -> errorpage message
+        self._headers: dict[str, list[tuple[str, str]]] = {}  # flow id -> the refusal's headers
 
     def divert(self, flow: http.HTTPFlow) -> bool:
         """requestheaders, once keyrelay has answered: True when the answer goes out without
@@ -40,6 +43,11 @@ class EarlyRefusals:
             return False
         host = f"{flow.id}{_HOST_SUFFIX}"
         self._pending[host] = _message(response)
+        self._headers[flow.id] = [
+            (name, value)
+            for name, value in response.headers.items(multi=True)
+            if name.lower() not in _PAGE_HEADERS
+        ]
         flow.response = None
         request.scheme, request.host, request.port = "https", host, 443
         request.stream = _discard
@@ -54,9 +62,15 @@ class EarlyRefusals:
         data.server.error = message
         return True
 
+    def answer_headers(self, flow: http.HTTPFlow) -> list[tuple[str, str]] | None:
+        """error: the headers of this flow's diverted refusal, for its error page (None when
+        the flow was not diverted)."""
+        return self._headers.pop(flow.id, None)
+
     def response(self, flow: http.HTTPFlow) -> None:
         """A diverted flow that never tried to connect leaves nothing behind."""
         self._pending.pop(flow.request.host, None)
+        self._headers.pop(flow.id, None)
 
     error = response
 

@@ -4,12 +4,15 @@ of @fal-ai/client. CORS lets an allowed origin through and stops a disallowed on
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from support.proxy import DEFAULT_RULES, KeyrelayProcess
+from support import cors
+from support.proxy import KeyrelayProcess
 from support.upstream import UpstreamServer
 
 from clients.drivers import run_driver
@@ -23,14 +26,13 @@ def browser_relay(
     keyrelay_factory: Callable[..., KeyrelayProcess], page_server: int
 ) -> KeyrelayProcess:
     """keyrelay allowing the page's origin http://localhost:PORT, exactly as the README says."""
-    rules = DEFAULT_RULES.read_text()
-    allowed = rules.replace("origins: []", f"origins: [http://localhost:{page_server}]", 1)
-    assert allowed != rules
-    return keyrelay_factory(allowed)
+    return keyrelay_factory(cors.allowing(f"http://localhost:{page_server}"))
 
 
-def open_page(node: str, chromium: str, host: str, port: int, relay: KeyrelayProcess) -> Any:
-    query = urlencode({"proxy": relay.url, "steps": STEPS})
+def open_page(
+    node: str, chromium: str, host: str, port: int, relay: KeyrelayProcess, steps: str = STEPS
+) -> Any:
+    query = urlencode({"proxy": relay.url, "steps": steps})
     return run_driver(
         node,
         "browser.mjs",
@@ -95,3 +97,23 @@ def test_disallowed_origin(
     assert steps["anthropic"]["error"]["message"] == "Failed to fetch"
     assert any("CORS" in line for line in result["console"]), result["console"]
     assert fakes.requests == []  # stopped at the preflight: nothing was spent
+
+
+def test_allowed_origin_reads_the_problem_when_the_upstream_is_down(
+    node: str,
+    chromium: str,
+    page_server: int,
+    keyrelay_factory: Callable[..., KeyrelayProcess],
+) -> None:
+    """Not "Failed to fetch" (what a CORS error looks like): the page reads keyrelay's 502."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there once closed
+    relay = keyrelay_factory(cors.allowing(f"http://localhost:{page_server}"), upstream_port=closed)
+    result = open_page(node, chromium, "localhost", page_server, relay, steps="anthropic")
+    anthropic = result["results"]["steps"]["anthropic"]
+    assert anthropic["status"] == 502, (anthropic, result["console"])
+    assert anthropic["content_type"] == "application/json"
+    problem = json.loads(anthropic["body"])
+    assert problem["type"].endswith("/upstream-unavailable")
+    assert "anthropic" in problem["detail"]

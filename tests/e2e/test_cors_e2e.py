@@ -7,21 +7,21 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
+from support import cors
 from support.client import HttpClient, Reply
-from support.proxy import DEFAULT_RULES, KeyrelayProcess
+from support.cors import ALLOWED
+from support.proxy import KeyrelayProcess
 from support.upstream import UpstreamServer, json_response
 
-ALLOWED = "http://localhost:3000"
 TOKEN = "browser-app-token-1"
 
 
 def cors_rules() -> str:
     """The repo's rules with localhost:3000 allowed (as the README says) and a token required
     for anthropic, to show preflights come before authentication."""
-    text = DEFAULT_RULES.read_text()
-    text = text.replace("origins: []", f"origins: [{ALLOWED}]", 1)
+    text = cors.allowing()
     auth = "    auth:\n      mode: tokens\n      tokens: {env: KEYRELAY_TEST_TOKENS}\n\n  openai:\n"
-    assert "\n  openai:\n" in text and "origins: [" + ALLOWED in text
+    assert "\n  openai:\n" in text
     return text.replace("\n  openai:\n", "\n" + auth, 1)
 
 
@@ -32,7 +32,7 @@ def kr(keyrelay_factory: Callable[..., KeyrelayProcess]) -> KeyrelayProcess:
 
 
 def cors_headers(reply: Reply) -> dict[str, str]:
-    return {k.lower(): v for k, v in reply.headers if k.lower().startswith("access-control-")}
+    return cors.cors_headers(reply.headers)
 
 
 def preflight(c: HttpClient, path: str, origin: str, method: str, names: str) -> Reply:

@@ -213,10 +213,17 @@ class Http2Upstream(_TlsServer):
 
 
 def h2_request(
-    port: int, ca_file: Path, path: str, headers: list[tuple[str, str]], body: bytes = b""
+    port: int,
+    ca_file: Path,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes = b"",
+    *,
+    declared_length: int | None = None,
 ) -> tuple[int, dict[str, str], list[tuple[float, bytes]]]:
     """One HTTP/2 request over TLS to 127.0.0.1:port (SNI localhost, trusting ca_file).
-    Returns status, response headers and (seconds since sending, data) per DATA frame."""
+    Returns status, response headers and (seconds since sending, data) per DATA frame.
+    declared_length: a content-length larger than `body`, whose rest is never sent."""
     ctx = ssl.create_default_context(cafile=str(ca_file))
     ctx.set_alpn_protocols(["h2"])
     conn = h2.connection.H2Connection(
@@ -230,9 +237,11 @@ def h2_request(
         conn.initiate_connection()
         request = [(":method", "POST" if body else "GET"), (":scheme", "https")]
         request += [(":authority", "localhost"), (":path", path), *headers]
+        if declared_length is not None:
+            request.append(("content-length", str(declared_length)))
         conn.send_headers(1, request, end_stream=not body)
         if body:
-            conn.send_data(1, body, end_stream=True)
+            conn.send_data(1, body, end_stream=declared_length is None)
         sock.sendall(conn.data_to_send())
         started = time.monotonic()
         status, response_headers, frames = 0, {}, []
