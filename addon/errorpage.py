@@ -57,6 +57,10 @@ class Addressee:
     message: str  # the flow's error: the message the builders are given
     provider: str | None
     headers: HeaderPairs  # besides the problem's own: CORS, Retry-After
+    instead: str | None = None  # what the problem says in place of `message` (a timeout)
+
+    def problem(self, status: int) -> tuple[int, bytes]:
+        return problem_for(status, self.instead or self.message, self.provider)
 
 
 _next: contextvars.ContextVar[Addressee | None] = contextvars.ContextVar(
@@ -69,9 +73,15 @@ def message(status: int, reason: str, detail: str) -> str:
     return f"{PREFIX}{status}:{reason}:{detail}"
 
 
-def expect(message_text: str, provider: str | None, headers: Iterable[tuple[str, str]]) -> None:
-    """`error` hook: the page mitmproxy builds next in this task answers this flow."""
-    _next.set(Addressee(message_text, provider, tuple(headers)))
+def expect(
+    message_text: str,
+    provider: str | None,
+    headers: Iterable[tuple[str, str]],
+    instead: str | None = None,
+) -> None:
+    """`error` hook: the page mitmproxy builds next in this task answers this flow, whose
+    error is `message_text` (mitmproxy's), or what `instead` (a `message(...)`) says."""
+    _next.set(Addressee(message_text, provider, tuple(headers), instead))
 
 
 def problem_for(status: int, message_text: str, provider: str | None = None) -> tuple[int, bytes]:
@@ -104,7 +114,9 @@ def _head(addressee: Addressee | None) -> list[tuple[str, str]]:
 
 def _make_error_response(status_code: int, message: str = "") -> bytes:
     addressee = _addressee(message)
-    status, body = problem_for(status_code, message, addressee.provider if addressee else None)
+    status, body = (
+        addressee.problem(status_code) if addressee else problem_for(status_code, message)
+    )
     headers = http.Headers([(k.encode(), v.encode()) for k, v in _head(addressee)])
     headers["connection"] = "close"
     _next.set(None)
@@ -114,7 +126,7 @@ def _make_error_response(status_code: int, message: str = "") -> bytes:
 def _format_error(status_code: int, message: str) -> bytes:
     # HTTP/2 and HTTP/3 ask for the body after sending the head (rewritten in _send_headers).
     addressee = _addressee(message)
-    body = problem_for(status_code, message, addressee.provider if addressee else None)[1]
+    body = (addressee.problem(status_code) if addressee else problem_for(status_code, message))[1]
     _next.set(None)
     return body
 
@@ -138,7 +150,7 @@ def _send_headers(self: Any, stream_id: int, headers: Any, *args: Any, **kwargs:
     if (status := _error_head(headers)) is not None:
         addressee = _addressee()
         if addressee is not None:
-            status = problem_for(status, addressee.message)[0]
+            status = addressee.problem(status)[0]
         pairs = [(k.encode(), v.encode()) for k, v in _head(addressee)]
         headers = [(b":status", b"%d" % status), *pairs]
     return _h2_send_headers(self, stream_id, headers, *args, **kwargs)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
 from addon import errorpage, flowstate
@@ -327,7 +327,8 @@ class KeyRelay:
         headers = self.early.answer_headers(flow)
         if headers is None:
             headers = cors.answer_headers(flow)
-        errorpage.expect(flow.error.msg, flowstate.of(flow).get("provider"), headers)
+        instead = self.transport.connect_expired(flow)  # mitmproxy says "connection closed"
+        errorpage.expect(flow.error.msg, flowstate.of(flow).get("provider"), headers, instead)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.
@@ -355,6 +356,11 @@ class KeyRelay:
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.transport.server_connected(data)
         self.connect_to.server_connect_error(data)
+
+    def tls_established_server(self, data: tls.TlsData) -> None:
+        self.transport.tls_done(data)  # the connect timeout covers the handshake
+
+    tls_failed_server = tls_established_server
 
 
 def _stamp(path: Path) -> tuple[float, float]:

@@ -5,7 +5,8 @@ content-encoding). The decisions are in plan.py; the settings in addon/config/tr
 
 from __future__ import annotations
 
-from mitmproxy import http
+from mitmproxy import http, tls
+from mitmproxy.connection import Server
 from mitmproxy.proxy import server_hooks
 
 from addon import flowstate, header_index
@@ -175,4 +176,16 @@ class Transport:
         self.clock.connecting(data)
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        self.clock.connected(data)
+        """server_connected / server_connect_error: TCP is done. An https upstream is ready
+        only after its handshake (`tls_done`)."""
+        if not data.server.tls or data.server.error:
+            self.clock.connected(data.server)
+
+    def connect_expired(self, flow: http.HTTPFlow) -> str | None:
+        """error: what the flow's error page says when its connect timeout fired."""
+        return self.clock.connect_expired(flow)
+
+    def tls_done(self, data: tls.TlsData) -> None:
+        """tls_established_server / tls_failed_server."""
+        if isinstance(data.conn, Server):
+            self.clock.connected(data.conn)

@@ -4,12 +4,18 @@ mitmproxy itself has no connect timeout and no read timeouts (only `tcp_timeout`
 per client connection). There is deliberately no total deadline: a ten-minute generation that
 keeps sending is never cut. How each limit is enforced, and why:
 
-- connect: the `server_connect` hook runs inside the task that then awaits
-  `asyncio.open_connection` (proxy/server.py `open_connection`). Cancelling that task with a
-  message makes mitmproxy report the message as the connect error, and errorpage.py turns a
-  `errorpage.message(...)` into a 504 problem. A task still waiting for one of the 5 connection
-  slots per address is not cancelled (that wait is outside mitmproxy's error handling, the flow
-  would hang): the clock starts when the slot is taken (`timestamp_start`).
+- connect: TCP and, for an https upstream, the TLS handshake (the clock stops at
+  `tls_established_server`, not at `server_connected`). The `server_connect` hook runs inside
+  the task that then awaits `asyncio.open_connection` and, once connected, reads the socket
+  (proxy/server.py `open_connection`). Cancelling that task with a message makes mitmproxy
+  report the message as the connect error, and errorpage.py turns a `errorpage.message(...)`
+  into a 504 problem; cancelled during the handshake, the task closes the socket and mitmproxy
+  reports "connection closed", so the flow's error page is told the timeout instead
+  (`expired`). A task still waiting for one of the 5 connection slots per address is not
+  cancelled (that wait is outside mitmproxy's error handling, the flow would hang): the clock
+  starts when the slot is taken (`timestamp_start`). An HTTP/2 upstream that completes the
+  handshake but never sends its preface is left to the first-byte limit: mitmproxy sends the
+  request without waiting for the server's SETTINGS.
 - first byte: nothing has reached the client yet, so the client should get a 504 problem. On an
   HTTP/1 upstream connection keyrelay feeds mitmproxy, as if from the upstream, a complete 504
   response with `connection: close`: mitmproxy then runs the normal response path (hooks, the
@@ -62,6 +68,7 @@ class _Watch:
     connection: Connection
     timer: asyncio.TimerHandle | None = None
     last_chunk: float = 0.0  # time.time() of the last streamed chunk; 0 while buffered
+    expired: str | None = None  # the errorpage message, once the connect timeout fired
 
     def cancel(self) -> None:
         if self.timer:
@@ -155,21 +162,27 @@ class Clock:
                 self._connects[server.id] = loop.call_later(left, expire)
                 return
             self._connects.pop(server.id, None)
-            task.cancel(
-                errorpage.message(
-                    504,
-                    "upstream-timeout",
-                    f"{provider} did not accept a connection within {timeouts.connect:g}s",
-                )
+            message = errorpage.message(
+                504,
+                "upstream-timeout",
+                f"{provider} did not accept a connection within {timeouts.connect:g}s",
             )
+            if watch:
+                watch.expired = message
+            task.cancel(message)
 
         self._connects[server.id] = loop.call_later(timeouts.connect, expire)
 
-    def connected(self, data: server_hooks.ServerConnectionHookData) -> None:
-        """server_connected / server_connect_error."""
-        timer = self._connects.pop(data.server.id, None)
+    def connected(self, server: Server) -> None:
+        """The connection is ready (TCP, and TLS for https) or failed: the clock stops."""
+        timer = self._connects.pop(server.id, None)
         if timer:
             timer.cancel()
+
+    def connect_expired(self, flow: http.HTTPFlow) -> str | None:
+        """error: the errorpage message when this flow's connect timeout fired, else None."""
+        watch = self._flows.get(flow.id)
+        return watch.expired if watch else None
 
     # -- expiry --------------------------------------------------------------------------------
 

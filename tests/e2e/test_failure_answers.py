@@ -17,7 +17,7 @@ from support import cors
 from support.client import raw_exchange
 from support.cors import ALLOWED
 from support.proxy import KeyrelayProcess
-from support.transport import h2_request
+from support.transport import h2_request, rules_with_transport
 
 PROTOCOLS = ("h1", "h2")
 BROWSER = [("origin", ALLOWED), ("sec-fetch-site", "same-site"), ("content-type", "text/plain")]
@@ -101,6 +101,21 @@ def test_an_unreachable_upstream_gives_no_cors_to_a_request_without_origin(
     assert answer.status == 502
     assert answer.problem()["type"].endswith("/upstream-unavailable")
     assert answer.cors == {}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_connect_timeout_is_a_problem_an_allowed_origin_can_read(
+    protocol: str, keyrelay_factory: KeyrelayFactory
+) -> None:
+    with socket.socket() as mute:  # accepts, never speaks: the TLS handshake never ends
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        rules = rules_with_transport({"timeouts": {"connect": 1}}, cors.allowing())
+        relay = keyrelay_factory(rules, upstream_port=mute.getsockname()[1])
+        answer = ask(protocol, relay, "/api/anthropic/v1/messages", BROWSER)
+    assert answer.status == 504
+    assert answer.problem()["type"].endswith("/upstream-timeout")
+    assert answer.cors["access-control-allow-origin"] == ALLOWED
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

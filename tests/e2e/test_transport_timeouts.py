@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 from conftest import KeyrelayFactory
 from support.client import HttpClient
 from support.proxy import KeyrelayProcess
-from support.transport import rules_with_transport
+from support.transport import h2_request, rules_with_transport
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, sse_response
 
 LIMIT = 1.0  # seconds, for every timeout of the keyrelay under test
@@ -116,6 +117,46 @@ def test_an_unanswered_connect_is_a_504_problem(
     assert "openai" in str(problem["detail"])
     assert str(silent_listener) not in reply.text  # the internal address stays inside
     assert LIMIT * 0.9 < took < 3 * LIMIT
+
+
+@pytest.mark.parametrize("protocol", ["h1", "h2"])
+def test_a_tls_handshake_that_never_completes_is_a_504_within_the_connect_timeout(
+    protocol: str, keyrelay_factory: KeyrelayFactory
+) -> None:
+    """The upstream accepts the TCP connection and never says a word: the connect timeout
+    covers the handshake, the client hears at once and the upstream socket is closed."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        relay = keyrelay_factory(
+            rules_with_transport({"timeouts": {"connect": LIMIT}}),
+            upstream_port=listener.getsockname()[1],
+        )
+        started = time.monotonic()
+        if protocol == "h2":
+            ca = relay.confdir / "mitmproxy-ca-cert.pem"
+            status, headers, frames = h2_request(
+                relay.port, ca, "/api/openai/chat/completions", [], b"{}"
+            )
+            body = b"".join(d for _, d in frames)
+        else:
+            with HttpClient(relay.port, timeout=30) as client:
+                reply = client.post("/api/openai/chat/completions", json={})
+            status, headers, body = reply.status, dict(reply.headers), reply.body
+        took = time.monotonic() - started
+        assert status == 504, body
+        assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/json"
+        problem = json.loads(body)
+        assert _problem(problem) == "upstream-timeout"
+        assert problem["detail"] == f"openai did not accept a connection within {LIMIT:g}s"
+        assert LIMIT * 0.9 < took < 3 * LIMIT
+        listener.settimeout(5)
+        upstream_side, _ = listener.accept()
+        with upstream_side:
+            upstream_side.settimeout(5)
+            hello = upstream_side.recv(65536)  # the ClientHello, never answered
+            assert hello[:1] == b"\x16"
+            assert upstream_side.recv(65536) == b""  # then keyrelay closed the socket
 
 
 def test_a_client_leaving_mid_stream_ends_the_upstream_stream(

@@ -69,9 +69,10 @@ COMPRESSORS: dict[str, Compressor] = {
 }
 
 
-def rules_with_transport(transport: dict[str, object]) -> str:
-    """The repo's rules with a `transport:` section under defaults (every provider inherits)."""
-    rules = yaml.safe_load(Path(DEFAULT_RULES).read_text())
+def rules_with_transport(transport: dict[str, object], text: str | None = None) -> str:
+    """The repo's rules (or `text`) with a `transport:` section under defaults (every provider
+    inherits)."""
+    rules = yaml.safe_load(Path(DEFAULT_RULES).read_text() if text is None else text)
     rules.setdefault("defaults", {})["transport"] = transport
     return yaml.safe_dump(rules, sort_keys=False)
 
