@@ -151,6 +151,7 @@ class KeyRelay:
     def configure(self, updated: set[str]) -> None:
         self.access.configure(updated)
         self.connect_to.configure(updated)
+        self.replay.configure(updated)
         # mitmproxy silently keeps unknown `--set` names for later; a misspelt keyrelay option
         # (say keyrelay_conect_to) would otherwise send traffic to the real providers.
         if misspelt := sorted(k for k in ctx.options.deferred if k.startswith("keyrelay_")):
@@ -256,10 +257,17 @@ class KeyRelay:
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        # The body rules on the whole body, then the budget reserves the worst case.
-        refusal = self.guard.request(flow) or await self.budget.request(flow)
+        # The body rules on the whole body; in replay mode the recorded answer (or why not);
+        # then the budget reserves the worst case (not for a replayed answer: it costs nothing).
+        refusal = (
+            self.guard.request(flow)
+            or self.replay.request(flow)
+            or await self.budget.request(flow)
+        )
         if refusal:
             answer(flow, refusal)
+        elif flow.is_replay == "response":
+            cors.decorate(flow)  # an answer set here skips responseheaders
         self.transport.request(flow)  # the time to first byte starts now
 
     # -- responses -----------------------------------------------------------------------------

@@ -4,6 +4,11 @@ Every request still takes keyrelay's whole path (routing, validation, auth, CORS
 comes from the recording instead of the network. So that a provider routes without its key,
 replay mode gives every provider a placeholder key, and never reads the real ones. Nothing
 may reach the network: an upstream connection is refused with a problem the client can read.
+
+keyrelay matches requests itself (replay_match.py: a JSON body by value, and a refusal that
+says what the nearest recorded request differs in), in its `request` hook, once the request is
+routed and whole; mitmproxy's own server replay is emptied, and `keepserving` set: replay
+serves until it is stopped, not until the recording is used up.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from mitmproxy.proxy import server_hooks
 from addon import errorpage, flowstate
 from addon.config.credential import Credential, EnvSource
 from addon.config.rules import Rules
+from addon.observe.replay_match import Recording, Shape
+from addon.problems import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +49,17 @@ def offline(rules: Rules) -> Rules:
     return dataclasses.replace(rules, providers=tuple(providers), env=env)
 
 
+def shape(request: http.Request) -> Shape:
+    return Shape.of(
+        request.method, request.host, request.port, request.path, request.raw_content or b""
+    )
+
+
 class Replay:
-    """The option, the recording handed to mitmproxy's server replay, and no network."""
+    """The option, the recording, the matching, and no network."""
+
+    def __init__(self) -> None:
+        self.recording: Recording[http.Response] = Recording([])
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -57,6 +73,11 @@ class Replay:
     def on(self) -> bool:
         return bool(ctx.options.keyrelay_replay)
 
+    def configure(self, updated: set[str]) -> None:
+        if "keyrelay_replay" in updated and self.on and not ctx.options.keepserving:
+            # mitmdump stops once server replay has nothing left: replay serves until stopped.
+            ctx.options.update(keepserving=True)
+
     def keyed_rules(self, rules: Rules) -> Rules:
         """The rules whose keys the KeyStore should load: placeholders in replay mode."""
         return offline(rules) if self.on else rules
@@ -66,26 +87,52 @@ class Replay:
             self._load_recording()
 
     def _load_recording(self) -> None:
-        """Give server_replay only the responses keyrelay forwarded. A recorded refusal or
-        health answer must not stand in for what keyrelay decides now: mitmproxy's replay
-        replaces any response an addon set, and matching ignores headers (so credentials)."""
+        """Replay only the responses keyrelay forwarded. A recorded refusal or health answer
+        must not stand in for what keyrelay decides now."""
         try:
             flows = io.read_flows_from_paths(ctx.options.server_replay)
         except exceptions.FlowReadException as e:
             raise exceptions.OptionsError(f"server_replay: {e}") from e
         forwarded = [
-            f
+            (shape(f.request), f.response)
             for f in flows
             if isinstance(f, http.HTTPFlow)
             and f.response is not None
             and flowstate.of(f).get("decision") == "forwarded"
         ]
-        ctx.master.commands.call("replay.server", forwarded)
+        ctx.master.commands.call("replay.server.stop")  # keyrelay matches (replay_match.py)
+        self.recording = Recording(forwarded, reuse=ctx.options.server_replay_reuse)
+        files = ", ".join(ctx.options.server_replay)
+        if not forwarded:
+            logger.warning(
+                "keyrelay: %s holds nothing to replay (%d flows, none forwarded to a "
+                "provider): every request gets 502 not-recorded",
+                files,
+                len(flows),
+            )
+            return
         logger.info(
-            "keyrelay: replaying %d recorded responses (%d flows skipped: not forwarded)",
+            "keyrelay: replaying %d recorded responses from %s (%d flows skipped: not "
+            "forwarded); serving until stopped",
             len(forwarded),
+            files,
             len(flows) - len(forwarded),
         )
+
+    def request(self, flow: http.HTTPFlow) -> Refusal | None:
+        """request (routed, body whole): the recorded response, or a refusal saying why not."""
+        if not self.on or flow.response is not None:
+            return None
+        asked = shape(flow.request)
+        recorded = self.recording.take(asked)
+        if recorded is None:
+            return Refusal(502, "not-recorded", self.recording.why_not(asked))
+        response = recorded.copy()
+        if ctx.options.server_replay_refresh:
+            response.refresh()
+        flow.response = response  # as mitmproxy's server replay does: the upstream's answer
+        flow.is_replay = "response"
+        return None
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Replay mode never reaches the network: a request with no recording is refused."""

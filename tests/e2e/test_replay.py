@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from mitmproxy import http, io
 from support.client import HttpClient
-from support.proxy import KeyrelayProcess
-from support.recorded_sessions import REPLAY, SESSIONS, Session, run_calls
+from support.proxy import REPO, KeyrelayProcess
+from support.recorded_sessions import FLOWS, REPLAY, SESSIONS, Session, run_calls
 from support.tls import TlsMaterial
 
 from addon.config.credential import EnvSource
@@ -106,3 +109,86 @@ providers:
     assert credential.pool is None and credential.tenants is None
     assert all(isinstance(s, EnvSource) for s in credential.sources)
     assert credential.header_value("k") == "Bearer k"
+
+
+def readme_curls() -> list[tuple[str, list[str]]]:
+    """The README's "One curl per provider" commands: (provider, curl arguments)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## One curl per provider", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [c for c in block.replace("\\\n", " ").splitlines() if c.startswith("curl ")]
+    found = []
+    for command in commands:
+        args = shlex.split(command)
+        provider = re.search(r"/api/(\w+)/", command)
+        assert provider, command
+        found.append((provider[1], args))
+    return found
+
+
+@pytest.mark.parametrize(
+    "provider,args", readme_curls(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_the_readme_curl_replays_from_the_recording(
+    provider: str, args: list[str], test_ca: TlsMaterial, tmp_path: Path
+) -> None:
+    proc = start_replay(FLOWS / f"{provider}.flows", test_ca, tmp_path)
+    try:
+        url = f"127.0.0.1:{proc.port}"
+        args = [a.replace("localhost:8080", url) for a in args]
+        done = subprocess.run(
+            [*args, "--fail-with-body", "-sS", "--max-time", "20"],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=30,
+        )
+    finally:
+        proc.stop()
+    assert done.returncode == 0, (done.stdout, done.stderr, proc.output())
+    assert re.search(r" replayed$", proc.output(), re.MULTILINE)
+
+
+def test_replay_keeps_serving_past_the_end_of_the_recording(
+    test_ca: TlsMaterial, tmp_path: Path
+) -> None:
+    session = SESSIONS[1]  # openai: two calls
+    proc = start_replay(session.file, test_ca, tmp_path)
+    try:
+        with HttpClient(proc.port) as client:
+            run_calls(client, session.calls, lambda _call: None)
+            time.sleep(0.5)  # mitmproxy's keepserving checks every 0.1 s
+            again = client.post(
+                "/api/openai/chat/completions",
+                b'{"messages":[{"role":"user","content":"Say hello"}],"model":"gpt-4o-mini"}',
+                headers={"content-type": "application/json"},
+            )
+            other = client.post("/api/openai/chat/completions", json={"model": "gpt-5"})
+        assert proc.alive()
+    finally:
+        proc.stop()
+    assert again.status == 502, again.body
+    assert "served already" in again.json()["detail"]
+    detail = other.json()["detail"]
+    assert "compared: method, host, path, query and body" in detail
+    assert detail.endswith("the nearest differs in JSON body messages, model")
+
+
+def test_a_recording_with_nothing_replayable_says_so_and_serves(
+    test_ca: TlsMaterial, tmp_path: Path
+) -> None:
+    refused = tmp_path / "refused.flows"
+    with (FLOWS / "openai.flows").open("rb") as f, refused.open("wb") as out:
+        writer = io.FlowWriter(out)
+        for flow in io.FlowReader(f).stream():
+            flow.metadata["keyrelay"] = {"decision": "refused", "reason": "unauthenticated"}
+            writer.add(flow)
+    proc = start_replay(refused, test_ca, tmp_path)
+    try:
+        proc.wait_for_output(r"holds nothing to replay .*502 not-recorded")
+        time.sleep(0.5)
+        with HttpClient(proc.port) as client:
+            reply = client.post("/api/openai/chat/completions", json={"model": "gpt-4o-mini"})
+    finally:
+        proc.stop()
+    assert reply.status == 502
+    assert reply.json()["type"].endswith("/not-recorded")
+    assert "holds no replayable response" in reply.json()["detail"]

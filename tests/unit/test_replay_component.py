@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mitmproxy import exceptions, io
+from mitmproxy import ctx, exceptions, io
+from mitmproxy.addons.keepserving import KeepServing
 from mitmproxy.addons.serverplayback import ServerPlayback
 from mitmproxy.connection import Server
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
@@ -48,6 +49,7 @@ def rules(tmp_path: Path) -> Rules:
 def replay(tmp_path: Path) -> Iterator[tuple[Replay, ServerPlayback, Path]]:
     recording = tmp_path / "flows.mitm"
     forwarded, refused = tflow.tflow(resp=True), tflow.tflow(resp=True)
+    forwarded.request.content = b'{"model": "m", "messages": [1, 2]}'
     flowstate.of(forwarded)["decision"] = "forwarded"
     flowstate.refused(flowstate.of(refused), "unauthenticated")
     with recording.open("wb") as f:
@@ -55,7 +57,7 @@ def replay(tmp_path: Path) -> Iterator[tuple[Replay, ServerPlayback, Path]]:
         for flow in (forwarded, refused, tflow.tflow()):
             writer.add(flow)
     component, playback = Replay(), ServerPlayback()
-    with taddons.context(component, playback) as tctx:
+    with taddons.context(component, playback, KeepServing()) as tctx:
         tctx.configure(playback, server_replay=[str(recording)])
         tctx.configure(component, keyrelay_replay=True)
         yield component, playback, recording
@@ -115,7 +117,40 @@ def test_only_forwarded_recordings_are_replayed(
     component, playback, _ = replay
     assert playback.count() == 3  # what mitmproxy loaded itself: every recorded flow
     component.running()
-    assert playback.count() == 1
+    assert playback.count() == 0  # keyrelay matches itself
+    assert len(component.recording) == 1
+
+
+def test_replay_keeps_serving_until_stopped(replay: tuple[Replay, ServerPlayback, Path]) -> None:
+    assert ctx.options.keepserving is True
+
+
+def test_a_json_body_matches_by_value_once(replay: tuple[Replay, ServerPlayback, Path]) -> None:
+    component, _, _ = replay
+    component.running()
+    live = tflow.tflow()
+    live.request.content = b'{"messages":[1,2],"model":"m"}'  # JSON.stringify's spacing, reordered
+    assert component.request(live) is None
+    assert live.response is not None and live.is_replay == "response"
+    again = tflow.tflow()
+    again.request.content = live.request.content
+    refusal = component.request(again)
+    assert refusal is not None and refusal.reason == "not-recorded"
+    assert "served already" in refusal.detail
+
+
+def test_not_recorded_says_what_the_nearest_request_differs_in(
+    replay: tuple[Replay, ServerPlayback, Path],
+) -> None:
+    component, _, _ = replay
+    component.running()
+    live = tflow.tflow()
+    live.request.content = b'{"model": "other", "messages": [1, 2]}'
+    refusal = component.request(live)
+    assert refusal is not None and refusal.status == 502
+    assert "compared: method, host, path, query and body" in refusal.detail
+    assert refusal.detail.endswith("the nearest differs in JSON body model")
+    assert "other" not in refusal.detail  # names, never values
 
 
 def test_an_unreadable_recording_is_an_options_error(
