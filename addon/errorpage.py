@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import h2.connection
-from mitmproxy import http, version
+from mitmproxy import ctx, hooks, http, version
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1, _http2, _http3, _http_h2
 
@@ -54,10 +54,17 @@ _GENERIC = {
 class Addressee:
     """What the `error` hook knows of the flow whose error page comes next."""
 
+    flow: http.HTTPFlow
     message: str  # the flow's error: the message the builders are given
     provider: str | None
     headers: HeaderPairs  # besides the problem's own: CORS, Retry-After
     instead: str | None = None  # what the problem says in place of `message` (a timeout)
+
+    def sent(self, response: http.Response) -> None:
+        """The page went out: the flow shows it (mitmweb would show a pending flow), and
+        mitmweb hears of it (no hook follows the page)."""
+        self.flow.response = response
+        ctx.master.addons.trigger(hooks.UpdateHook([self.flow]))
 
     def problem(self, status: int) -> tuple[int, bytes]:
         return problem_for(status, self.instead or self.message, self.provider)
@@ -74,14 +81,15 @@ def message(status: int, reason: str, detail: str) -> str:
 
 
 def expect(
-    message_text: str,
+    flow: http.HTTPFlow,
     provider: str | None,
     headers: Iterable[tuple[str, str]],
     instead: str | None = None,
 ) -> None:
     """`error` hook: the page mitmproxy builds next in this task answers this flow, whose
-    error is `message_text` (mitmproxy's), or what `instead` (a `message(...)`) says."""
-    _next.set(Addressee(message_text, provider, tuple(headers), instead))
+    error is mitmproxy's message, or what `instead` (a `message(...)`) says."""
+    assert flow.error is not None
+    _next.set(Addressee(flow, flow.error.msg, provider, tuple(headers), instead))
 
 
 def problem_for(status: int, message_text: str, provider: str | None = None) -> tuple[int, bytes]:
@@ -112,22 +120,33 @@ def _head(addressee: Addressee | None) -> list[tuple[str, str]]:
     return [("content-type", "application/json"), *(addressee.headers if addressee else ())]
 
 
+def _headers(addressee: Addressee | None) -> http.Headers:
+    return http.Headers([(k.encode(), v.encode()) for k, v in _head(addressee)])
+
+
 def _make_error_response(status_code: int, message: str = "") -> bytes:
     addressee = _addressee(message)
     status, body = (
         addressee.problem(status_code) if addressee else problem_for(status_code, message)
     )
-    headers = http.Headers([(k.encode(), v.encode()) for k, v in _head(addressee)])
+    headers = _headers(addressee)
     headers["connection"] = "close"
     _next.set(None)
-    return http1.assemble_response(http.Response.make(status, body, headers))
+    response = http.Response.make(status, body, headers)
+    if addressee:
+        addressee.sent(response)
+    return http1.assemble_response(response)
 
 
 def _format_error(status_code: int, message: str) -> bytes:
     # HTTP/2 and HTTP/3 ask for the body after sending the head (rewritten in _send_headers).
     addressee = _addressee(message)
-    body = (addressee.problem(status_code) if addressee else problem_for(status_code, message))[1]
+    status, body = (
+        addressee.problem(status_code) if addressee else problem_for(status_code, message)
+    )
     _next.set(None)
+    if addressee:
+        addressee.sent(http.Response.make(status, body, _headers(addressee)))
     return body
 
 

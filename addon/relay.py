@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,11 @@ class KeyRelay:
             try:
                 self._install(self._read_rules())
             except ConfigError as e:
+                if self.rules is None:
+                    # At start: one clear line and a non-zero exit, before anything listens
+                    # (mitmproxy would print a traceback, start listening, then exit).
+                    print(f"keyrelay_rules: {e}", file=sys.stderr, flush=True)
+                    raise SystemExit(2) from None
                 raise exceptions.OptionsError(f"keyrelay_rules: {e}") from None
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager mode connects to the reverse-mode target before keyrelay has routed.
@@ -227,12 +233,16 @@ class KeyRelay:
         self.access.requestheaders(flow)
         self.masking.requestheaders(flow)  # before routing strips the client's credentials
         if given := await self._decide(flow):
+            if isinstance(given, Refusal):
+                self.cors.attribute(flow)  # refused before routing: which provider it concerns
             answer(flow, given)
         if flow.response is not None:  # answered here: a large body still arriving is not read
             self.early.divert(flow)
 
     async def _decide(self, flow: http.HTTPFlow) -> Answer | None:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
+        if refused := self.replay.requestheaders(flow):  # mitmweb's Replay button: why not
+            return refused
         if given := self.cors.requestheaders(flow):  # preflights: before any authentication
             return given
         if given := await self.admin.requestheaders(flow):  # keyrelay's own endpoints
@@ -336,7 +346,7 @@ class KeyRelay:
         if headers is None:
             headers = cors.answer_headers(flow)
         instead = self.transport.connect_expired(flow)  # mitmproxy says "connection closed"
-        errorpage.expect(flow.error.msg, flowstate.of(flow).get("provider"), headers, instead)
+        errorpage.expect(flow, flowstate.of(flow).get("provider"), headers, instead)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.

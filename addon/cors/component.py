@@ -44,6 +44,16 @@ class Cors:
             flowstate.of(flow)["cors"] = [list(pair) for pair in headers]
         return None
 
+    def attribute(self, flow: http.HTTPFlow) -> None:
+        """A refusal before routing named a provider (a refused preflight, a disallowed
+        target): the provider it concerns, as far as can be told, for the log and metrics."""
+        state = flowstate.of(flow)
+        if "provider" in state or self.rules is None:
+            return
+        header = header_index.lookup(flow.request.headers)
+        if provider := answers.provider_for(self.rules, flow.request.path, header):
+            state["provider"] = provider.name
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """The upstream's CORS headers never reach the browser; keyrelay's own policy does."""
         decorate(flow)

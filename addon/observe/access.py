@@ -7,6 +7,7 @@ the flow may carry (masking.py), though it is built from fields that should hold
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,8 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addons import termlog
 
 from addon import flowstate
+from addon.auth.identity import anonymous
+from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.observe import accesslog, metrics, redaction
@@ -33,8 +36,35 @@ ERROR_MARK = ":warning:"
 @dataclass
 class _Live:
     flow: http.HTTPFlow
+    sent: _Sent
     streamed_bytes: int = 0
     streaming: str | None = None  # the provider whose open-streams gauge this flow holds
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What the client sent, before routing rewrites it: references, nothing copied."""
+
+    method: str
+    authority: str | None  # its Host header
+    path: str
+    fields: tuple[tuple[bytes, bytes], ...]
+
+    @classmethod
+    def of(cls, flow: http.HTTPFlow) -> _Sent:
+        request = flow.request
+        return cls(request.method, request.host_header, request.path, request.headers.fields)
+
+    def url(self, flow: http.HTTPFlow) -> str:
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        return f"{scheme}://{self.authority or '-'}{self.path}"
+
+    def headers(self, names: frozenset[bytes]) -> list[tuple[str, str]]:
+        return [
+            (k.decode("latin-1"), v.decode("utf-8", "replace"))
+            for k, v in self.fields
+            if k.lower() in names
+        ]
 
 
 class AccessLog:
@@ -83,7 +113,7 @@ class AccessLog:
                 ) from None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        self._live[flow.id] = _Live(flow)
+        self._live[flow.id] = _Live(flow, _Sent.of(flow))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Last of all: count the bytes that really go out, and the open streams."""
@@ -118,7 +148,7 @@ class AccessLog:
         if live and live.streaming:
             metrics.stream_closed(live.streaming)
         entry = self._entry(flow, live, note)
-        self._summarise(flow, entry)
+        self._summarise(flow, entry, live.sent if live else None)
         self._count(entry, flowstate.of(flow).get("key_id"))
         line = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
         if line is not None:
@@ -160,8 +190,10 @@ class AccessLog:
             model=state.get("model"),
         )
 
-    def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry) -> None:
-        """What mitmweb shows at a glance: provider, rule, identity, decision."""
+    def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry, sent: _Sent | None) -> None:
+        """What mitmweb shows at a glance: provider, rule, identity, decision; then what the
+        client sent (mitmweb shows the request as keyrelay forwarded it), its credential
+        masked. A request keyrelay answered itself shows the URL the client called."""
         provider = _provider(self._rules(), entry.provider)
         parts = [
             f"provider: {entry.provider or '-'}",
@@ -175,6 +207,19 @@ class AccessLog:
             parts.append(f"cost: ${entry.cost:.6f} ({accesslog.escape(entry.model or '-')})")
         if entry.error:
             parts.append(f"error: {entry.error}")
+        if sent is not None:
+            url = sent.url(flow)
+            answered = flowstate.of(flow).get("decision") != "forwarded"  # by keyrelay
+            if answered and sent.authority:
+                with contextlib.suppress(ValueError):  # a Host no URL can hold: left as it is
+                    flow.request.url = url  # not the reverse-mode target nor a sentinel host
+            masks = self._masks(flow)
+            shown = [
+                (k, _masked(v, masks)) if k.lower().encode() in _CREDENTIALS else (k, v)
+                for k, v in sent.headers(_CREDENTIALS | _target_header(provider))
+            ]
+            headers = "".join(f" {k}: {v}" for k, v in shown)
+            parts.append(redaction.scrub_text(f"sent: {sent.method} {url}{headers}", masks))
         flow.comment = " | ".join(parts)
         if entry.refusal:
             flow.marked = REFUSED_MARK
@@ -207,8 +252,24 @@ def _terminal_stream() -> IO[str] | None:
 
 
 def _peer_ip(flow: http.HTTPFlow) -> str:
+    """An anonymous caller, spelt as auth/identity.py spells it."""
     peer = flow.client_conn.peername
-    return str(peer[0]) if peer else "-"
+    return str(anonymous(str(peer[0]))) if peer else "-"
+
+
+def _masked(value: str, masks: redaction.Masks) -> str:
+    """A client credential by its placeholder; one the masks do not know (too long to
+    remember) by a bare one."""
+    scrubbed = redaction.scrub_text(value, masks)
+    return scrubbed if "<client " in scrubbed else "<client credential>"
+
+
+_CREDENTIALS = frozenset(name.encode() for name in CLIENT_CREDENTIAL_HEADERS)
+
+
+def _target_header(provider: Provider | None) -> frozenset[bytes]:
+    header = provider.target_header if provider else None
+    return frozenset({header.encode()}) if header else frozenset()
 
 
 def _provider(rules: Rules | None, name: str | None) -> Provider | None:

@@ -119,6 +119,20 @@ class Replay:
             len(flows) - len(forwarded),
         )
 
+    def requestheaders(self, flow: http.HTTPFlow) -> Refusal | None:
+        """mitmweb's Replay button (client replay) re-sends the request as keyrelay forwarded
+        it, to the provider's URL, its key masked: keyrelay would route it nowhere, or could
+        inject a key into an edited request unchecked. Refused, saying what works instead."""
+        if flow.is_replay != "request":
+            return None
+        return Refusal(
+            400,
+            "replay-not-supported",
+            "mitmweb's Replay re-sends the request keyrelay forwarded (the provider's URL, its "
+            "key masked), not the client's; send the client's request again instead (the "
+            "flow's comment shows what it sent)",
+        )
+
     def request(self, flow: http.HTTPFlow) -> Refusal | None:
         """request (routed, body whole): the recorded response, or a refusal saying why not."""
         if not self.on or flow.response is not None:

@@ -280,23 +280,34 @@ def test_rules_are_reloaded_and_a_broken_edit_keeps_the_old(
 
 def test_bad_options_stop_mitmdump_naming_the_option(keyrelay_factory) -> None:
     bad_connect_to = keyrelay_factory(extra_args=["--set", "keyrelay_connect_to=x"], start=False)
-    missing_rules = keyrelay_factory(rules_path=Path("/nonexistent/rules.yaml"), start=False)
     misspelt = keyrelay_factory(extra_args=["--set", "keyrelay_conect_to=a:1=b:2"], start=False)
     for proc, message in [
         (misspelt, "keyrelay_conect_to: unknown keyrelay option"),
         (bad_connect_to, "keyrelay_connect_to: 'x' is not HOST:PORT=ADDR:PORT"),
-        (missing_rules, "keyrelay_rules: /nonexistent/rules.yaml: (top level): cannot be read"),
     ]:
         with pytest.raises(ProxyStartError):
             proc.start()
         assert message in proc.output()
 
 
-def test_a_broken_rules_file_stops_mitmdump_naming_file_key_and_reason(keyrelay_factory) -> None:
-    proc = keyrelay_factory("providers:\n  x:\n    match: {prefix: nope}\n", start=False)
+@pytest.mark.parametrize("missing", [True, False], ids=["missing", "broken"])
+def test_a_bad_rules_file_is_one_line_and_a_non_zero_exit(keyrelay_factory, missing) -> None:
+    if missing:
+        proc = keyrelay_factory(rules_path=Path("/nonexistent/rules.yaml"), start=False)
+        message = "keyrelay_rules: /nonexistent/rules.yaml: (top level): cannot be read"
+    else:
+        proc = keyrelay_factory("providers:\n  x:\n    match: {prefix: nope}\n", start=False)
+        message = "rules.yaml: providers.x.match.prefix: must look like /api/name"
     with pytest.raises(ProxyStartError):
         proc.start()
-    assert "rules.yaml: providers.x.match.prefix: must look like /api/name" in proc.output()
+    output = proc.output()
+    assert message in output
+    assert [line for line in output.splitlines() if "keyrelay_rules" in line] == [
+        line for line in output.splitlines() if message in line
+    ]
+    assert "Traceback" not in output
+    assert "listening at" not in output  # it never started serving
+    assert proc.returncode == 2
 
 
 def test_test_keys_never_appear_in_logs_or_responses(

@@ -86,9 +86,14 @@ def test_preflight_for_a_header_routed_provider_on_any_path(kr: KeyrelayProcess)
 def test_disallowed_origin_preflight_is_a_403_problem(
     kr: KeyrelayProcess, upstream: UpstreamServer
 ) -> None:
+    mark = kr.mark()
     with HttpClient(kr.port) as c:
         reply = preflight(c, "/api/openai/chat/completions", "http://evil.test", "POST", "x")
-    assert reply.status == 403
+        assert reply.status == 403
+        # Attributed to the provider it was for, in the access log and the metrics.
+        kr.wait_for_output(r" openai OPTIONS \S+ 403 .* reason=origin-not-allowed", since=mark)
+        metrics = c.get("/_keyrelay/metrics").text
+    assert 'keyrelay_requests_total{provider="openai",status="403"} 1.0' in metrics
     assert reply.json()["type"].endswith("/origin-not-allowed")
     assert cors_headers(reply) == {}
     assert upstream.requests == []

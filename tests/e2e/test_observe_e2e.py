@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.client import HttpClient, raw_exchange
 from support.proxy import MITM_SCRIPT, TEST_KEYS, KeyrelayProcess
 from support.recorded_sessions import RECORD, run_calls, session
+from support.tls import PROVIDER_HOSTS
 from support.transport import h2_request
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
 
@@ -111,6 +112,7 @@ def test_saved_flows_har_and_logs_hold_no_secret(
         ],
     )
     exercise(proc, upstream)
+    assert f"scripts/record: recording every flow to {flows_file.resolve()}" in proc.output()
 
     assert_no_secret("the -w file", flows_file.read_bytes())
     assert_no_secret("the HAR export", har.read_bytes())
@@ -254,3 +256,75 @@ def test_control_characters_a_client_sends_never_reach_the_text_log_raw(
     )
     for line in lines:
         assert not any(c < " " or "\x7f" <= c <= "\x9f" for c in line.rstrip("\n"))
+
+
+def web_post(port: int, path: str, password: str) -> int:
+    """A POST as mitmweb's UI sends it: the XSRF cookie echoed in a header (any token the
+    client picks, as tornado's double-submit check allows)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=b"",
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {password}",
+            "Cookie": "_mitmproxy_xsrf=0123abcd",
+            "X-XSRFToken": "0123abcd",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def test_scripts_web_shows_the_decision_in_the_flow_list(
+    keyrelay_factory: object, upstream: UpstreamServer
+) -> None:
+    web_port, password, down = free_port(), "web-pass-5678", free_port()
+    proc: KeyrelayProcess = keyrelay_factory(  # type: ignore[operator]
+        command=[str(MITM_SCRIPT.parent / "web")],
+        hosts=[h for h in PROVIDER_HOSTS if h != "api.anthropic.com"],
+        extra_args=[
+            *("--set", f"web_port={web_port}", "--set", f"web_password={password}"),
+            *("--set", "web_open_browser=false"),
+            *("--set", f"keyrelay_connect_to=api.anthropic.com:443=127.0.0.1:{down}"),
+        ],
+    )
+    upstream.route("POST", "/v1/chat/completions", echo_the_key)
+    creds = {"authorization": f"Bearer {CLIENT_TOKEN}", "host": "localhost:3000"}
+    with HttpClient(proc.port) as client:
+        assert client.post("/api/openai/chat/completions", json={}, headers=creds).status == 401
+        refused = client.request(
+            "GET",
+            "/api/fal/proxy?x=1",
+            headers={**creds, "x-fal-target-url": "https://evil.example/"},
+        )
+        assert refused.status == 412
+        assert client.post("/api/anthropic/v1/messages", json={}).status == 502
+    proc.wait_for_output(r"reason=target-not-allowed")
+    proc.wait_for_output(r"anthropic.*error=")
+    options = json.loads(web_get(web_port, "/options", password))
+    assert "comment" in options["web_columns"]["value"]
+    flows = json.loads(web_get(web_port, "/flows", password))
+    by_provider = {f["comment"].split(" | ")[0]: f for f in flows}
+    refused_flow = by_provider["provider: fal"]
+    forwarded = by_provider["provider: openai"]
+    failed = by_provider["provider: anthropic"]  # the failure it got, not a pending flow
+    assert "decision: error" in failed["comment"] and failed["marked"]
+    assert failed["response"]["status_code"] == 502
+    assert refused_flow["comment"].startswith(
+        "provider: fal | rule: header x-fal-target-url | identity: ip:127.0.0.1 "
+        "| decision: refused | reason: target-not-allowed | sent: GET "
+        "http://localhost:3000/api/fal/proxy?x=1 authorization: <client authorization sha256:"
+    )
+    assert refused_flow["comment"].endswith("x-fal-target-url: https://evil.example/")
+    request = refused_flow["request"]  # the URL the client called
+    assert (request["scheme"], request["host"], request["port"]) == ("http", "localhost", 3000)
+    assert request["path"] == "/api/fal/proxy?x=1"
+    assert "decision: forwarded" in forwarded["comment"]
+    assert forwarded["request"]["host"] == "api.openai.com"  # as forwarded...
+    assert "sent: POST http://localhost:3000/api/openai/chat/completions" in forwarded["comment"]
+    assert_no_secret("mitmweb /flows", json.dumps(flows))
+    # The Replay button: refused, saying why (not sent to the provider with a masked key).
+    before = len(upstream.requests)
+    assert web_post(web_port, f"/flows/{forwarded['id']}/replay", password) == 200
+    proc.wait_for_output(r"reason=replay-not-supported")
+    assert len(upstream.requests) == before

@@ -123,7 +123,7 @@ def test_off_writes_nothing(tmp_path: Path) -> None:
         access.response(flow)
         access.done()
     assert not log_file.exists()
-    assert flow.comment.startswith("provider: - | rule: - | identity: 127.0.0.1")
+    assert flow.comment.startswith("provider: - | rule: - | identity: ip:127.0.0.1")
 
 
 def test_a_log_file_in_a_missing_directory_is_an_options_error(tmp_path: Path) -> None:

@@ -160,3 +160,14 @@ def test_an_unreadable_recording_is_an_options_error(
     recording.write_bytes(b"not a flow file")
     with pytest.raises(exceptions.OptionsError, match="server_replay"):
         component.running()
+
+
+def test_mitmwebs_replay_button_is_refused_saying_why() -> None:
+    component = Replay()
+    with taddons.context(component):
+        replayed = tflow.tflow()
+        replayed.is_replay = "request"
+        refusal = component.requestheaders(replayed)
+        assert refusal is not None and refusal.reason == "replay-not-supported"
+        assert "client's request again" in refusal.detail
+        assert component.requestheaders(tflow.tflow()) is None
