@@ -5,65 +5,20 @@ HTTP/1 and HTTP/2 alike."""
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from conftest import KeyrelayFactory
 from support import cors
-from support.client import raw_exchange
+from support.answers import PROTOCOLS, ask
 from support.cors import ALLOWED
 from support.proxy import KeyrelayProcess
-from support.transport import h2_request, rules_with_transport
+from support.recorded_sessions import FLOWS, REPLAY
+from support.transport import rules_with_transport
+from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
 
-PROTOCOLS = ("h1", "h2")
 BROWSER = [("origin", ALLOWED), ("sec-fetch-site", "same-site"), ("content-type", "text/plain")]
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-    def problem(self) -> dict[str, Any]:
-        assert self.headers.get("content-type") == "application/json", self.headers
-        problem: dict[str, Any] = json.loads(self.body)
-        assert problem["status"] == self.status
-        return problem
-
-    @property
-    def cors(self) -> dict[str, str]:
-        return cors.cors_headers(self.headers.items())
-
-
-def ask(
-    protocol: str,
-    relay: KeyrelayProcess,
-    path: str,
-    headers: list[tuple[str, str]],
-    body: bytes = b"{}",
-    declared_length: int | None = None,
-) -> Answer:
-    """POST over HTTP/1.1 (plain) or HTTP/2 (TLS); declared_length announces more body than
-    is sent."""
-    if protocol == "h2":
-        ca = relay.confdir / "mitmproxy-ca-cert.pem"
-        status, got, frames = h2_request(
-            relay.port, ca, path, headers, body, declared_length=declared_length
-        )
-        return Answer(status, got, b"".join(d for _, d in frames))
-    length = declared_length if declared_length is not None else len(body)
-    head = [f"POST {path} HTTP/1.1", "host: localhost", f"content-length: {length}"]
-    head += [f"{k}: {v}" for k, v in headers] + ["connection: close"]
-    raw = raw_exchange(relay.port, ("\r\n".join(head) + "\r\n\r\n").encode() + body, timeout=10)
-    top, _, rest = raw.partition(b"\r\n\r\n")
-    status_line, *lines = top.decode().split("\r\n")
-    fields = dict(line.split(": ", 1) for line in lines)
-    return Answer(int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, rest)
 
 
 @pytest.fixture
@@ -115,6 +70,33 @@ def test_a_connect_timeout_is_a_problem_an_allowed_origin_can_read(
         answer = ask(protocol, relay, "/api/anthropic/v1/messages", BROWSER)
     assert answer.status == 504
     assert answer.problem()["type"].endswith("/upstream-timeout")
+    assert answer.cors["access-control-allow-origin"] == ALLOWED
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_first_byte_timeout_is_a_problem_an_allowed_origin_can_read(
+    protocol: str, keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
+) -> None:
+    def silent(_req: RecordedRequest, w: ResponseWriter) -> None:
+        w.sleep(3)
+
+    upstream.route("POST", "/v1/messages", silent)
+    rules = rules_with_transport({"timeouts": {"first_byte": 1}}, cors.allowing())
+    answer = ask(protocol, keyrelay_factory(rules), "/api/anthropic/v1/messages", BROWSER)
+    assert answer.status == 504
+    assert answer.problem()["detail"] == "anthropic sent no response within 1s"
+    assert answer.cors["access-control-allow-origin"] == ALLOWED
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_replays_not_recorded_is_a_problem_an_allowed_origin_can_read(
+    protocol: str, keyrelay_factory: KeyrelayFactory
+) -> None:
+    replay = [str(REPLAY), str(FLOWS / "openai.flows")]
+    relay = keyrelay_factory(cors.allowing(), keys={}, hosts=(), command=replay)
+    answer = ask(protocol, relay, "/api/openai/chat/completions", BROWSER)
+    assert answer.status == 502
+    assert answer.problem()["type"].endswith("/not-recorded")
     assert answer.cors["access-control-allow-origin"] == ALLOWED
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 from conftest import KeyrelayFactory
+from support.answers import PROTOCOLS, ask
 from support.client import HttpClient
 from support.proxy import KeyrelayProcess
-from support.transport import h2_request, rules_with_transport
+from support.transport import rules_with_transport
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, sse_response
 
 LIMIT = 1.0  # seconds, for every timeout of the keyrelay under test
@@ -119,7 +119,7 @@ def test_an_unanswered_connect_is_a_504_problem(
     assert LIMIT * 0.9 < took < 3 * LIMIT
 
 
-@pytest.mark.parametrize("protocol", ["h1", "h2"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_tls_handshake_that_never_completes_is_a_504_within_the_connect_timeout(
     protocol: str, keyrelay_factory: KeyrelayFactory
 ) -> None:
@@ -133,20 +133,10 @@ def test_a_tls_handshake_that_never_completes_is_a_504_within_the_connect_timeou
             upstream_port=listener.getsockname()[1],
         )
         started = time.monotonic()
-        if protocol == "h2":
-            ca = relay.confdir / "mitmproxy-ca-cert.pem"
-            status, headers, frames = h2_request(
-                relay.port, ca, "/api/openai/chat/completions", [], b"{}"
-            )
-            body = b"".join(d for _, d in frames)
-        else:
-            with HttpClient(relay.port, timeout=30) as client:
-                reply = client.post("/api/openai/chat/completions", json={})
-            status, headers, body = reply.status, dict(reply.headers), reply.body
+        answer = ask(protocol, relay, "/api/openai/chat/completions", [])
         took = time.monotonic() - started
-        assert status == 504, body
-        assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/json"
-        problem = json.loads(body)
+        assert answer.status == 504, answer.body
+        problem = answer.problem()
         assert _problem(problem) == "upstream-timeout"
         assert problem["detail"] == f"openai did not accept a connection within {LIMIT:g}s"
         assert LIMIT * 0.9 < took < 3 * LIMIT
