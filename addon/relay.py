@@ -345,7 +345,7 @@ class KeyRelay:
         headers = self.early.answer_headers(flow)
         if headers is None:
             headers = cors.answer_headers(flow)
-        instead = self.transport.connect_expired(flow)  # mitmproxy says "connection closed"
+        instead = self.transport.expired(flow)  # mitmproxy says "connection closed"
         errorpage.expect(flow, flowstate.of(flow).get("provider"), headers, instead)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:

@@ -181,9 +181,9 @@ class Transport:
         if not data.server.tls or data.server.error:
             self.clock.connected(data.server)
 
-    def connect_expired(self, flow: http.HTTPFlow) -> str | None:
-        """error: what the flow's error page says when its connect timeout fired."""
-        return self.clock.connect_expired(flow)
+    def expired(self, flow: http.HTTPFlow) -> str | None:
+        """error: what the flow's error page says when a timeout closed its connection."""
+        return self.clock.expired(flow)
 
     def tls_done(self, data: tls.TlsData) -> None:
         """tls_established_server / tls_failed_server."""

@@ -20,9 +20,9 @@ keeps sending is never cut. How each limit is enforced, and why:
   HTTP/1 upstream connection keyrelay feeds mitmproxy, as if from the upstream, a complete 504
   response with `connection: close`: mitmproxy then runs the normal response path (hooks, the
   client's protocol, HTTP/2 included) and closes that upstream connection itself. mitmproxy
-  offers no way to fail one stream with a chosen status, so on an HTTP/2 upstream connection (or
-  one still in its TLS handshake) the connection is closed instead, and the client gets
-  mitmproxy's 502 (as a JSON problem via errorpage.py).
+  offers no way to fail one stream with a chosen status, so on an HTTP/2 upstream connection,
+  or one still being set up (TCP or TLS, with no connect timeout), the connection is closed
+  instead, and mitmproxy's error page says the timeout (`expired`, via errorpage.py).
 - idle: the upstream connection's handler task is cancelled. mitmproxy then closes the socket
   and ends the client's response early (an HTTP/1 chunked body without its last chunk, an
   HTTP/2 stream reset), so the client can tell the stream was cut. A WebSocket is idle when
@@ -68,7 +68,7 @@ class _Watch:
     connection: Connection
     timer: asyncio.TimerHandle | None = None
     last_chunk: float = 0.0  # time.time() of the last streamed chunk; 0 while buffered
-    expired: str | None = None  # the errorpage message, once the connect timeout fired
+    expired: str | None = None  # the errorpage message, once a timeout closed the connection
 
     def cancel(self) -> None:
         if self.timer:
@@ -179,8 +179,8 @@ class Clock:
         if timer:
             timer.cancel()
 
-    def connect_expired(self, flow: http.HTTPFlow) -> str | None:
-        """error: the errorpage message when this flow's connect timeout fired, else None."""
+    def expired(self, flow: http.HTTPFlow) -> str | None:
+        """error: the errorpage message when a timeout closed this flow's connection."""
         watch = self._flows.get(flow.id)
         return watch.expired if watch else None
 
@@ -195,8 +195,11 @@ class Clock:
         flowstate.of(flow)["timeout"] = "first-byte"
         logger.warning("keyrelay: %s", detail)
         handler = _handler(flow)
-        via = _injection_route(handler, flow) if handler else None
+        ready = not _connecting(flow.server_conn)  # a response needs a connection to come on
+        via = _injection_route(handler, flow) if handler and ready else None
         if via is None:
+            # Closed instead: mitmproxy's error page then says this, not "connection closed".
+            watch.expired = errorpage.message(504, "upstream-timeout", detail)
             _close_upstream(flow, detail)
             return
         response = http.Response.make(
@@ -242,6 +245,11 @@ def _last_activity(flow: http.HTTPFlow) -> float:
     return handler.timeout_watchdog.last_activity if handler else 0.0
 
 
+def _connecting(server: Server) -> bool:
+    """Not yet usable: TCP still connecting, or its TLS handshake still running."""
+    return not server.connected or (server.tls and not server.tls_established)
+
+
 def _close_upstream(flow: http.HTTPFlow, why: str) -> None:
     handler = _handler(flow)
     if handler is None:
@@ -250,7 +258,7 @@ def _close_upstream(flow: http.HTTPFlow, why: str) -> None:
     for conn, io in list(handler.transports.items()):
         ours = conn is flow.server_conn or (
             isinstance(conn, Server)
-            and not conn.connected
+            and _connecting(conn)
             and conn.address == (request.host, request.port)
         )
         if not (ours and isinstance(conn, Server)):

@@ -149,6 +149,23 @@ def test_a_tls_handshake_that_never_completes_is_a_504_within_the_connect_timeou
             assert upstream_side.recv(65536) == b""  # then keyrelay closed the socket
 
 
+def test_without_a_connect_timeout_the_first_byte_limit_ends_a_stalled_handshake(
+    keyrelay_factory: KeyrelayFactory,
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        relay = keyrelay_factory(
+            rules_with_transport({"timeouts": {"connect": 0, "first_byte": LIMIT}}),
+            upstream_port=listener.getsockname()[1],
+        )
+        started = time.monotonic()
+        answer = ask("h1", relay, "/api/openai/chat/completions", [])
+        assert time.monotonic() - started < 3 * LIMIT
+    assert answer.status == 504, answer.body
+    assert answer.problem()["detail"] == f"openai sent no response within {LIMIT:g}s"
+
+
 def test_a_client_leaving_mid_stream_ends_the_upstream_stream(
     keyrelay: KeyrelayProcess, upstream: UpstreamServer
 ) -> None:
