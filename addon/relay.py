@@ -270,9 +270,7 @@ class KeyRelay:
         # The body rules on the whole body; in replay mode the recorded answer (or why not);
         # then the budget reserves the worst case (not for a replayed answer: it costs nothing).
         refusal = (
-            self.guard.request(flow)
-            or self.replay.request(flow)
-            or await self.budget.request(flow)
+            self.guard.request(flow) or self.replay.request(flow) or await self.budget.request(flow)
         )
         if refusal:
             answer(flow, refusal)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -214,12 +215,15 @@ class AccessLog:
                 with contextlib.suppress(ValueError):  # a Host no URL can hold: left as it is
                     flow.request.url = url  # not the reverse-mode target nor a sentinel host
             masks = self._masks(flow)
-            shown = [
-                (k, _masked(v, masks)) if k.lower().encode() in _CREDENTIALS else (k, v)
+
+            def esc(text: str) -> str:  # masked, then escaped: all of it the client chose
+                return accesslog.escape(redaction.scrub_text(text, masks))
+
+            headers = "".join(
+                f" {esc(k)}: {_masked(v, masks) if k.lower().encode() in _CREDENTIALS else esc(v)}"
                 for k, v in sent.headers(_CREDENTIALS | _target_header(provider))
-            ]
-            headers = "".join(f" {k}: {v}" for k, v in shown)
-            parts.append(redaction.scrub_text(f"sent: {sent.method} {url}{headers}", masks))
+            )
+            parts.append(f"sent: {esc(sent.method)} {esc(url)}{headers}")
         flow.comment = " | ".join(parts)
         if entry.refusal:
             flow.marked = REFUSED_MARK
@@ -260,10 +264,11 @@ def _peer_ip(flow: http.HTTPFlow) -> str:
 def _masked(value: str, masks: redaction.Masks) -> str:
     """A client credential by its placeholder; one the masks do not know (too long to
     remember) by a bare one."""
-    scrubbed = redaction.scrub_text(value, masks)
-    return scrubbed if "<client " in scrubbed else "<client credential>"
+    found = _PLACEHOLDER.search(redaction.scrub_text(value, masks))
+    return found[0] if found else "<client credential>"  # the placeholder, nothing else
 
 
+_PLACEHOLDER = re.compile(r"<client [^<>\s]+ [^<>\s]+>")  # redaction.client_credentials
 _CREDENTIALS = frozenset(name.encode() for name in CLIENT_CREDENTIAL_HEADERS)
 
 

@@ -154,3 +154,20 @@ def test_usage_and_cost_in_the_line_the_comment_and_the_metrics(
     assert sample("keyrelay_spend_usd_total", provider="openai", model="gpt-4o") - spent == (
         pytest.approx(0.00125)
     )
+
+
+def test_the_comment_shows_what_the_client_sent_masked_and_escaped(access: AccessLog) -> None:
+    flow = tflow.tflow(resp=True)
+    flow.request.path = "/api/openai/x\x1b[31m"
+    flow.request.headers["host"] = "localhost:8080"
+    flow.request.headers["authorization"] = f"Bearer {'y' * 5000}"  # too long to remember
+    flow.request.headers["x-api-key"] = KEY
+    access.requestheaders(flow)
+    flowstate.refused(flowstate.of(flow), "no-route")
+    access.response(flow)
+    sent = flow.comment.split(" | sent: ")[1]
+    assert sent == (
+        "GET https://localhost:8080/api/openai/x%1B[31m authorization: <client credential> "
+        "x-api-key: <client credential>"
+    )
+    assert flow.request.url == "https://localhost:8080/api/openai/x\x1b[31m"  # as called
