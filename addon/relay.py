@@ -97,6 +97,10 @@ def answer(flow: http.HTTPFlow, given: Answer) -> None:
     else:
         flow.response = http.Response.make(given.status, given.body, dict(given.headers))
         state["decision"] = given.decision
+    if flow.request.method == "HEAD":
+        # The head of the answer a GET would get, without its content: over HTTP/2 mitmproxy
+        # would send the content, and the client would drop the whole connection.
+        flow.response.raw_content = b""
     cors.decorate(flow)  # an allowed origin must be able to read the answer
 
 

@@ -93,3 +93,20 @@ def test_a_failing_response_head_is_killed_not_sent(monkeypatch: pytest.MonkeyPa
             assert flow.error is not None and flow.error.msg == "Connection killed."
 
     asyncio.run(scenario())
+
+
+def test_an_answer_to_head_has_the_head_of_a_get_and_no_content() -> None:
+    async def scenario() -> None:
+        relay = KeyRelay()
+        with taddons.context(relay) as tctx:
+            tctx.configure(relay, keyrelay_rules=str(RULES))
+            get, head = tflow.tflow(), tflow.tflow()
+            for flow, method in ((get, "GET"), (head, "HEAD")):
+                flow.request.method, flow.request.path = method, "/nowhere"
+                await relay.requestheaders(flow)
+            assert get.response is not None and head.response is not None
+            assert head.response.status_code == get.response.status_code == 404
+            assert head.response.raw_content == b""
+            assert head.response.headers["content-length"] == str(len(get.response.content or b""))
+
+    asyncio.run(scenario())

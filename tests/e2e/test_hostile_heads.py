@@ -1,0 +1,109 @@
+"""Hostile request heads against a real mitmdump: the header fuzz on the wire (HTTP/1 and HTTP/2).
+
+Every well-framed request gets a well-formed answer: a status line (or an HTTP/2 :status) that
+is never 500, never a dropped connection; and the proxy is still alive afterwards.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from conftest import KeyrelayFactory
+from support.client import HttpClient
+from support.fuzz import ENV, RULES, heads, http1_request, http2_fields
+from support.upstream import UpstreamServer
+
+EXPECTED_HTTP1 = 1500
+EXPECTED_HTTP2 = 300
+
+
+def http1_answer(port: int, data: bytes, method: str) -> int:
+    """The status of the one answer to `data`, read as http.client reads any server's."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()  # raises on a dropped connection or a malformed status line
+        response.read()
+        return response.status
+
+
+@pytest.mark.parametrize("rules_name", ["tokens"])
+def test_the_header_fuzz_over_http1_gets_well_formed_answers(
+    keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer, rules_name: str
+) -> None:
+    relay = keyrelay_factory(RULES[rules_name], env=ENV)
+    host = f"127.0.0.1:{relay.port}"
+    bad: list[str] = []
+    for i, head in enumerate(heads(1301, EXPECTED_HTTP1)):
+        data = http1_request(head, host)
+        try:
+            status = http1_answer(relay.port, data, head[0])
+        except (OSError, http.client.HTTPException) as e:
+            bad.append(f"#{i} {e!r}: {data[:300]!r}")
+            continue
+        if status == 500:
+            bad.append(f"#{i} 500: {data[:300]!r}")
+    assert relay.alive(), relay.describe()
+    assert not bad, f"{len(bad)} of {EXPECTED_HTTP1} heads:\n" + "\n".join(bad[:10])
+    with HttpClient(relay.port) as client:  # still serving
+        assert client.get("/_keyrelay/health").status == 200
+    assert "Traceback" not in relay.output(), relay.output()[-3000:]
+
+
+def test_the_header_fuzz_over_http2_gets_well_formed_answers(
+    keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
+) -> None:
+    relay = keyrelay_factory(RULES["tokens"], env=ENV)
+    ctx = ssl.create_default_context(cafile=str(relay.confdir / "mitmproxy-ca-cert.pem"))
+    ctx.set_alpn_protocols(["h2"])
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    bad: list[str] = []
+    with (
+        socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        assert sock.selected_alpn_protocol() == "h2"
+        conn.initiate_connection()
+        for i, head in enumerate(heads(1302, EXPECTED_HTTP2)):
+            method, path, _ = head
+            stream = conn.get_next_available_stream_id()
+            body = b'{"model": "gpt-4o-mini"}' if method in ("POST", "PUT", "PATCH") else b""
+            pseudo = [(":method", method), (":scheme", "https"), (":authority", "localhost")]
+            conn.send_headers(stream, [*pseudo, (":path", path), *http2_fields(head)], not body)
+            if body:
+                conn.send_data(stream, body, end_stream=True)
+            sock.sendall(conn.data_to_send())
+            status = _h2_status(sock, conn, stream)
+            if status is None or status == 500:
+                bad.append(f"#{i} {status}: {head!r}"[:300])
+    assert relay.alive(), relay.describe()
+    assert not bad, f"{len(bad)} of {EXPECTED_HTTP2} heads:\n" + "\n".join(bad[:10])
+    assert "Traceback" not in relay.output(), relay.output()[-3000:]
+
+
+def _h2_status(sock: ssl.SSLSocket, conn: h2.connection.H2Connection, stream: int) -> int | None:
+    """The stream's :status once it ended; None when it was reset or the connection closed."""
+    status = None
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                status = int(dict(event.headers)[":status"])  # type: ignore[arg-type]
+            elif isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
+                sock.sendall(conn.data_to_send())
+                return status
+            elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                return None
+        sock.sendall(conn.data_to_send())
