@@ -45,6 +45,7 @@ from addon.routing.component import Routing
 from addon.routing.connect_to import ConnectTo
 from addon.transport.component import Transport
 from addon.transport.early_refusal import EarlyRefusals
+from addon.transport.head_limit import HeadLimit
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class KeyRelay:
         self.connect_to = ConnectTo()
         self.transport = Transport()  # streams, encodings, size limit, timeouts
         self.early = EarlyRefusals()  # refusals that must not wait for a large body
+        self.head_limit = HeadLimit()  # HTTP/1 request heads: 431 past a size
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # who may read a fal request or an inference.sh task
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
@@ -149,6 +151,7 @@ class KeyRelay:
         self.access.load(loader)
         self.replay.load(loader)
         self.connect_to.load(loader)
+        self.head_limit.load(loader)
         loader.add_option(
             "keyrelay_rules", str, str(DEFAULT_RULES), "Path of keyrelay's rules file."
         )
@@ -157,6 +160,7 @@ class KeyRelay:
         self.access.configure(updated)
         self.connect_to.configure(updated)
         self.replay.configure(updated)
+        self.head_limit.configure(updated)
         # mitmproxy silently keeps unknown `--set` names for later; a misspelt keyrelay option
         # (say keyrelay_conect_to) would otherwise send traffic to the real providers.
         if misspelt := sorted(k for k in ctx.options.deferred if k.startswith("keyrelay_")):

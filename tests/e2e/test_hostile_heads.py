@@ -7,20 +7,25 @@ is never 500, never a dropped connection; and the proxy is still alive afterward
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
+import time
 
 import h2.config
 import h2.connection
 import h2.events
 import pytest
 from conftest import KeyrelayFactory
-from support.client import HttpClient
+from support.client import HttpClient, raw_exchange
 from support.fuzz import ENV, RULES, heads, http1_request, http2_fields
+from support.proxy import KeyrelayProcess
+from support.transport import peak_rss_kib
 from support.upstream import UpstreamServer
 
 EXPECTED_HTTP1 = 1500
 EXPECTED_HTTP2 = 300
+MiB = 1024 * 1024
 
 
 def http1_answer(port: int, data: bytes, method: str) -> int:
@@ -107,3 +112,75 @@ def _h2_status(sock: ssl.SSLSocket, conn: h2.connection.H2Connection, stream: in
             elif isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
                 return None
         sock.sendall(conn.data_to_send())
+
+
+# -- endless heads ------------------------------------------------------------------------------
+
+HEADER_LINE = b"x-filler: " + b"a" * 100 + b"\r\n"
+
+
+def _endless_head(port: int, total: int) -> tuple[int, bytes]:
+    """A request line, then header lines up to `total` bytes, never the blank line. Returns
+    how many bytes went out before keyrelay closed the connection, and what it answered."""
+    sent, answer = 0, b""
+    block = HEADER_LINE * 1000
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/openai/models HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        try:
+            while sent < total:
+                sock.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass  # closed by keyrelay: what the cap is for
+        try:
+            sock.settimeout(5)
+            while piece := sock.recv(65536):
+                answer += piece
+        except OSError:
+            pass
+    return sent, answer
+
+
+def test_an_endless_head_is_cut_off_with_bounded_memory_and_log(
+    keyrelay_factory: KeyrelayFactory,
+) -> None:
+    relay = keyrelay_factory()
+    assert relay.pid is not None
+    before, log_before = peak_rss_kib(relay.pid), relay.mark()
+    sent, _ = _endless_head(relay.port, 64 * MiB)
+    relay.wait_for_output(r"client disconnect", timeout=60, since=log_before)
+    time.sleep(1)  # what mitmproxy logs about the closed connection comes after
+    growth = peak_rss_kib(relay.pid) - before
+    log_growth = relay.mark() - log_before
+    print(f"sent {sent} bytes, RSS +{growth} KiB, log +{log_growth} bytes")
+    assert sent < 16 * MiB, "the connection stayed open for the whole endless head"
+    assert growth < 50 * 1024, f"RSS grew by {growth} KiB"
+    assert log_growth < 64 * 1024, f"the log grew by {log_growth} bytes"
+    assert "aaaaaaaaaaaaaaaa" not in relay.output(log_before)  # never the raw buffer
+    assert relay.alive()
+    with HttpClient(relay.port) as client:
+        assert client.get("/_keyrelay/health").status == 200
+
+
+@pytest.mark.parametrize(
+    ("head", "problem"),
+    [
+        (b"x-big: " + b"b" * 9000 + b"\r\n", "line is longer than 8192"),
+        (HEADER_LINE * 700, "larger than 65536"),
+    ],
+)
+def test_a_head_over_the_cap_gets_a_431_problem(
+    keyrelay: KeyrelayProcess, head: bytes, problem: str
+) -> None:
+    data = b"GET /api/openai/models HTTP/1.1\r\nhost: 127.0.0.1\r\n" + head
+    reply = raw_exchange(keyrelay.port, data, timeout=5)
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large", reply[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["status"] == 431 and problem in body["detail"]
+    assert body["type"].endswith("/request-head-too-large")
+
+
+def test_a_head_just_under_the_caps_is_served(client: HttpClient) -> None:
+    headers = [(f"x-filler-{i}", "a" * 8000) for i in range(7)]
+    assert client.get("/_keyrelay/health", headers=headers).status == 200
