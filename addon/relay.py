@@ -215,7 +215,7 @@ class KeyRelay:
         self.guard.warn_if_exposed(ctx.options.listen_host)
         self.rules, self.keys = rules, keys
         self.budget.ask_for_usage = not self.replay.on  # a recording is replayed as it was
-        self.routing.configure_rules(rules)
+        self.routing.configure_rules(rules, ctx.options.listen_host)
         self.cors.rules = rules
         logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)
         keys.log_status(rules)
@@ -249,6 +249,8 @@ class KeyRelay:
 
     async def _decide(self, flow: http.HTTPFlow) -> Answer | None:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
+        if refusal := self.routing.misdirected(flow):  # DNS rebinding: before anything answers
+            return refusal
         if refused := self.replay.requestheaders(flow):  # mitmweb's Replay button: why not
             return refused
         if given := self.cors.requestheaders(flow):  # preflights: before any authentication

@@ -6,6 +6,7 @@ this one reads the file and assembles them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Rules:
     limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
     cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
     budget: BudgetSpec = field(default_factory=BudgetSpec)  # USD per identity, all providers
+    server_names: tuple[str, ...] = ()  # Host names answered besides loopback (lower-case)
     # Routing order, derived once here: CORS and the router look it up on every request.
     _prefixed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
     _header_routed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
@@ -90,10 +92,36 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     admin = parse_admin(root.child("admin", None))
     limits_backend = parse_backend(root.child("limits_backend", None))
     budget = parse_budget(root)
+    server_names = _server_names(root)
     root.finish()
     return Rules(
-        path, providers, env, admin, limits_backend=limits_backend, cors=cors, budget=budget
+        path,
+        providers,
+        env,
+        admin,
+        limits_backend=limits_backend,
+        cors=cors,
+        budget=budget,
+        server_names=server_names,
     )
+
+
+_SERVER_NAME = re.compile(
+    r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
+
+
+def _server_names(root: Node) -> tuple[str, ...]:
+    """`server_names:` the Host names keyrelay answers besides loopback (DNS rebinding)."""
+    names = tuple(name.strip().lower().rstrip(".") for name in root.texts("server_names", ()))
+    for i, name in enumerate(names):
+        if not _SERVER_NAME.fullmatch(name):
+            root.fail(
+                f"'{name}' is not a host name (app.example.com, *.example.com or an IPv4 "
+                "address; no scheme or port)",
+                f"server_names[{i}]",
+            )
+    return names
 
 
 def _check_unique(root: Node, providers: tuple[Provider, ...]) -> None:

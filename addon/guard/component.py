@@ -8,7 +8,6 @@ The body rules run in `request`, once the (kept buffered) body is complete.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ from addon.problems import Refusal
 from addon.ratelimit.limiter import Admitted, Limiter, make_store
 from addon.resources import Generation
 from addon.routing.router import Route
+from addon.routing.server_names import is_loopback
 from addon.targets import Target
 from addon.transport.component import websocket_open
 
@@ -60,7 +60,7 @@ class Guard:
 
     def warn_if_exposed(self, listen_host: str) -> None:
         open_providers = [p.name for p in self.providers.values() if p.auth.mode == "none"]
-        if open_providers and not _loopback(listen_host):
+        if open_providers and not is_loopback(listen_host):
             logger.warning(
                 "keyrelay: WARNING: listening on %s with NO client authentication for %s: "
                 "anyone who can reach this address can spend those keys. Set auth: in rules.yaml.",
@@ -169,12 +169,3 @@ def buffer_limit() -> int | None:
         return human.parse_size(ctx.options.stream_large_bodies)
     except (AttributeError, ValueError):
         return None
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -6,7 +6,6 @@ shows a key. Pure: the component in admin_endpoints.py wires this to flows.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from addon.config.admin import Admin, bearer_is
 from addon.observe import metrics
 from addon.problems import Refusal
+from addon.routing.server_names import is_loopback
 
 PREFIX = "/_keyrelay/"
 HEALTH = PREFIX + "health"
@@ -61,15 +61,6 @@ def serve(
 
 
 def _allowed(admin: Admin, token: str | None, peer_ip: str, authorization: str | None) -> bool:
-    if admin.loopback and _is_loopback(peer_ip):
+    if admin.loopback and is_loopback(peer_ip):
         return True
     return bearer_is(token, authorization)
-
-
-def _is_loopback(ip: str) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback

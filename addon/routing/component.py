@@ -3,6 +3,8 @@ admitted and has its key, rewrite it for the upstream (forwarding.py)."""
 
 from __future__ import annotations
 
+import logging
+
 from mitmproxy import http
 
 from addon import flowstate, header_index
@@ -10,14 +12,45 @@ from addon.config.rules import Rules
 from addon.problems import Refusal
 from addon.routing.forwarding import upstream_headers
 from addon.routing.router import Route, Router
+from addon.routing.server_names import ServerNames, is_loopback
+
+logger = logging.getLogger(__name__)
+_SHOWN = 100  # characters of a refused Host quoted in the problem
 
 
 class Routing:
     def __init__(self) -> None:
         self.router: Router | None = None
+        self.server_names = ServerNames()
 
-    def configure_rules(self, rules: Rules) -> None:
+    def configure_rules(self, rules: Rules, listen_host: str) -> None:
         self.router = Router(rules)
+        any_host = not rules.server_names and not is_loopback(listen_host)
+        self.server_names = ServerNames(rules.server_names, any_host)
+        if any_host:
+            logger.warning(
+                "keyrelay: listening on %s without server_names in rules.yaml: every Host is "
+                "answered, so a DNS-rebinding page can read the answers; list this server's "
+                "names in server_names",
+                listen_host or "all interfaces",
+            )
+
+    def misdirected(self, flow: http.HTTPFlow) -> Refusal | None:
+        """A 421 for a Host (or HTTP/2 :authority) this keyrelay does not serve: a page whose
+        name was rebound to this address must not read keyrelay's answers."""
+        request = flow.request
+        names = request.headers.get_all("host")
+        if request.authority:
+            names.append(request.authority)
+        for name in names:
+            if not self.server_names.accepts(name):
+                shown = name if len(name) <= _SHOWN else name[:_SHOWN] + "..."
+                return Refusal(
+                    421,
+                    "misdirected-request",
+                    f"keyrelay does not serve the host {shown!r} (see server_names in rules.yaml)",
+                )
+        return None
 
     def requestheaders(self, flow: http.HTTPFlow) -> Route | Refusal:
         """Where the request goes, or why it goes nowhere. Nothing is rewritten yet."""

@@ -378,7 +378,7 @@ def test_a_refused_request_is_answered_without_reading_its_large_body(
     """A 10 GiB upload to a route without a key: the 503 comes at once, the body is never read."""
     with socket.create_connection(("127.0.0.1", keyrelay.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /api/fal/proxy HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n"
+            b"POST /api/fal/proxy HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10737418240\r\n"
             b"x-fal-target-url: https://evil.example/\r\n\r\n" + b"x" * 100_000
         )
         answer = b""

@@ -19,8 +19,8 @@ import pytest
 from conftest import KeyrelayFactory
 from support.client import HttpClient, raw_exchange
 from support.fuzz import ENV, RULES, heads, http1_request, http2_fields
-from support.proxy import KeyrelayProcess
-from support.transport import peak_rss_kib
+from support.proxy import DEFAULT_RULES, KeyrelayProcess
+from support.transport import h2_request, peak_rss_kib
 from support.upstream import UpstreamServer
 
 EXPECTED_HTTP1 = 1500
@@ -184,3 +184,69 @@ def test_a_head_over_the_cap_gets_a_431_problem(
 def test_a_head_just_under_the_caps_is_served(client: HttpClient) -> None:
     headers = [(f"x-filler-{i}", "a" * 8000) for i in range(7)]
     assert client.get("/_keyrelay/health", headers=headers).status == 200
+
+
+# -- DNS rebinding ------------------------------------------------------------------------------
+
+REBOUND = "rebind.attacker.example"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/api/openai/models", {}),
+        ("GET", "/_keyrelay/health", {}),
+        ("POST", "/api/anthropic/v1/messages", {"origin": f"http://{REBOUND}:8080"}),
+        (
+            "OPTIONS",
+            "/api/openai/models",
+            {"origin": f"http://{REBOUND}:8080", "access-control-request-method": "GET"},
+        ),
+    ],
+)
+def test_a_host_keyrelay_does_not_serve_gets_a_421(
+    keyrelay: KeyrelayProcess,
+    upstream: UpstreamServer,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    with HttpClient(keyrelay.port) as client:
+        reply = client.request(
+            method,
+            path,
+            b"{}" if method == "POST" else None,
+            {"host": REBOUND + ":8080", **headers},
+        )
+    assert reply.status == 421, reply.body
+    assert reply.json()["type"].endswith("/misdirected-request")
+    assert reply.header("access-control-allow-origin") is None
+    assert upstream.requests == []
+
+
+def test_loopback_names_are_served(keyrelay: KeyrelayProcess, upstream: UpstreamServer) -> None:
+    for host in ("localhost", f"localhost:{keyrelay.port}", "127.0.0.1:1", "[::1]:8080"):
+        with HttpClient(keyrelay.port) as client:
+            assert client.get("/api/openai/models", {"host": host}).status == 200, host
+    assert len(upstream.requests) == 4
+
+
+def test_a_rebound_http2_authority_gets_a_421(
+    keyrelay: KeyrelayProcess, upstream: UpstreamServer
+) -> None:
+    ca = keyrelay.confdir / "mitmproxy-ca-cert.pem"
+    status, _, frames = h2_request(keyrelay.port, ca, "/api/openai/models", [], authority=REBOUND)
+    assert status == 421
+    assert b"misdirected-request" in b"".join(d for _, d in frames)
+    assert h2_request(keyrelay.port, ca, "/api/openai/models", [])[0] == 200
+    assert len(upstream.requests) == 1
+
+
+def test_server_names_lets_a_deployment_name_in(
+    keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
+) -> None:
+    rules = "server_names: [keyrelay.example.com]\n" + DEFAULT_RULES.read_text()
+    relay = keyrelay_factory(rules)
+    with HttpClient(relay.port) as client:
+        assert client.get("/api/openai/models", {"host": "keyrelay.example.com"}).status == 200
+        assert client.get("/api/openai/models", {"host": REBOUND}).status == 421

@@ -65,7 +65,7 @@ def slot_comes_back(port: int, seconds: float = 5.0) -> list[int]:
 def open_stream(port: int) -> socket.socket:
     """A raw client that sends a request for the held stream and reads its first event."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(f"GET {SLOW} HTTP/1.1\r\nHost: keyrelay\r\n\r\n".encode())
+    sock.sendall(f"GET {SLOW} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     head = b""
     while b"data: started" not in head:
         head += sock.recv(4096)

@@ -76,7 +76,7 @@ def exercise(proc: KeyrelayProcess, upstream: UpstreamServer) -> None:
 def raw_post(path: str) -> bytes:
     body = b'{"text": "hi"}'
     return (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_TOKEN}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {CLIENT_TOKEN}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 

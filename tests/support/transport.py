@@ -221,6 +221,7 @@ def h2_request(
     body: bytes = b"",
     *,
     declared_length: int | None = None,
+    authority: str = "localhost",
 ) -> tuple[int, dict[str, str], list[tuple[float, bytes]]]:
     """One HTTP/2 request over TLS to 127.0.0.1:port (SNI localhost, trusting ca_file).
     Returns status, response headers and (seconds since sending, data) per DATA frame.
@@ -237,7 +238,7 @@ def h2_request(
         assert sock.selected_alpn_protocol() == "h2"
         conn.initiate_connection()
         request = [(":method", "POST" if body else "GET"), (":scheme", "https")]
-        request += [(":authority", "localhost"), (":path", path), *headers]
+        request += [(":authority", authority), (":path", path), *headers]
         if declared_length is not None:
             request.append(("content-length", str(declared_length)))
         conn.send_headers(1, request, end_stream=not body)

@@ -22,7 +22,7 @@ KEY = "sk-injected-0001"
 @pytest.fixture
 def routing() -> Routing:
     component = Routing()
-    component.configure_rules(load(RULES, {}))
+    component.configure_rules(load(RULES, {}), "127.0.0.1")
     return component
 
 
