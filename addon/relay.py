@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
 from addon import errorpage, flowstate
@@ -44,6 +44,7 @@ from addon.resources import Resources
 from addon.routing.component import Routing
 from addon.routing.connect_to import ConnectTo
 from addon.transport.component import Transport
+from addon.transport.connections import Connections
 from addon.transport.early_refusal import EarlyRefusals
 from addon.transport.head_limit import HeadLimit
 
@@ -131,6 +132,7 @@ class KeyRelay:
         self.transport = Transport()  # streams, encodings, size limit, timeouts
         self.early = EarlyRefusals()  # refusals that must not wait for a large body
         self.head_limit = HeadLimit()  # HTTP/1 request heads: 431 past a size
+        self.connections = Connections()  # head deadlines, a cap per address, descriptors
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # who may read a fal request or an inference.sh task
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
@@ -152,6 +154,7 @@ class KeyRelay:
         self.replay.load(loader)
         self.connect_to.load(loader)
         self.head_limit.load(loader)
+        self.connections.load(loader)
         loader.add_option(
             "keyrelay_rules", str, str(DEFAULT_RULES), "Path of keyrelay's rules file."
         )
@@ -161,6 +164,7 @@ class KeyRelay:
         self.connect_to.configure(updated)
         self.replay.configure(updated)
         self.head_limit.configure(updated)
+        self.connections.configure(updated)
         # mitmproxy silently keeps unknown `--set` names for later; a misspelt keyrelay option
         # (say keyrelay_conect_to) would otherwise send traffic to the real providers.
         if misspelt := sorted(k for k in ctx.options.deferred if k.startswith("keyrelay_")):
@@ -185,6 +189,7 @@ class KeyRelay:
             ctx.options.update(keep_host_header=True)
 
     def running(self) -> None:
+        self.connections.running()  # the open-file limit, before the first client
         self.replay.running()
         self.resources.start()
         if self._watcher is None:
@@ -238,6 +243,7 @@ class KeyRelay:
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.connections.requestheaders(flow)  # a head arrived: its deadline is met
         self.access.requestheaders(flow)
         self.masking.requestheaders(flow)  # before routing strips the client's credentials
         if given := await self._decide(flow):
@@ -309,6 +315,7 @@ class KeyRelay:
         await settle(
             flow,
             self.early.response,
+            self.connections.response,  # the last answer on a connection: a new deadline
             self.transport.response,  # decodes a buffered body, stops the timers
             self._key_feedback,  # a pool key whose 429/401 was about the key rests
             self.jobs.response,  # a submission's owner, before the client has the id
@@ -327,6 +334,7 @@ class KeyRelay:
             flow,
             self._error_page,  # first: early.error forgets a diverted refusal's headers
             self.early.error,
+            self.connections.error,
             self.transport.error,
             self.jobs.error,
             self.guard.error,
@@ -360,13 +368,20 @@ class KeyRelay:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.
         await settle(
             flow,
+            self.connections.websocket_end,
             self.transport.error,
             self.guard.websocket_end,
             self.budget.websocket_end,
             self.masking.websocket_end,  # messages echoing a key, before Save writes them
         )
 
-    # -- upstream connections ------------------------------------------------------------------
+    # -- connections ---------------------------------------------------------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        self.connections.client_connected(client)  # over the cap per address: refused
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.connections.client_disconnected(client)
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         if self.early.server_connect(data):  # a diverted refusal: fail it with its problem

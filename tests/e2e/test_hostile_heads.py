@@ -6,11 +6,14 @@ is never 500, never a dropped connection; and the proxy is still alive afterward
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -19,7 +22,7 @@ import pytest
 from conftest import KeyrelayFactory
 from support.client import HttpClient, raw_exchange
 from support.fuzz import ENV, RULES, heads, http1_request, http2_fields
-from support.proxy import DEFAULT_RULES, KeyrelayProcess
+from support.proxy import DEFAULT_RULES, MITM_SCRIPT, KeyrelayProcess
 from support.transport import h2_request, peak_rss_kib
 from support.upstream import UpstreamServer
 
@@ -250,3 +253,91 @@ def test_server_names_lets_a_deployment_name_in(
     with HttpClient(relay.port) as client:
         assert client.get("/api/openai/models", {"host": "keyrelay.example.com"}).status == 200
         assert client.get("/api/openai/models", {"host": REBOUND}).status == 421
+
+
+# -- slowloris and descriptors ------------------------------------------------------------------
+
+HALF_HEAD = b"GET /api/openai/models HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: "
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the peer closed `sock` (EOF or reset) within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(65536) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_half_sent_head_is_closed_after_the_head_timeout(
+    keyrelay_factory: KeyrelayFactory,
+) -> None:
+    relay = keyrelay_factory(extra_args=["--set", "keyrelay_head_timeout=1"])
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        sock.sendall(HALF_HEAD)
+        assert _closed_within(sock, 15), "a half-sent head held its connection open"
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        sock.sendall(b"GET /_keyrelay/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200  # a complete head is answered
+        response.read()
+        assert _closed_within(sock, 15), "an idle keep-alive connection was never closed"
+    relay.wait_for_output(r"no complete request head within 1 s, closed")
+
+
+def test_a_slow_request_body_is_not_cut_by_the_head_timeout(
+    keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
+) -> None:
+    relay = keyrelay_factory(extra_args=["--set", "keyrelay_head_timeout=1"])
+
+    def slow_body() -> Iterator[bytes]:
+        for _ in range(3):
+            time.sleep(1)
+            yield b"{} "
+
+    with HttpClient(relay.port) as client:
+        assert client.post("/api/openai/chat/completions", slow_body()).status == 200
+    assert upstream.requests[0].body == b"{} {} {} "
+
+
+def test_half_sent_heads_from_one_address_leave_room_for_others(
+    keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
+) -> None:
+    """At a 256-descriptor limit, 400 half-sent heads from 127.0.0.2 would hold every
+    descriptor (a legitimate request then fails with "Too many open files"); the cap per
+    address refuses all but 100 of them."""
+    relay = keyrelay_factory(
+        command=["prlimit", "--nofile=256:256", str(MITM_SCRIPT), "mitmdump"],
+        extra_args=["--set", "keyrelay_max_connections_per_address=100"],
+    )
+    held: list[socket.socket] = []
+    try:
+        for _ in range(400):
+            sock = socket.create_connection(
+                ("127.0.0.1", relay.port), timeout=30, source_address=("127.0.0.2", 0)
+            )
+            held.append(sock)
+            with contextlib.suppress(OSError):
+                sock.sendall(HALF_HEAD)
+        time.sleep(1)  # keyrelay has accepted (or refused) them all
+        with HttpClient(relay.port) as client:
+            assert client.get("/api/openai/models").status == 200
+        open_ones = [s for s in held if not _closed_within(s, 0.01)]
+        assert len(open_ones) == 100
+    finally:
+        for sock in held:
+            sock.close()
+    assert relay.alive()
+    assert "Too many open files" not in relay.output()
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit(
+    keyrelay_factory: KeyrelayFactory,
+) -> None:
+    relay = keyrelay_factory(command=["prlimit", "--nofile=256:4096", str(MITM_SCRIPT), "mitmdump"])
+    limits = Path(f"/proc/{relay.pid}/limits").read_text()
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    assert line.split()[3:5] == ["4096", "4096"], line

@@ -1,0 +1,160 @@
+"""Client connections: a deadline for each request head, a cap per address, and descriptors.
+
+Slowloris: mitmproxy closes a client connection only after `tcp_timeout` (3600 s in
+scripts/_mitm) without any byte, so thousands of half-sent heads, a byte now and then, held
+every descriptor and legitimate requests failed with "Too many open files". Here:
+- a connection must complete a request head within `keyrelay_head_timeout` seconds of opening,
+  and of its last answer finishing (an idle keep-alive connection, as Node closes after 5 s);
+  otherwise it is closed. A request in flight, or an open WebSocket, is never cut;
+- one address holds at most `keyrelay_max_connections_per_address` at once (0: no cap); the
+  next is refused at connect;
+- the descriptor soft limit is raised to the hard limit at start.
+
+Closing a connection from outside its own events reaches into mitmproxy's internals (the
+proxyserver addon's live connection handlers, as mitmproxy's own inactivity timeout closes
+them). Checked against CHECKED; on another version there is no head deadline, and a warning
+says so; the per-address cap and the descriptor limit use public hooks and stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections import Counter
+from typing import Any
+
+from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy.version import VERSION
+
+logger = logging.getLogger(__name__)
+
+CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
+HEAD_TIMEOUT = 10  # seconds (mitmproxy options have no floats)
+PER_ADDRESS = 256
+_MAX_DESCRIPTORS = 1 << 20  # when the hard limit is "unlimited"
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one; returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            logger.warning("keyrelay: could not raise the open-file limit from %d: %s", soft, e)
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
+class Connections:
+    def __init__(self) -> None:
+        self.per_address: Counter[str] = Counter()
+        self.open: dict[str, set[str]] = {}  # client id -> ids of its flows in flight
+        self.deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._can_close = VERSION in CHECKED
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "keyrelay_head_timeout",
+            int,
+            HEAD_TIMEOUT,
+            "Seconds a client connection has to send a complete request head, from opening and "
+            "from its last answer; then it is closed. 0: no limit.",
+        )
+        loader.add_option(
+            "keyrelay_max_connections_per_address",
+            int,
+            PER_ADDRESS,
+            "Client connections one address may hold open at once; more are refused. 0: no cap "
+            "(behind a load balancer every client has its address).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "keyrelay_head_timeout" in updated and ctx.options.keyrelay_head_timeout < 0:
+            raise exceptions.OptionsError("keyrelay_head_timeout: must be 0 or more")
+        if "keyrelay_head_timeout" in updated and not self._can_close:
+            logger.warning(
+                "keyrelay: no deadline for request heads: checked against mitmproxy %s, this is %s",
+                ", ".join(sorted(CHECKED)),
+                VERSION,
+            )
+
+    def running(self) -> None:
+        before, after = raise_descriptor_limit()
+        if after > before:
+            logger.info("keyrelay: open-file limit raised from %d to %d", before, after)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def client_connected(self, client: connection.Client) -> None:
+        address = client.peername[0] if client.peername else "?"
+        cap = ctx.options.keyrelay_max_connections_per_address
+        if cap and self.per_address[address] >= cap:
+            client.error = f"more than {cap} connections from {address}"
+            logger.info("keyrelay: %s: refused, %d connections already open", address, cap)
+            return
+        self.per_address[address] += 1
+        self.open[client.id] = set()
+        self._arm(client)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        if self.open.pop(client.id, None) is None:
+            return  # refused at connect: never counted
+        address = client.peername[0] if client.peername else "?"
+        self.per_address[address] -= 1
+        if self.per_address[address] <= 0:
+            del self.per_address[address]
+        self._disarm(client.id)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        in_flight = self.open.get(flow.client_conn.id)
+        if in_flight is not None:
+            in_flight.add(flow.id)
+            self._disarm(flow.client_conn.id)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None:  # an open WebSocket stays in flight until websocket_end
+            self._finished(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finished(flow)
+
+    websocket_end = error
+
+    # -- the deadline --------------------------------------------------------------------------
+
+    def _finished(self, flow: http.HTTPFlow) -> None:
+        client = flow.client_conn
+        in_flight = self.open.get(client.id)
+        if in_flight is not None and flow.id in in_flight:
+            in_flight.discard(flow.id)
+            if not in_flight:
+                self._arm(client)
+
+    def _arm(self, client: connection.Client) -> None:
+        seconds = ctx.options.keyrelay_head_timeout
+        if seconds and self._can_close:
+            self._disarm(client.id)
+            loop = asyncio.get_running_loop()
+            self.deadlines[client.id] = loop.call_later(seconds, self._expire, client, seconds)
+
+    def _disarm(self, client_id: str) -> None:
+        if deadline := self.deadlines.pop(client_id, None):
+            deadline.cancel()
+
+    def _expire(self, client: connection.Client, seconds: int) -> None:
+        self.deadlines.pop(client.id, None)
+        if self.open.get(client.id):  # a request arrived meanwhile
+            return
+        handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
+        io = handler.transports.get(handler.client) if handler else None
+        if io is not None and io.handler is not None:
+            logger.info(
+                "keyrelay: %s: no complete request head within %d s, closed",
+                client.peername[0] if client.peername else "?",
+                seconds,
+            )
+            io.handler.cancel("keyrelay: request head timeout")
