@@ -43,6 +43,7 @@ from addon.problems import Answer, Refusal
 from addon.resources import Resources
 from addon.routing.component import Routing
 from addon.routing.connect_to import ConnectTo
+from addon.transport import h1_framing
 from addon.transport.component import Transport
 from addon.transport.connections import Connections
 from addon.transport.early_refusal import EarlyRefusals
@@ -150,6 +151,7 @@ class KeyRelay:
 
     def load(self, loader: Any) -> None:
         errorpage.install()
+        h1_framing.install()  # HTTP/2 bodies without content-length, to HTTP/1 upstreams
         self.access.load(loader)
         self.replay.load(loader)
         self.connect_to.load(loader)
@@ -283,6 +285,7 @@ class KeyRelay:
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
+        self.early.request(flow)  # a diverted answer whose request turned out whole
         # The body rules on the whole body; in replay mode the recorded answer (or why not);
         # then the budget reserves the worst case (not for a replayed answer: it costs nothing).
         refusal = (

@@ -7,6 +7,10 @@ streamed into nothing, and its connection attempt is failed in `server_connect` 
 refusal as the message. addon/errorpage.py turns that message into the problem, with the
 refusal's own headers (CORS, Retry-After: `answer_headers`), and mitmproxy answers at once and
 closes the HTTP/1 connection without reading the rest of the body.
+
+An HTTP/2 (or HTTP/3) request without content-length may have a body of any size, or none:
+mitmproxy does not say whether its stream has ended. It is diverted too, and its answer held:
+if the stream had ended, mitmproxy calls `request` at once, and the answer goes out as usual.
 """
 
 from __future__ import annotations
@@ -33,13 +37,17 @@ class EarlyRefusals:
     def __init__(self) -> None:
         self._pending: dict[str, str] = {}  # sentinel host -> errorpage message
         self._headers: dict[str, list[tuple[str, str]]] = {}  # flow id -> the refusal's headers
+        self._held: dict[str, http.Response] = {}  # flow id -> the answer, body length unknown
 
     def divert(self, flow: http.HTTPFlow) -> bool:
         """requestheaders, once keyrelay has answered: True when the answer goes out without
         reading a large body. Over HTTP/2 the status becomes mitmproxy's 502 (its error path
         fixes it), the problem inside still says what happened: memory is worth more."""
         request, response = flow.request, flow.response
-        if response is None or not _large_body_pending(request):
+        if response is None:
+            return False
+        unknown = (request.is_http2 or request.is_http3) and "content-length" not in request.headers
+        if not unknown and not _large_body_pending(request):
             return False
         host = f"{flow.id}{_HOST_SUFFIX}"
         self._pending[host] = _message(response)
@@ -48,6 +56,8 @@ class EarlyRefusals:
             for name, value in response.headers.items(multi=True)
             if name.lower() not in _PAGE_HEADERS
         ]
+        if unknown:
+            self._held[flow.id] = response
         flow.response = None
         request.scheme, request.host, request.port = "https", host, 443
         request.stream = _discard
@@ -67,10 +77,19 @@ class EarlyRefusals:
         the flow was not diverted)."""
         return self._headers.pop(flow.id, None)
 
+    def request(self, flow: http.HTTPFlow) -> None:
+        """The whole request arrived without a stream (its HTTP/2 stream had ended with the
+        head, or it was small): the held answer goes out as it would have."""
+        if (response := self._held.pop(flow.id, None)) is not None:
+            self._pending.pop(flow.request.host, None)
+            self._headers.pop(flow.id, None)
+            flow.response = response
+
     def response(self, flow: http.HTTPFlow) -> None:
         """A diverted flow that never tried to connect leaves nothing behind."""
         self._pending.pop(flow.request.host, None)
         self._headers.pop(flow.id, None)
+        self._held.pop(flow.id, None)
 
     error = response
 

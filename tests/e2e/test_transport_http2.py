@@ -4,6 +4,7 @@ the provider offers it; streams keep their timing either way."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,10 +17,18 @@ from conftest import KeyrelayFactory
 from support.client import HttpClient
 from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.tls import TlsMaterial
-from support.transport import COMPRESSORS, Http2Upstream, h2_request, rules_with_transport
+from support.transport import (
+    COMPRESSORS,
+    Http2Upstream,
+    await_settings,
+    h2_request,
+    peak_rss_kib,
+    rules_with_transport,
+)
 from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, sse_response
 
 GAP = 0.4
+MiB = 1024 * 1024
 EVENTS = [b"data: %d\n\n" % i for i in range(4)]
 
 
@@ -163,3 +172,70 @@ def test_an_http2_refusal_is_answered_without_reading_a_large_body(
             sock.sendall(conn.data_to_send())
     assert json.loads(body)["type"].endswith("/no-route")
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("size", [10, 3 * 1024 * 1024])  # buffered, and streamed upstream
+def test_an_http2_body_without_content_length_is_framed_for_an_http1_upstream(
+    keyrelay: KeyrelayProcess, upstream: UpstreamServer, size: int
+) -> None:
+    """Unframed, the HTTP/1 upstream read the body as a second request (with no key)."""
+    body = b'{"model": "x", "pad": "' + b"a" * size + b'"}'
+    status, _, _ = h2_request(
+        keyrelay.port, _ca(keyrelay), "/api/openai/chat/completions", [], body
+    )
+    assert status == 200
+    assert len(upstream.requests) == 1
+    assert upstream.requests[0].chunked
+    assert upstream.requests[0].body == body
+
+
+def _h2_connection(port: int, ca: object) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    await_settings(sock, conn)
+    return sock, conn
+
+
+def test_an_http2_refusal_without_content_length_does_not_read_the_body(
+    keyrelay: KeyrelayProcess, upstream: UpstreamServer
+) -> None:
+    """The body may be endless: the answer goes out while it is still arriving, and keyrelay's
+    memory does not grow with it."""
+    assert keyrelay.pid is not None
+    before = peak_rss_kib(keyrelay.pid)
+    sock, conn = _h2_connection(keyrelay.port, _ca(keyrelay))
+    head = [(":method", "POST"), (":scheme", "https"), (":authority", "localhost")]
+    conn.send_headers(1, [*head, (":path", "/nowhere")])
+    sent, answered, body = 0, False, b""
+    with sock:
+        while sent < 64 * MiB and not answered:
+            for _ in range(64):
+                conn.send_data(1, b"x" * 16384)
+                sent += 16384
+            sock.sendall(conn.data_to_send())
+            while select.select([sock], [], [], 0)[0] or sock.pending():
+                data = sock.recv(65536)
+                assert data, "connection closed before the answer"
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                    answered |= isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+    growth = peak_rss_kib(keyrelay.pid) - before
+    print(f"sent {sent} bytes before the answer, peak RSS +{growth} KiB")
+    assert answered and sent < 16 * MiB
+    assert growth < 50 * 1024
+    assert json.loads(body)["type"].endswith("/no-route")
+    assert upstream.requests == []
+
+
+def test_an_http2_refusal_of_a_request_without_body_keeps_its_status(
+    keyrelay: KeyrelayProcess,
+) -> None:
+    status, _, frames = h2_request(keyrelay.port, _ca(keyrelay), "/nowhere", [])
+    assert status == 404
+    assert json.loads(b"".join(d for _, d in frames))["type"].endswith("/no-route")

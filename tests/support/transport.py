@@ -3,6 +3,7 @@ streaming server does), a WebSocket upstream, rules with a transport section, an
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -213,6 +214,20 @@ class Http2Upstream(_TlsServer):
         sock.sendall(conn.data_to_send())
 
 
+def await_settings(sock: ssl.SSLSocket, conn: h2.connection.H2Connection) -> None:
+    """Read the server's SETTINGS (and the window update that follows it in mitmproxy's
+    preface), so that the client may send as much as the server allows."""
+    settled = False
+    while not settled:
+        data = sock.recv(65536)
+        assert data, "connection closed during the HTTP/2 preface"
+        events = conn.receive_data(data)
+        settled = any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)
+        sock.sendall(conn.data_to_send())
+    while conn.outbound_flow_control_window <= 65535 and select.select([sock], [], [], 1)[0]:
+        conn.receive_data(sock.recv(65536))
+
+
 def h2_request(
     port: int,
     ca_file: Path,
@@ -237,13 +252,19 @@ def h2_request(
     ):
         assert sock.selected_alpn_protocol() == "h2"
         conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        if body:
+            await_settings(sock, conn)  # the server's windows, for a body larger than 64 KiB
         request = [(":method", "POST" if body else "GET"), (":scheme", "https")]
         request += [(":authority", authority), (":path", path), *headers]
         if declared_length is not None:
             request.append(("content-length", str(declared_length)))
         conn.send_headers(1, request, end_stream=not body)
-        if body:
-            conn.send_data(1, body, end_stream=declared_length is None)
+        size = conn.max_outbound_frame_size
+        for start in range(0, len(body), size):
+            last = start + size >= len(body)
+            chunk = body[start : start + size]
+            conn.send_data(1, chunk, end_stream=last and declared_length is None)
         sock.sendall(conn.data_to_send())
         started = time.monotonic()
         status, response_headers, frames = 0, {}, []
