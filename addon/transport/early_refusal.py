@@ -109,4 +109,4 @@ def _large_body_pending(request: http.Request) -> bool:
     if "chunked" in request.headers.get("transfer-encoding", "").lower():
         return True
     length = request.headers.get("content-length", "")
-    return length.isdigit() and int(length) > SMALL_BODY
+    return length.isascii() and length.isdigit() and int(length) > SMALL_BODY

@@ -87,7 +87,7 @@ def plan_response(
     stream = (
         content_type.startswith(STREAMED_TYPES)
         or length is None
-        or not length.isdigit()
+        or not (length.isascii() and length.isdigit())
         or int(length) > transport.buffer_responses_up_to
     )
     return ResponsePlan(stream=stream, decode=decode)

@@ -35,7 +35,12 @@ def connect(early: EarlyRefusals, host: str) -> tuple[bool, Server]:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"content_length": str(SMALL_BODY)}, {}, {"content_length": "a lot"}],
+    [
+        {"content_length": str(SMALL_BODY)},
+        {},
+        {"content_length": "a lot"},
+        {"content_length": "\u00b2"},  # a digit to str.isdigit, not to int()
+    ],
 )
 def test_a_small_or_absent_body_is_answered_as_usual(headers: dict[str, str]) -> None:
     flow = answered(headers)
@@ -88,3 +93,17 @@ def test_an_answer_that_is_not_a_problem_still_fails_closed() -> None:
     assert server.error is not None
     status, body = errorpage.problem_for(502, server.error)
     assert status == 401 and json.loads(body)["type"].endswith("/refused")
+
+
+def test_an_http2_answer_without_content_length_is_held_until_the_request_is_whole() -> None:
+    """Its stream may have ended with the head: then `request` comes at once, and the held
+    answer goes out with its own status instead of the diverted 502."""
+    early = EarlyRefusals()
+    flow = answered({})
+    flow.request.http_version = "HTTP/2.0"
+    response = flow.response
+    assert early.divert(flow)
+    assert flow.response is None
+    early.request(flow)
+    assert flow.response is response
+    assert not connect(early, flow.request.host)[0]  # nothing left pending
