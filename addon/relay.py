@@ -43,7 +43,7 @@ from addon.problems import Answer, Refusal
 from addon.resources import Resources
 from addon.routing.component import Routing
 from addon.routing.connect_to import ConnectTo
-from addon.transport import h1_framing
+from addon.transport import h1_framing, h2_bounds
 from addon.transport.component import Transport
 from addon.transport.connections import Connections
 from addon.transport.early_refusal import EarlyRefusals
@@ -152,6 +152,7 @@ class KeyRelay:
     def load(self, loader: Any) -> None:
         errorpage.install()
         h1_framing.install()  # HTTP/2 bodies without content-length, to HTTP/1 upstreams
+        h2_bounds.install()  # HTTP/2 clients: buffered answers, rapid resets
         self.access.load(loader)
         self.replay.load(loader)
         self.connect_to.load(loader)

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
 import pytest
 from conftest import KeyrelayFactory
 from support.client import HttpClient, raw_exchange
 from support.fuzz import ENV, RULES, heads, http1_request, http2_fields
 from support.proxy import DEFAULT_RULES, MITM_SCRIPT, KeyrelayProcess
-from support.transport import h2_request, peak_rss_kib
-from support.upstream import UpstreamServer
+from support.transport import await_settings, h2_request, peak_rss_kib
+from support.upstream import ResponseWriter, UpstreamServer
 
 EXPECTED_HTTP1 = 1500
 EXPECTED_HTTP2 = 300
@@ -341,3 +343,87 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(
     limits = Path(f"/proc/{relay.pid}/limits").read_text()
     line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
     assert line.split()[3:5] == ["4096", "4096"], line
+
+
+# -- HTTP/2 clients that do not play along ------------------------------------------------------
+
+
+def _h2_client(relay: KeyrelayProcess) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    ctx = ssl.create_default_context(cafile=str(relay.confdir / "mitmproxy-ca-cert.pem"))
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    await_settings(sock, conn)
+    return sock, conn
+
+
+H2_GET = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost")]
+
+
+def test_an_http2_client_that_never_opens_its_window_does_not_grow_keyrelay(
+    keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
+) -> None:
+    """Without reading (no WINDOW_UPDATE), the client admits 64 KiB; the 64 MiB answer waited in
+    keyrelay's memory. Now its stream is reset once 16 MiB wait, and the upstream let go."""
+    relay = keyrelay_factory()
+    assert relay.pid is not None
+    block = b"z" * MiB
+
+    def download(_req: object, w: ResponseWriter) -> None:
+        w.send_head(
+            200, [("Content-Type", "application/octet-stream"), ("Content-Length", str(64 * MiB))]
+        )
+        for _ in range(64):
+            w.write_raw(block)
+
+    upstream.route("GET", "/v1/files/big/content", download)
+    before = peak_rss_kib(relay.pid)
+    sock, conn = _h2_client(relay)
+    reset = None
+    with sock:
+        conn.send_headers(1, [*H2_GET, (":path", "/api/openai/files/big/content")], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 30
+        while reset is None and time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)  # read, but never acknowledge: the window stays shut
+            except TimeoutError:
+                break  # nothing more comes: the rest waits in keyrelay
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.StreamReset):
+                    reset = event.error_code
+            sock.sendall(conn.data_to_send())
+        time.sleep(1)
+        growth = peak_rss_kib(relay.pid) - before
+    print(f"stream reset with {reset}, peak RSS +{growth} KiB")
+    assert reset == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert growth < 50 * 1024, f"RSS grew by {growth} KiB"
+    assert relay.alive()
+
+
+def test_http2_rapid_resets_do_not_reach_the_upstream(
+    keyrelay: KeyrelayProcess, upstream: UpstreamServer
+) -> None:
+    """500 streams each opened and reset at once (CVE-2023-44487): 343 to 500 of them were
+    requests upstream, with the key."""
+    sock, conn = _h2_client(keyrelay)
+    with sock:
+        try:
+            for i in range(500):
+                stream = conn.get_next_available_stream_id()
+                conn.send_headers(stream, [*H2_GET, (":path", f"/api/openai/models?{i}")], True)
+                conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                sock.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            pass  # keyrelay closed the connection: what the cap is for
+        time.sleep(3)  # connection open: what keyrelay sends upstream has arrived
+    print(f"{len(upstream.requests)} of 500 reset streams reached the upstream")
+    assert len(upstream.requests) <= 100
+    assert keyrelay.alive()
+    ca = keyrelay.confdir / "mitmproxy-ca-cert.pem"
+    assert h2_request(keyrelay.port, ca, "/api/openai/models", [])[0] == 200
