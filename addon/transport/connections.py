@@ -12,8 +12,9 @@ every descriptor and legitimate requests failed with "Too many open files". Here
 
 Closing a connection from outside its own events reaches into mitmproxy's internals (the
 proxyserver addon's live connection handlers, as mitmproxy's own inactivity timeout closes
-them). Checked against CHECKED; on another version there is no head deadline, and a warning
-says so; the per-address cap and the descriptor limit use public hooks and stay.
+them), through internals.py: on a mitmproxy version it was not checked against there is no
+head deadline, and a warning says so; the per-address cap and the descriptor limit use public
+hooks and stay.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from collections import Counter
 from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, http
-from mitmproxy.version import VERSION
+
+from addon.transport import internals
 
 logger = logging.getLogger(__name__)
 
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 HEAD_TIMEOUT = 10  # seconds (mitmproxy options have no floats)
 PER_ADDRESS = 256
 _MAX_DESCRIPTORS = 1 << 20  # when the hard limit is "unlimited"
@@ -54,7 +55,7 @@ class Connections:
         self.per_address: Counter[str] = Counter()
         self.open: dict[str, set[str]] = {}  # client id -> ids of its flows in flight
         self.deadlines: dict[str, asyncio.TimerHandle] = {}
-        self._can_close = VERSION in CHECKED
+        self._can_close: bool | None = None  # this mitmproxy's internals were checked
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -75,12 +76,8 @@ class Connections:
     def configure(self, updated: set[str]) -> None:
         if "keyrelay_head_timeout" in updated and ctx.options.keyrelay_head_timeout < 0:
             raise exceptions.OptionsError("keyrelay_head_timeout: must be 0 or more")
-        if "keyrelay_head_timeout" in updated and not self._can_close:
-            logger.warning(
-                "keyrelay: no deadline for request heads: checked against mitmproxy %s, this is %s",
-                ", ".join(sorted(CHECKED)),
-                VERSION,
-            )
+        if "keyrelay_head_timeout" in updated and self._can_close is None:
+            self._can_close = internals.checked("no deadline for request heads")
 
     def running(self) -> None:
         before, after = raise_descriptor_limit()

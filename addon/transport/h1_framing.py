@@ -7,24 +7,21 @@ auth, limits and allowlists. This wraps `Http1Client.send`: a converted request 
 (its head does not end the message) and neither content-length nor transfer-encoding goes
 `transfer-encoding: chunked`, which mitmproxy's HTTP/1 client then encodes chunk by chunk.
 
-This reaches into mitmproxy's internals. `Http1Client.send` is the same in the versions of
-CHECKED; on any other the wrapper is not installed and a warning says so.
+This reaches into mitmproxy's internals, through internals.py: on a mitmproxy version it was
+not checked against the wrapper is not installed, and a warning says so.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Generator
 from typing import Any
 
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import HttpEvent, RequestHeaders
-from mitmproxy.version import VERSION
 
-logger = logging.getLogger(__name__)
+from addon.transport import internals
 
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 _original = _http1.Http1Client.send
 
 
@@ -39,15 +36,9 @@ def send(self: _http1.Http1Client, event: HttpEvent) -> Generator[commands.Comma
 
 
 def install() -> bool:
-    if _http1.Http1Client.send is send:
-        return True
-    if VERSION not in CHECKED:
-        logger.warning(
-            "keyrelay: HTTP/2 request bodies without content-length are not framed for HTTP/1 "
-            "upstreams: checked against mitmproxy %s, this is %s",
-            ", ".join(sorted(CHECKED)),
-            VERSION,
-        )
-        return False
-    _http1.Http1Client.send = send  # type: ignore[method-assign]
-    return True
+    return internals.replace(
+        _http1.Http1Client,
+        "send",
+        send,
+        "HTTP/2 request bodies without content-length are not framed for HTTP/1 upstreams",
+    )

@@ -12,13 +12,12 @@ mitmproxy's HTTP/2 server layer (`Http2Server`, mitmproxy/proxy/layers/http/_htt
   or opens more than MAX_STREAMS_PER_SECOND, is closed with GOAWAY (ENHANCE_YOUR_CALM). (At
   most 100 streams are open at once: hyper-h2's SETTINGS_MAX_CONCURRENT_STREAMS.)
 
-This reaches into mitmproxy's internals. `Http2Server` and `BufferedH2Connection` are the same
-in the versions of CHECKED; on any other these bounds are not installed and a warning says so.
+This reaches into mitmproxy's internals, through internals.py: on a mitmproxy version it was
+not checked against these bounds are not installed, and a warning says so.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -29,11 +28,9 @@ from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http2
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError, ResponseData
-from mitmproxy.version import VERSION
 
-logger = logging.getLogger(__name__)
+from addon.transport import internals
 
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 MAX_BUFFERED = 16 * 1024 * 1024  # bytes waiting for one client connection's windows
 MAX_STREAMS_PER_SECOND = 1000  # an SDK's burst fits; each stream costs a flow
 MAX_RESETS_PER_SECOND = 100  # a browser cancels a few fetches, not hundreds a second
@@ -117,15 +114,9 @@ def _buffered(server: _http2.Http2Server) -> int:
 
 
 def install() -> bool:
-    if _http2.Http2Server._handle_event is _handle_event:
-        return True
-    if VERSION not in CHECKED:
-        logger.warning(
-            "keyrelay: HTTP/2 clients are not bounded (buffered answers, stream rate): "
-            "checked against mitmproxy %s, this is %s",
-            ", ".join(sorted(CHECKED)),
-            VERSION,
-        )
-        return False
-    _http2.Http2Server._handle_event = _handle_event  # type: ignore[method-assign]
-    return True
+    return internals.replace(
+        _http2.Http2Server,
+        "_handle_event",
+        _handle_event,
+        "HTTP/2 clients are not bounded (buffered answers, stream rate)",
+    )

@@ -8,8 +8,8 @@ over `keyrelay_max_head_bytes`, or a line over `keyrelay_max_head_line_bytes`, i
 a 431 problem, its buffer dropped and the connection closed; a client that leaves mid-head is
 logged with the size of what it sent, never the bytes.
 
-This reaches into mitmproxy's internals. `Http1Server.read_headers` is the same in the versions
-of CHECKED; on any other the cap is not installed and a warning says so.
+This reaches into mitmproxy's internals, through internals.py: on a mitmproxy version it was
+not checked against the cap is not installed, and a warning says so.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.utils import human
-from mitmproxy.version import VERSION
 
 from addon import errorpage
+from addon.transport import internals
 
 logger = logging.getLogger(__name__)
 
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 MAX_HEAD = 64 * 1024
 MAX_LINE = 8 * 1024
 _END = re.compile(b"\n\r?\n")  # the blank line that ends a head (h11's own pattern)
@@ -78,17 +77,9 @@ def read_headers(
 def install(head: int, line: int) -> bool:
     """Set the limits; the first call wraps mitmproxy's reader. False when not installed."""
     Limits.head, Limits.line = head, line
-    if _http1.Http1Server.read_headers is read_headers:
-        return True
-    if VERSION not in CHECKED:
-        logger.warning(
-            "keyrelay: request heads are not capped: checked against mitmproxy %s, this is %s",
-            ", ".join(sorted(CHECKED)),
-            VERSION,
-        )
-        return False
-    _http1.Http1Server.read_headers = read_headers  # type: ignore[method-assign]
-    return True
+    return internals.replace(
+        _http1.Http1Server, "read_headers", read_headers, "request heads are not capped"
+    )
 
 
 class HeadLimit:

@@ -25,7 +25,7 @@ from conftest import KeyrelayFactory
 from support.client import HttpClient, raw_exchange
 from support.fuzz import ENV, RULES, heads, http1_request, http2_fields
 from support.proxy import DEFAULT_RULES, MITM_SCRIPT, KeyrelayProcess
-from support.transport import await_settings, h2_request, peak_rss_kib
+from support.transport import h2_connect, h2_request, peak_rss_kib
 from support.upstream import ResponseWriter, UpstreamServer
 
 EXPECTED_HTTP1 = 1500
@@ -70,18 +70,9 @@ def test_the_header_fuzz_over_http2_gets_well_formed_answers(
     keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
 ) -> None:
     relay = keyrelay_factory(RULES["tokens"], env=ENV)
-    ctx = ssl.create_default_context(cafile=str(relay.confdir / "mitmproxy-ca-cert.pem"))
-    ctx.set_alpn_protocols(["h2"])
-    conn = h2.connection.H2Connection(
-        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-    )
     bad: list[str] = []
-    with (
-        socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw,
-        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
-    ):
-        assert sock.selected_alpn_protocol() == "h2"
-        conn.initiate_connection()
+    sock, conn = h2_connect(relay.port, relay.confdir / "mitmproxy-ca-cert.pem")
+    with sock:
         for i, head in enumerate(heads(1302, EXPECTED_HTTP2)):
             method, path, _ = head
             stream = conn.get_next_available_stream_id()
@@ -348,18 +339,6 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(
 # -- HTTP/2 clients that do not play along ------------------------------------------------------
 
 
-def _h2_client(relay: KeyrelayProcess) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
-    ctx = ssl.create_default_context(cafile=str(relay.confdir / "mitmproxy-ca-cert.pem"))
-    ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
-    sock = ctx.wrap_socket(raw, server_hostname="localhost")
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    sock.sendall(conn.data_to_send())
-    await_settings(sock, conn)
-    return sock, conn
-
-
 H2_GET = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost")]
 
 
@@ -381,7 +360,7 @@ def test_an_http2_client_that_never_opens_its_window_does_not_grow_keyrelay(
 
     upstream.route("GET", "/v1/files/big/content", download)
     before = peak_rss_kib(relay.pid)
-    sock, conn = _h2_client(relay)
+    sock, conn = h2_connect(relay.port, relay.confdir / "mitmproxy-ca-cert.pem")
     reset = None
     with sock:
         conn.send_headers(1, [*H2_GET, (":path", "/api/openai/files/big/content")], end_stream=True)
@@ -411,7 +390,7 @@ def test_http2_rapid_resets_do_not_reach_the_upstream(
 ) -> None:
     """500 streams each opened and reset at once (CVE-2023-44487): 343 to 500 of them were
     requests upstream, with the key."""
-    sock, conn = _h2_client(keyrelay)
+    sock, conn = h2_connect(keyrelay.port, keyrelay.confdir / "mitmproxy-ca-cert.pem")
     with sock:
         try:
             for i in range(500):

@@ -20,7 +20,7 @@ from support.tls import TlsMaterial
 from support.transport import (
     COMPRESSORS,
     Http2Upstream,
-    await_settings,
+    h2_connect,
     h2_request,
     peak_rss_kib,
     rules_with_transport,
@@ -189,18 +189,6 @@ def test_an_http2_body_without_content_length_is_framed_for_an_http1_upstream(
     assert upstream.requests[0].body == body
 
 
-def _h2_connection(port: int, ca: object) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
-    ctx = ssl.create_default_context(cafile=str(ca))
-    ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock = ctx.wrap_socket(raw, server_hostname="localhost")
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    sock.sendall(conn.data_to_send())
-    await_settings(sock, conn)
-    return sock, conn
-
-
 def test_an_http2_refusal_without_content_length_does_not_read_the_body(
     keyrelay: KeyrelayProcess, upstream: UpstreamServer
 ) -> None:
@@ -208,7 +196,7 @@ def test_an_http2_refusal_without_content_length_does_not_read_the_body(
     memory does not grow with it."""
     assert keyrelay.pid is not None
     before = peak_rss_kib(keyrelay.pid)
-    sock, conn = _h2_connection(keyrelay.port, _ca(keyrelay))
+    sock, conn = h2_connect(keyrelay.port, _ca(keyrelay))
     head = [(":method", "POST"), (":scheme", "https"), (":authority", "localhost")]
     conn.send_headers(1, [*head, (":path", "/nowhere")])
     sent, answered, body = 0, False, b""

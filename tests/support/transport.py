@@ -228,6 +228,23 @@ def await_settings(sock: ssl.SSLSocket, conn: h2.connection.H2Connection) -> Non
         conn.receive_data(sock.recv(65536))
 
 
+def h2_connect(port: int, ca_file: Path) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    """An HTTP/2 connection over TLS to 127.0.0.1:port (SNI localhost, trusting ca_file), its
+    preface exchanged; the caller closes the socket."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    assert sock.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    await_settings(sock, conn)
+    return sock, conn
+
+
 def h2_request(
     port: int,
     ca_file: Path,

@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.guard import rules
 
 from addon.config.node import ConfigError
 from addon.config.rules import load
 from addon.routing.server_names import ServerNames, host_name
 
-MINIMAL = """
-providers:
-  anthropic:
-    match: {prefix: /api/anthropic}
-    upstream: https://api.anthropic.com
-    credential: {header: x-api-key, key: {env: ANTHROPIC_API_KEY}}
-"""
+MINIMAL = rules()  # support/guard.py: openai and fal
 
 
 @pytest.mark.parametrize(
