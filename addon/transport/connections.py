@@ -6,8 +6,8 @@ every descriptor and legitimate requests failed with "Too many open files". Here
 - a connection must complete a request head within `keyrelay_head_timeout` seconds of opening,
   and of its last answer finishing (an idle keep-alive connection, as Node closes after 5 s);
   otherwise it is closed. A request in flight, or an open WebSocket, is never cut;
-- one address holds at most `keyrelay_max_connections_per_address` at once (0: no cap); the
-  next is refused at connect;
+- one address (an IPv6 /64) holds at most `keyrelay_max_connections_per_address` at once (0:
+  no cap); the next is refused at connect;
 - the descriptor soft limit is raised to the hard limit at start.
 
 Closing a connection from outside its own events reaches into mitmproxy's internals (the
@@ -27,6 +27,7 @@ from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, http
 
+from addon import client_address
 from addon.transport import internals
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Connections:
     # -- hooks ---------------------------------------------------------------------------------
 
     def client_connected(self, client: connection.Client) -> None:
-        address = client.peername[0] if client.peername else "?"
+        address = _address(client)
         cap = ctx.options.keyrelay_max_connections_per_address
         if cap and self.per_address[address] >= cap:
             client.error = f"more than {cap} connections from {address}"
@@ -100,7 +101,7 @@ class Connections:
     def client_disconnected(self, client: connection.Client) -> None:
         if self.open.pop(client.id, None) is None:
             return  # refused at connect: never counted
-        address = client.peername[0] if client.peername else "?"
+        address = _address(client)
         self.per_address[address] -= 1
         if self.per_address[address] <= 0:
             del self.per_address[address]
@@ -155,3 +156,8 @@ class Connections:
                 seconds,
             )
             io.handler.cancel("keyrelay: request head timeout")
+
+
+def _address(client: connection.Client) -> str:
+    """What the cap counts: an IPv6 client by its /64 (addon/client_address.py)."""
+    return client_address.group(str(client.peername[0])) if client.peername else "?"
