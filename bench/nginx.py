@@ -113,16 +113,21 @@ def peer_conf(prefix: Path, port: int, upstream_port: int, ca: Path, key: str) -
 
 
 def balancer_conf(prefix: Path, port: int, backends: list[int]) -> str:
-    """A real load balancer in front of N keyrelay instances (least connections, kept alive)."""
+    """A real load balancer in front of N keyrelay instances (least connections, kept alive).
+
+    The client's Host goes through (keyrelay answers only the names it serves), and an idle
+    upstream connection is dropped after 5 s, before keyrelay's keyrelay_head_timeout (10 s)
+    closes it under a request nginx may just be sending."""
     servers = "".join(f"server 127.0.0.1:{p}; " for p in backends)
     return _main_conf(
         prefix,
         f"""
-  upstream keyrelay {{ least_conn; {servers}keepalive 128; }}
+  upstream keyrelay {{ least_conn; {servers}keepalive 128; keepalive_timeout 5s; }}
   server {{
     listen 127.0.0.1:{port};
     location / {{
       proxy_pass http://keyrelay;
+      proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_read_timeout 1h;
       {_PROXY_COMMON}

@@ -174,6 +174,7 @@ def test_a_head_over_the_cap_gets_a_431_problem(
     assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large", reply[:300]
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["status"] == 431 and problem in body["detail"]
+    assert body["title"] == "Request Header Fields Too Large"
     assert body["type"].endswith("/request-head-too-large")
 
 
@@ -216,6 +217,7 @@ def test_a_host_keyrelay_does_not_serve_gets_a_421(
         )
     assert reply.status == 421, reply.body
     assert reply.json()["type"].endswith("/misdirected-request")
+    assert reply.json()["title"] == "Misdirected Request"
     assert reply.header("access-control-allow-origin") is None
     assert upstream.requests == []
 
