@@ -147,7 +147,8 @@ class Connections:
         self.deadlines.pop(client.id, None)
         if self.open.get(client.id):  # a request arrived meanwhile
             return
-        handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
+        server = ctx.master.addons.get("proxyserver")
+        handler = server.connections.get(client.id) if server is not None else None
         io = handler.transports.get(handler.client) if handler else None
         if io is not None and io.handler is not None:
             logger.info(
