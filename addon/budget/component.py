@@ -224,7 +224,9 @@ class Budget:
         response = flow.response
         if response is None or response.stream or call.stream is not None:
             return
-        body = response.content or b""
+        # A body that does not decode is left as sent (transport.decode_buffered): read its bytes
+        # rather than raise in a closing hook; it names no usage.
+        body = response.get_content(strict=False) or b""
         if _event_stream(response):
             meter = call.stream = StreamMeter(strip=call.strip)
             passed = meter(body) + meter(b"")
