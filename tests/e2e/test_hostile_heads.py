@@ -269,18 +269,22 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 def test_a_half_sent_head_is_closed_after_the_head_timeout(
     keyrelay_factory: KeyrelayFactory,
 ) -> None:
-    relay = keyrelay_factory(extra_args=["--set", "keyrelay_head_timeout=1"])
-    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
-        sock.sendall(HALF_HEAD)
-        assert _closed_within(sock, 15), "a half-sent head held its connection open"
-    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
-        sock.sendall(b"GET /_keyrelay/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-        response = http.client.HTTPResponse(sock)
+    """With the default 10 s (mitmproxy alone keeps them for tcp_timeout, 3600 s in the
+    scripts): a head left half-sent, and a keep-alive connection left idle after its answer."""
+    relay = keyrelay_factory()  # scripts/_mitm sets tcp_timeout=3600
+    with (
+        socket.create_connection(("127.0.0.1", relay.port), timeout=10) as half,
+        socket.create_connection(("127.0.0.1", relay.port), timeout=10) as idle,
+    ):
+        half.sendall(HALF_HEAD)
+        idle.sendall(b"GET /_keyrelay/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(idle)
         response.begin()
         assert response.status == 200  # a complete head is answered
         response.read()
-        assert _closed_within(sock, 15), "an idle keep-alive connection was never closed"
-    relay.wait_for_output(r"no complete request head within 1 s, closed")
+        assert _closed_within(half, 30), "a half-sent head held its connection open"
+        assert _closed_within(idle, 30), "an idle keep-alive connection was never closed"
+    relay.wait_for_output(r"no complete request head within 10 s, closed")
 
 
 def test_a_slow_request_body_is_not_cut_by_the_head_timeout(
@@ -301,16 +305,13 @@ def test_a_slow_request_body_is_not_cut_by_the_head_timeout(
 def test_half_sent_heads_from_one_address_leave_room_for_others(
     keyrelay_factory: KeyrelayFactory, upstream: UpstreamServer
 ) -> None:
-    """At a 256-descriptor limit, 400 half-sent heads from 127.0.0.2 would hold every
-    descriptor (a legitimate request then fails with "Too many open files"); the cap per
-    address refuses all but 100 of them."""
-    relay = keyrelay_factory(
-        command=["prlimit", "--nofile=256:256", str(MITM_SCRIPT), "mitmdump"],
-        extra_args=["--set", "keyrelay_max_connections_per_address=100"],
-    )
+    """At a 512-descriptor limit, 600 half-sent heads from 127.0.0.2 held every descriptor
+    (a legitimate request then failed with "Too many open files"); the cap per address (256 by
+    default) refuses all but 256 of them."""
+    relay = keyrelay_factory(command=["prlimit", "--nofile=512:512", str(MITM_SCRIPT), "mitmdump"])
     held: list[socket.socket] = []
     try:
-        for _ in range(400):
+        for _ in range(600):
             sock = socket.create_connection(
                 ("127.0.0.1", relay.port), timeout=30, source_address=("127.0.0.2", 0)
             )
@@ -321,7 +322,7 @@ def test_half_sent_heads_from_one_address_leave_room_for_others(
         with HttpClient(relay.port) as client:
             assert client.get("/api/openai/models").status == 200
         open_ones = [s for s in held if not _closed_within(s, 0.01)]
-        assert len(open_ones) == 100
+        assert len(open_ones) == 256
     finally:
         for sock in held:
             sock.close()
