@@ -258,10 +258,10 @@ class KeyRelay:
 
     async def _decide(self, flow: http.HTTPFlow) -> Answer | None:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
-        if refusal := self.routing.misdirected(flow):  # DNS rebinding: before anything answers
-            return refusal
         if refused := self.replay.requestheaders(flow):  # mitmweb's Replay button: why not
             return refused
+        if refusal := self.routing.misdirected(flow):  # DNS rebinding: before anything answers
+            return refusal
         if given := self.cors.requestheaders(flow):  # preflights: before any authentication
             return given
         if given := await self.admin.requestheaders(flow):  # keyrelay's own endpoints
