@@ -49,7 +49,7 @@ def test_no_head_makes_a_request_hook_fail(
                 flow = flow_for(method, target, headers)
                 await relay.requestheaders(flow)
                 if flow.response is None:
-                    relay.request(flow)
+                    await relay.request(flow)
                 if flow.response is None and flow.request.host != "address":  # forwarded
                     flow.response = tflow.tresp(headers=http.Headers(content_encoding="gzip"))
                     relay.responseheaders(flow)  # a failure here kills the flow
