@@ -7,9 +7,11 @@ address (transport/connections.py) alike.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
+@functools.lru_cache(maxsize=4096)  # asked per connection and per request; parsing costs more
 def group(client_ip: str) -> str:
     """`2001:db8:1:2::/64` for any address in that /64; other addresses as they are."""
     try:

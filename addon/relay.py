@@ -112,7 +112,7 @@ async def settle(flow: http.HTTPFlow, *steps: Callable[[http.HTTPFlow], Any]) ->
     masking. A step may be a coroutine function (recording a job's owner)."""
     for step in steps:
         try:
-            if inspect.isawaitable(result := step(flow)):
+            if (result := step(flow)) is not None and inspect.isawaitable(result):
                 await result
         except Exception:
             logger.exception("keyrelay: internal error closing a flow")

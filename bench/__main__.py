@@ -87,6 +87,7 @@ class Run:
             runs = [load.wrk_post(target, c, z.post_seconds) for _ in range(z.post_rounds)]
             r = max(runs, key=lambda run: run.rps)
             out |= {f"post{c}_rps": r.rps, f"post{c}_p50": r.p50_ms, f"post{c}_p99": r.p99_ms}
+            out[f"post{c}_cpu"] = min((r.cpu_us for r in runs if r.cpu_us), default=None)
         return out
 
     def sse(self, target: Target) -> dict[str, float | None]:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import reset_peak, status_kib
+from bench.procs import cpu_seconds, reset_peak, status_kib
 from bench.targets import Target
 
 LUA = Path(__file__).with_name("post.lua")
@@ -38,6 +38,9 @@ class PostResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    # CPU the proxy's processes used per request. Unlike req/s it hardly depends on what else
+    # the two cores were doing (wrk, the upstream), so it is the steadier figure to compare.
+    cpu_us: float | None
 
 
 def wrk_post(target: Target, connections: int, seconds: float) -> PostResult:
@@ -59,10 +62,13 @@ def wrk_post(target: Target, connections: int, seconds: float) -> PostResult:
         "-s",
         str(LUA),
     ]
+    pids = target.memory_pids()
+    cpu_before = _cpu(pids)
     try:
         done = subprocess.run([*argv, url], env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         raise LoadError(f"wrk against {url} did not finish in 120s") from None
+    cpu = _cpu(pids) - cpu_before
     match = _WRK_LINE.search(done.stdout)
     if done.returncode or not match:
         raise LoadError(f"wrk failed against {url}: {done.stdout}{done.stderr}")
@@ -73,7 +79,12 @@ def wrk_post(target: Target, connections: int, seconds: float) -> PostResult:
         fields["requests"] / (fields["duration_us"] / 1e6),
         fields["p50_us"] / 1000,
         fields["p99_us"] / 1000,
+        1e6 * cpu / fields["requests"] if pids else None,
     )
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 # -- big transfers ------------------------------------------------------------------------

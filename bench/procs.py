@@ -103,6 +103,14 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far (/proc/PID/stat, all its threads)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> None:
     """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")

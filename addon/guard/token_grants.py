@@ -12,6 +12,7 @@ a token is granted per app, so it reaches every endpoint of an allowed app.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from addon.config.provider import MAX_TOKEN_SECONDS, TOKEN_URLS, EndpointAllowlist
@@ -32,9 +33,13 @@ def applies(endpoints: EndpointAllowlist | None, method: str, host: str, path: s
     """Whether a request to the upstream host and path (with query) mints a token."""
     if method in _NO_BODY:
         return False
-    url = _canonical(f"{host}/{path.partition('?')[0]}")
     token_urls = endpoints.token_urls if endpoints is not None else TOKEN_URLS
-    return any(url == _canonical(token_url) for token_url in token_urls)
+    return _canonical(f"{host}/{path.partition('?')[0]}") in _canonical_all(token_urls)
+
+
+@functools.lru_cache(maxsize=64)  # one entry per rules' token_urls: asked on every request
+def _canonical_all(token_urls: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_canonical(url) for url in token_urls)
 
 
 def check(

@@ -14,8 +14,6 @@ from typing import IO
 from urllib.parse import quote
 
 FORMATS = ("text", "json", "off")
-_TO_STREAM = "keyrelay.access.stream"  # handler names: found again when the script reloads
-_TO_FILE = "keyrelay.access.file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +77,8 @@ def escape(text: str) -> str:
     """A field a client chose, as one token of one line: control characters (ESC, VT, FF, CR,
     LF, DEL, C1, U+2028...) and whitespace (HTTP/2 lets a path hold spaces) percent-encoded,
     so no client can forge a line, colour a terminal or shift the fields after it."""
-    if text.isprintable() and not any(c.isspace() for c in text):
+    # Every whitespace character but the ASCII space is also unprintable (Cc, Zs, Zl, Zp).
+    if text.isprintable() and " " not in text:
         return text
     return "".join(
         c if c.isprintable() and not c.isspace() else quote(c, safe="", errors="surrogateescape")
@@ -106,40 +105,44 @@ def _ms(value: float | None) -> str:
 
 
 class Output:
-    """Where the lines go: one `logger.info` each, past mitmproxy's log handlers (which format a
-    record for each of them and schedule a deprecated `add_log` hook over every addon), to the
-    stream mitmdump prints on and to a file kept open."""
+    """Where the lines go: past mitmproxy's log handlers (which format a record for each of them
+    and schedule a deprecated `add_log` hook over every addon), straight to the stream mitmdump
+    prints on and to a file kept open. Only without a stream (the console UI) does a line go
+    through `logging`, as a record for the root logger's handlers."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         logger.setLevel(logging.INFO)
+        logger.propagate = False
+        self._stream: IO[str] | None = None
+        self._file: WatchedFileHandler | None = None
 
     def print_to(self, stream: IO[str] | None) -> None:
         """Bare lines on `stream`; None: through the root logger's handlers, like any log."""
-        self._drop(_TO_STREAM)
+        self._stream = stream
         self.logger.propagate = stream is None
-        if stream is not None:
-            self._add(logging.StreamHandler(stream), _TO_STREAM)
 
     def append_to(self, path: Path | None) -> None:
         """Also append to `path` (None: no file). The file stays open; a log rotation that
         moves it away is noticed and the path opened anew (WatchedFileHandler)."""
-        self._drop(_TO_FILE)
+        self.close()
         if path is not None:
-            self._add(WatchedFileHandler(path, encoding="utf-8"), _TO_FILE)
+            self._file = WatchedFileHandler(path, encoding="utf-8")
 
     def close(self) -> None:
-        self._drop(_TO_FILE)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def write(self, line: str) -> None:
-        self.logger.info(line)
-
-    def _add(self, handler: logging.Handler, name: str) -> None:
-        handler.name = name
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self.logger.addHandler(handler)
-
-    def _drop(self, name: str) -> None:
-        for handler in [h for h in self.logger.handlers if h.name == name]:
-            self.logger.removeHandler(handler)
-            handler.close()
+        # One write and a flush per line, as logging.StreamHandler does, without its record.
+        if self._stream is not None:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        elif self.logger.propagate:
+            self.logger.info(line)
+        if self._file is not None:
+            self._file.reopenIfNeeded()  # rotated away: the path opened anew
+            if self._file.stream is not None:
+                self._file.stream.write(line + "\n")
+                self._file.stream.flush()

@@ -93,11 +93,14 @@ def scrub_oversized_credentials(
     headers: http.Headers, names: Iterable[str] = CLIENT_CREDENTIAL_HEADERS
 ) -> None:
     """Credential headers too long to be searched for as values are masked by their name."""
-    for name in names:
-        for value in headers.get_all(name):
-            if len(value) > MAX_CLIENT_SECRET_LENGTH:
-                headers[name] = f"<client {name} (too long to keep)>"
-                break
+    wanted = _DEFAULT_NAMES if names is CLIENT_CREDENTIAL_HEADERS else _raw_names(names)
+    oversized = {  # one pass over the fields (the common case: none), not a lookup per name
+        name
+        for raw_name, raw_value in headers.fields
+        if len(raw_value) > MAX_CLIENT_SECRET_LENGTH and (name := wanted.get(raw_name.lower()))
+    }
+    for name in oversized:
+        headers[name] = f"<client {name} (too long to keep)>"
 
 
 def _raw_names(names: Iterable[str]) -> dict[bytes, str]:

@@ -11,6 +11,7 @@ names are known to its load balancer, not to it) and says so at start.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -49,9 +50,14 @@ class ServerNames:
         """Whether to answer a request with this Host (or :authority)."""
         if self.any_host:
             return True
-        name = host_name(value)
-        if name is None:
-            return False
-        if is_loopback(name):
-            return True
-        return any(name.endswith(p[1:]) if p.startswith("*.") else name == p for p in self.names)
+        return _accepts(self.names, value)
+
+
+@functools.lru_cache(maxsize=1024)  # a handful of Host values, each asked on every request
+def _accepts(names: tuple[str, ...], value: str) -> bool:
+    name = host_name(value)
+    if name is None:
+        return False
+    if is_loopback(name):
+        return True
+    return any(name.endswith(p[1:]) if p.startswith("*.") else name == p for p in names)

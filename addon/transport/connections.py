@@ -56,6 +56,7 @@ class Connections:
         self.per_address: Counter[str] = Counter()
         self.open: dict[str, set[str]] = {}  # client id -> ids of its flows in flight
         self.deadlines: dict[str, asyncio.TimerHandle] = {}
+        self.waiting_since: dict[str, float] = {}  # client id -> loop time its wait began
         self._can_close: bool | None = None  # this mitmproxy's internals were checked
 
     def load(self, loader: Any) -> None:
@@ -110,8 +111,7 @@ class Connections:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         in_flight = self.open.get(flow.client_conn.id)
         if in_flight is not None:
-            in_flight.add(flow.id)
-            self._disarm(flow.client_conn.id)
+            in_flight.add(flow.id)  # the deadline, when it comes, finds a request in flight
 
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None:  # an open WebSocket stays in flight until websocket_end
@@ -133,19 +133,29 @@ class Connections:
                 self._arm(client)
 
     def _arm(self, client: connection.Client) -> None:
+        """The wait for a head starts now. One timer per connection, not one per request: a
+        pending timer is left to find, when it fires, that the wait began later."""
         seconds = ctx.options.keyrelay_head_timeout
         if seconds and self._can_close:
-            self._disarm(client.id)
             loop = asyncio.get_running_loop()
-            self.deadlines[client.id] = loop.call_later(seconds, self._expire, client, seconds)
+            self.waiting_since[client.id] = loop.time()
+            if client.id not in self.deadlines:
+                self.deadlines[client.id] = loop.call_later(seconds, self._expire, client)
 
     def _disarm(self, client_id: str) -> None:
+        self.waiting_since.pop(client_id, None)
         if deadline := self.deadlines.pop(client_id, None):
             deadline.cancel()
 
-    def _expire(self, client: connection.Client, seconds: int) -> None:
+    def _expire(self, client: connection.Client) -> None:
         self.deadlines.pop(client.id, None)
-        if self.open.get(client.id):  # a request arrived meanwhile
+        seconds = ctx.options.keyrelay_head_timeout
+        if self.open.get(client.id) or not seconds:  # in flight: its end starts a new wait
+            return
+        loop = asyncio.get_running_loop()
+        left = self.waiting_since.get(client.id, 0.0) + seconds - loop.time()
+        if left > 0.001:  # answered meanwhile: the wait began later
+            self.deadlines[client.id] = loop.call_later(left, self._expire, client)
             return
         server = ctx.master.addons.get("proxyserver")
         handler = server.connections.get(client.id) if server is not None else None

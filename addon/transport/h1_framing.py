@@ -29,8 +29,9 @@ def send(self: _http1.Http1Client, event: HttpEvent) -> Generator[commands.Comma
     if isinstance(event, RequestHeaders) and not event.end_stream:
         request = event.request
         headers = request.headers
-        unframed = "content-length" not in headers and "transfer-encoding" not in headers
-        if (request.is_http2 or request.is_http3) and unframed:
+        if (request.is_http2 or request.is_http3) and (
+            "content-length" not in headers and "transfer-encoding" not in headers
+        ):
             headers["transfer-encoding"] = "chunked"
     yield from _original(self, event)
 

@@ -56,7 +56,9 @@ def read_headers(
     self: _http1.Http1Server, event: events.ConnectionEvent
 ) -> Generator[commands.Command, Any, None]:
     if isinstance(event, events.DataReceived):
-        if problem := oversized(bytes(self.buf), Limits.head, Limits.line):
+        # A buffer within both limits cannot hold anything too large: no copy, no search.
+        small = len(self.buf) <= min(Limits.head, Limits.line)
+        if not small and (problem := oversized(bytes(self.buf), Limits.head, Limits.line)):
             self.buf = ReceiveBuffer()  # gone now: neither kept nor logged
             message = errorpage.message(431, "request-head-too-large", problem)
             yield commands.SendData(self.conn, _http1.make_error_response(431, message))

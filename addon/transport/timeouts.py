@@ -67,6 +67,8 @@ class _Watch:
     timeouts: Timeouts
     connection: Connection
     timer: asyncio.TimerHandle | None = None
+    sent_at: float = 0.0  # loop time the whole request was in (the first-byte clock starts)
+    head_at: float = 0.0  # time.time() the response head came: the idle clock starts
     last_chunk: float = 0.0  # time.time() of the last streamed chunk; 0 while buffered
     expired: str | None = None  # the errorpage message, once a timeout closed the connection
 
@@ -95,23 +97,31 @@ class Clock:
         self._planned[connection] = watch
 
     def request_sent(self, flow: http.HTTPFlow) -> None:
-        """request: the whole request is in; wait at most first_byte for the response head."""
+        """request: the whole request is in; wait at most first_byte for the response head.
+
+        One timer per flow, not one per phase: it fires at the earliest moment either limit
+        could be due, and `_check` re-arms it for what is left (a short answer, the common
+        case, costs one timer instead of two and their cancellations)."""
         watch = self._flows.get(flow.id)
-        if watch and flow.response is None and watch.timeouts.first_byte:
+        if watch is None or flow.response is not None:
+            return
+        loop = asyncio.get_running_loop()
+        watch.sent_at = loop.time()
+        if watch.timeouts.first_byte:
+            step = _step(watch.timeouts, watch.timeouts.first_byte)
             watch.cancel()
-            watch.timer = asyncio.get_running_loop().call_later(
-                watch.timeouts.first_byte, self._first_byte_expired, flow
-            )
+            watch.timer = loop.call_later(step, self._check, flow)
 
     def response_started(self, flow: http.HTTPFlow) -> Callable[[], None]:
         """responseheaders: switch to the idle limit. Returns what a streamed chunk calls."""
         watch = self._flows.get(flow.id)
         if watch is None:
             return _nothing
-        watch.cancel()
-        if watch.timeouts.idle:
+        watch.head_at = time.time()
+        if watch.timeouts.idle and watch.timer is None:
+            # (A pending timer was armed at most `idle` ago: it fires before the idle limit.)
             watch.timer = asyncio.get_running_loop().call_later(
-                watch.timeouts.idle, self._idle_check, flow
+                watch.timeouts.idle, self._check, flow
             )
         if flow.response is not None and flow.response.status_code == 101:
             # A WebSocket: no chunks pass here. The idle check reads the connection's last
@@ -186,12 +196,25 @@ class Clock:
 
     # -- expiry --------------------------------------------------------------------------------
 
-    def _first_byte_expired(self, flow: http.HTTPFlow) -> None:
+    def _check(self, flow: http.HTTPFlow) -> None:
+        """The flow's timer fired: a limit is due, or the timer is re-armed for what is left."""
         watch = self._flows.get(flow.id)
-        if watch is None or flow.response is not None:
+        if watch is None:
             return
         watch.timer = None
-        detail = f"{watch.provider} sent no response within {watch.timeouts.first_byte:g}s"
+        if flow.response is not None:
+            if watch.timeouts.idle:
+                self._idle_check(flow)
+            return
+        first_byte = watch.timeouts.first_byte
+        if not first_byte:
+            return  # no first-byte limit: the idle timer starts with the response head
+        loop = asyncio.get_running_loop()
+        left = watch.sent_at + first_byte - loop.time()
+        if left > 0.001:
+            watch.timer = loop.call_later(_step(watch.timeouts, left), self._check, flow)
+            return
+        detail = f"{watch.provider} sent no response within {first_byte:g}s"
         flowstate.of(flow)["timeout"] = "first-byte"
         logger.warning("keyrelay: %s", detail)
         handler = _handler(flow)
@@ -211,7 +234,7 @@ class Clock:
         watch = self._flows.get(flow.id)
         if watch is None:
             return
-        last = watch.last_chunk or _last_activity(flow)
+        last = watch.last_chunk or max(watch.head_at, _last_activity(flow))
         left = last + watch.timeouts.idle - time.time()
         if left > 0.001:
             watch.timer = asyncio.get_running_loop().call_later(left, self._idle_check, flow)
@@ -227,6 +250,12 @@ class Clock:
 
 def _nothing() -> None:
     pass
+
+
+def _step(timeouts: Timeouts, first_byte_left: float) -> float:
+    """How long the flow's timer may sleep while no response has come: no longer than the idle
+    limit, which a response head arriving meanwhile would start."""
+    return min((t for t in (first_byte_left, timeouts.idle) if t), default=0.0)
 
 
 def _provider(flow: http.HTTPFlow) -> str:
