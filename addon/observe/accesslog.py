@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from logging.handlers import WatchedFileHandler
@@ -39,7 +40,7 @@ class Entry:
 
 def as_json(entry: Entry) -> str:
     data = {name: value for name in _NAMES if (value := getattr(entry, name)) is not None}
-    data["time"] = _iso(entry.time)
+    data["time"] = iso_time(entry.time)
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -49,7 +50,7 @@ _NAMES = tuple(f.name for f in fields(Entry))  # once: dataclasses.asdict costs 
 def as_text(entry: Entry) -> str:
     target = f"{entry.host}{entry.path}" if entry.host else entry.path
     parts = [
-        _iso(entry.time),
+        iso_time(entry.time),
         escape(entry.identity),
         entry.provider or "-",
         escape(entry.method),
@@ -96,8 +97,19 @@ def render(entry: Entry, fmt: str) -> str | None:
     return as_json(entry) if fmt == "json" else as_text(entry)
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def iso_time(ts: float) -> str:
+    """`2026-11-24T20:11:01.123Z`, as datetime's isoformat(timespec="milliseconds") spells
+    it in UTC; the seconds part made once per second (every line of that second shares it)."""
+    frac, whole = math.modf(ts)
+    micros = round(frac * 1e6)  # datetime rounds to the microsecond first (half to even)
+    second = int(whole) + micros // 1_000_000
+    global _second
+    if _second[0] != second:
+        _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{micros % 1_000_000 // 1000:03d}Z"
+
+
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
 
 
 def _ms(value: float | None) -> str:

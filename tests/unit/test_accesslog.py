@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
 
 from addon.observe import accesslog
 from addon.observe.accesslog import Entry
@@ -86,3 +90,15 @@ def test_text_line_carries_usage_and_cost() -> None:
     line = accesslog.as_text(entry)
     assert line.endswith("forwarded usage=input_tokens:12,units:1.5 cost=0.0375")
     assert json.loads(accesslog.as_json(entry))["usage"] == {"input_tokens": 12, "units": 1.5}
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [0.0, 1.9999996, 1764000000.0004999, 1764000000.9995, 1764000000.9999995, 1764003599.5]
+    + [random.Random(7).uniform(0, 4e9) for _ in range(200)],
+)
+def test_the_time_is_spelt_as_isoformat_spells_it(ts: float) -> None:
+    # The seconds part is reused within a second; the rounding at its edges must not differ.
+    accesslog.iso_time(ts + 1)  # another second cached first
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert accesslog.iso_time(ts) == expected.replace("+00:00", "Z")
