@@ -337,7 +337,8 @@ def _wants_usage(data: dict[str, Any]) -> bool:
 
 
 def _event_stream(response: http.Response) -> bool:
-    return response.headers.get("content-type", "").lower().startswith("text/event-stream")
+    content_type = header_index.lookup(response.headers)("content-type") or ""
+    return content_type.lower().startswith("text/event-stream")
 
 
 def _label(model: str | None, endpoint: str, provider: Provider) -> str:

@@ -129,9 +129,16 @@ def fingerprint(value: str) -> str:
 
 def scrub_headers(headers: http.Headers, secrets: Masking) -> None:
     secrets = masks(secrets)
-    fields = tuple((name, scrub_bytes(value, secrets)) for name, value in headers.fields)
-    if fields != headers.fields:
-        headers.fields = fields
+    fields = headers.fields
+    # One search per secret over all values first: most heads hold none, and then no field
+    # is scrubbed one by one (a match across the joint would not be masked field by field
+    # either, so the joint hides nothing).
+    values = b"\n".join(value for _, value in fields)
+    if not any(raw in values for raw, _ in secrets.raw):
+        return
+    scrubbed = tuple((name, scrub_bytes(value, secrets)) for name, value in fields)
+    if scrubbed != fields:
+        headers.fields = scrubbed
 
 
 def scrub_message(message: http.Message, secrets: Masking) -> None:

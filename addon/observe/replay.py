@@ -60,6 +60,7 @@ class Replay:
 
     def __init__(self) -> None:
         self.recording: Recording[http.Response] = Recording([])
+        self.on = False  # replay mode (keyrelay_replay)
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -69,11 +70,9 @@ class Replay:
             "Replay mode (with server_replay=FILE): placeholder keys, never the network.",
         )
 
-    @property
-    def on(self) -> bool:
-        return bool(ctx.options.keyrelay_replay)
-
     def configure(self, updated: set[str]) -> None:
+        if "keyrelay_replay" in updated:
+            self.on = bool(ctx.options.keyrelay_replay)  # read per request: kept, not looked up
         if "keyrelay_replay" in updated and self.on and not ctx.options.keepserving:
             # mitmdump stops once server replay has nothing left: replay serves until stopped.
             ctx.options.update(keepserving=True)

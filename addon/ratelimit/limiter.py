@@ -4,9 +4,11 @@ store is down, and the 429 answer with Retry-After and the IETF RateLimit fields
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import itertools
 import logging
-import uuid
+import secrets
 from dataclasses import dataclass
 
 from addon.config.limits import BackendSpec, LimitSpec
@@ -52,8 +54,7 @@ class Limiter:
     ) -> Admitted | Refusal:
         if not spec.active:
             return Admitted(None)
-        # Hashed: identities may hold any character, and Redis needs no personal data.
-        who = hashlib.sha256(f"{provider}\0{identity}".encode()).hexdigest()[:24]
+        who = _who(provider, identity)
         tag = f"{{{who}}}"  # one Redis Cluster slot for all of a decision's keys
         cost = 1
         checks: list[Check] = []
@@ -64,7 +65,7 @@ class Limiter:
         checks = [Check(f"{tag}:p", w, cost) for w in spec.windows] + checks
         slots = None
         if spec.concurrent:
-            slots = Slots(f"{tag}:open", spec.concurrent, uuid.uuid4().hex)
+            slots = Slots(f"{tag}:open", spec.concurrent, _lease_id())
         try:
             decision = await self.store.decide(tuple(checks), slots)
         except StoreError as e:
@@ -133,3 +134,19 @@ def ratelimit_fields(decision: Decision) -> tuple[tuple[str, str], ...]:
 
 def _current(s: Standing) -> str:
     return f'"{s.window.name}";r={s.remaining};t={s.reset}'
+
+
+@functools.lru_cache(maxsize=4096)  # the same few callers, request after request
+def _who(provider: str, identity: str) -> str:
+    # Hashed: identities may hold any character, and Redis needs no personal data.
+    return hashlib.sha256(f"{provider}\0{identity}".encode()).hexdigest()[:24]
+
+
+# A lease names one request's concurrency slot among every instance sharing the store: this
+# process's random prefix and a counter (uuid4 read the kernel's random source each time).
+_LEASE_PREFIX = secrets.token_hex(8)
+_leases = itertools.count()
+
+
+def _lease_id() -> str:
+    return f"{_LEASE_PREFIX}{next(_leases):x}"

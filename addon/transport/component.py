@@ -40,7 +40,7 @@ def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool)
         kept = tuple(field for field in fields if field[0].lower() not in drop)
         if len(kept) != len(fields):
             headers.fields = kept
-    if headers.get("content-type", "").lower().startswith("text/event-stream"):
+    if (header_index.lookup(headers)("content-type") or "").lower().startswith("text/event-stream"):
         # Tell nginx and other intermediaries in front of keyrelay not to buffer the stream.
         headers["x-accel-buffering"] = "no"
         cache = headers.get("cache-control", "").lower()
@@ -138,7 +138,8 @@ class Transport:
         chunk_arrived = self.clock.response_started(flow)
         status = response.status_code
         has_body = flow.request.method != "HEAD" and status >= 200 and status not in (204, 304)
-        fields = response.headers.items(multi=True)  # one pass; items() looks each name up
+        # Folded and lower-cased once (header_index): budget and CORS read the same index.
+        fields = header_index.index(response.headers).items()
         plan = plan_response(transport, status, fields, has_body=has_body)
         if plan.stream and flowstate.of(flow).get("read_whole"):
             plan = ResponsePlan(stream=False, decode=plan.decode)  # decoded whole in `response`

@@ -58,6 +58,7 @@ class Connections:
         self.deadlines: dict[str, asyncio.TimerHandle] = {}
         self.waiting_since: dict[str, float] = {}  # client id -> loop time its wait began
         self._can_close: bool | None = None  # this mitmproxy's internals were checked
+        self.head_timeout = HEAD_TIMEOUT
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -76,9 +77,12 @@ class Connections:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "keyrelay_head_timeout" in updated and ctx.options.keyrelay_head_timeout < 0:
+        if "keyrelay_head_timeout" not in updated:
+            return
+        if ctx.options.keyrelay_head_timeout < 0:
             raise exceptions.OptionsError("keyrelay_head_timeout: must be 0 or more")
-        if "keyrelay_head_timeout" in updated and self._can_close is None:
+        self.head_timeout = ctx.options.keyrelay_head_timeout  # read per request: kept here
+        if self._can_close is None:
             self._can_close = internals.checked("no deadline for request heads")
 
     def running(self) -> None:
@@ -135,7 +139,7 @@ class Connections:
     def _arm(self, client: connection.Client) -> None:
         """The wait for a head starts now. One timer per connection, not one per request: a
         pending timer is left to find, when it fires, that the wait began later."""
-        seconds = ctx.options.keyrelay_head_timeout
+        seconds = self.head_timeout
         if seconds and self._can_close:
             loop = asyncio.get_running_loop()
             self.waiting_since[client.id] = loop.time()
@@ -149,7 +153,7 @@ class Connections:
 
     def _expire(self, client: connection.Client) -> None:
         self.deadlines.pop(client.id, None)
-        seconds = ctx.options.keyrelay_head_timeout
+        seconds = self.head_timeout
         if self.open.get(client.id) or not seconds:  # in flight: its end starts a new wait
             return
         loop = asyncio.get_running_loop()
