@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ class Identity:
         return f"{self.kind}:{self.name}"
 
 
+@functools.lru_cache(maxsize=4096)  # every request of an unauthenticated caller asks
 def anonymous(client_ip: str) -> Identity:
     """The client's address (`ip:2001:db8:1:2::/64` for IPv6): see addon/client_address.py."""
     return Identity("ip", client_address.group(client_ip))

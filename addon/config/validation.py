@@ -45,7 +45,7 @@ class ValidationSpec:
 
     @property
     def reads_body(self) -> bool:
-        return bool(self.rule_names)
+        return self.models is not None or self.max_tokens is not None or self.max_n is not None
 
     @property
     def rule_names(self) -> str:

@@ -34,12 +34,17 @@ def applies(endpoints: EndpointAllowlist | None, method: str, host: str, path: s
     if method in _NO_BODY:
         return False
     token_urls = endpoints.token_urls if endpoints is not None else TOKEN_URLS
-    return _canonical(f"{host}/{path.partition('?')[0]}") in _canonical_all(token_urls)
+    hosts, urls = _canonical_all(token_urls)
+    if host and "/" not in host and host.lower() not in hosts:
+        return False  # the common case, decided without building the URL
+    return _canonical(f"{host}/{path.partition('?')[0]}") in urls
 
 
 @functools.lru_cache(maxsize=64)  # one entry per rules' token_urls: asked on every request
-def _canonical_all(token_urls: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(_canonical(url) for url in token_urls)
+def _canonical_all(token_urls: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The token URLs' hosts (each canonical URL's first segment), and the URLs."""
+    urls = frozenset(_canonical(url) for url in token_urls)
+    return frozenset(url.partition("/")[0] for url in urls), urls
 
 
 def check(

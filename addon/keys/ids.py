@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from email.utils import parsedate_to_datetime
 
 
+@functools.lru_cache(maxsize=256)  # asked on every request, for a handful of keys
 def key_id(value: str) -> str:
     """A stable, non-reversible id for a key (a SHA-256 prefix): safe in logs and metrics.
 

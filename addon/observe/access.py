@@ -19,7 +19,7 @@ from typing import IO, Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addons import termlog
 
-from addon import flowstate
+from addon import flowstate, header_index
 from addon.auth.identity import anonymous
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
@@ -54,7 +54,10 @@ class _Sent:
     @classmethod
     def of(cls, flow: http.HTTPFlow) -> _Sent:
         request = flow.request
-        return cls(request.method, request.host_header, request.path, request.headers.fields)
+        host = header_index.lookup(request.headers)("host")  # Request.host_header, one scan
+        if request.is_http2 or request.is_http3:
+            host = request.authority or host
+        return cls(request.method, host, request.path, request.headers.fields)
 
     def url(self, flow: http.HTTPFlow) -> str:
         scheme = "https" if flow.client_conn.tls_established else "http"

@@ -17,7 +17,7 @@ from urllib.parse import quote
 FORMATS = ("text", "json", "off")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ would go through object.__setattr__
 class Entry:
     time: float  # request arrival, epoch seconds
     identity: str

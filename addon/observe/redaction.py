@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from mitmproxy import http
 
+from addon import header_index
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 
 Secrets = Mapping[str, str]  # secret value -> placeholder, e.g. "sk-..." -> "<OPENAI_API_KEY>"
@@ -150,7 +151,9 @@ def scrub_message(message: http.Message, secrets: Masking) -> None:
     raw = message.raw_content
     if not raw:
         return
-    content = message.get_content(strict=False)
+    # Message.get_content, without its scan of the headers when nothing is encoded.
+    encoded = header_index.lookup(message.headers)("content-encoding")
+    content = message.get_content(strict=False) if encoded else raw
     if content is not None and content is not raw:
         cleaned = scrub_bytes(content, secrets)
         if cleaned != content:
