@@ -41,7 +41,11 @@ class Entry:
 def as_json(entry: Entry) -> str:
     data = {name: value for name in _NAMES if (value := getattr(entry, name)) is not None}
     data["time"] = iso_time(entry.time)
-    return json.dumps(data, separators=(",", ":"))
+    return _COMPACT.encode(data)
+
+
+# json.dumps builds an encoder on every call given any option; this one is made once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 _NAMES = tuple(f.name for f in fields(Entry))  # once: dataclasses.asdict costs more than a line
