@@ -36,7 +36,9 @@ class FlowState(TypedDict, total=False):
 
 def of(flow: http.HTTPFlow) -> FlowState:
     """The flow's state, created empty on first use."""
-    state: FlowState = flow.metadata.setdefault(KEY, {})
+    state: FlowState | None = flow.metadata.get(KEY)
+    if state is None:  # (not setdefault: it would make a dict on every call)
+        state = flow.metadata[KEY] = FlowState()
     return state
 
 

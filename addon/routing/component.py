@@ -39,7 +39,12 @@ class Routing:
         """A 421 for a Host (or HTTP/2 :authority) this keyrelay does not serve: a page whose
         name was rebound to this address must not read keyrelay's answers."""
         request = flow.request
-        names = request.headers.get_all("host")
+        host = header_index.lookup(request.headers)("host")
+        # Several Host fields (the index joins them with ", ") are checked one by one.
+        if host is not None and "," in host:
+            names = request.headers.get_all("host")
+        else:
+            names = [] if host is None else [host]
         if request.authority:
             names.append(request.authority)
         for name in names:

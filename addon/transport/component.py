@@ -28,7 +28,7 @@ _KEPT = frozenset({b"connection", b"close", b"transfer-encoding"})
 def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool) -> None:
     """Make the head true for the bytes the client will get."""
     headers = response.headers
-    if response.status_code != 101:
+    if response.status_code != 101 and _drops_any(header_index.index(headers)):
         fields = headers.fields  # names and values as bytes: filtered in one pass
         named = {
             token.strip().lower()
@@ -63,10 +63,21 @@ def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool)
         headers["transfer-encoding"] = "chunked"
 
 
+def _drops_any(index: dict[str, str]) -> bool:
+    """Whether the head holds a hop-by-hop field, or one its Connection header names: most
+    answers (`connection: keep-alive` alone) hold none, and their fields are left as they are."""
+    named = {token.strip().lower() for token in index.get("connection", "").split(",")}
+    return not ((_HOP_BY_HOP_NAMES | named) - _KEPT_NAMES).isdisjoint(index)
+
+
+_HOP_BY_HOP_NAMES = frozenset(HOP_BY_HOP)
+_KEPT_NAMES = frozenset(name.decode() for name in _KEPT)
+
+
 def decode_buffered(response: http.Response) -> None:
     """Decode a whole (buffered) body and fix its length. A corrupt body is left as sent,
     still labelled with its encoding: true bytes, honestly described."""
-    encoding = response.headers.get("content-encoding")
+    encoding = header_index.lookup(response.headers)("content-encoding")
     if not (decoding.codings(encoding) and decoding.can_decode(encoding)):
         return
     assert encoding is not None
