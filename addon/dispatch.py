@@ -21,6 +21,7 @@ Loaded on its own (`mitmdump -s addon/dispatch.py`) it speeds up any mitmdump.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import types
@@ -94,7 +95,7 @@ class Table:
             table = self.hooks[name] = self.entries(name)
         if not table:
             return
-        args = event.args()
+        args = _args(event)
         for _item, funcs in table:
             try:
                 for func in funcs:
@@ -107,6 +108,21 @@ class Table:
                 raise
             except Exception as error:
                 _addon_error(error)
+
+
+def _args(event: hooks.Hook) -> list[Any]:
+    """`Hook.args()`, with each hook class's field names looked up once, not per event
+    (`dataclasses.fields` filters every field of the class on every call)."""
+    kind = type(event)
+    names = _ARG_NAMES.get(kind)
+    if names is None:
+        if kind.args is not hooks.Hook.args:
+            return event.args()  # a hook with its own args(): asked every time
+        names = _ARG_NAMES[kind] = tuple(f.name for f in dataclasses.fields(event))  # type: ignore[arg-type]
+    return [getattr(event, name) for name in names]
+
+
+_ARG_NAMES: dict[type[hooks.Hook], tuple[str, ...]] = {}
 
 
 def _not_callable(name: str, addon: Any) -> Callable[..., Any]:

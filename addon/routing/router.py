@@ -32,15 +32,36 @@ class Route:
         return f"{self.scheme}://{self.authority}{self.path}"
 
 
+_REMEMBERED = 1024  # routing decisions remembered at most...
+_REMEMBERED_BYTES = 512  # ...each for a request line and target headers this long at most
+
+
 class Router:
     """Routing tables compiled once per rules load, so a request costs a few lookups."""
 
     def __init__(self, rules: Rules) -> None:
         self.header_routed = rules.header_routed()
         self.prefixed = rules.prefixed()
+        # A decision depends on the method, the target and the target headers alone, and
+        # Routes and Refusals are immutable: the same request line is decided once.
+        self._target_headers = tuple(p.target_header for p in self.header_routed if p.target_header)
+        self._decided: dict[tuple[str | None, ...], Route | Refusal] = {}
 
     def route(self, method: str, path: str, header: Callable[[str], str | None]) -> Route | Refusal:
         """`path` is the request target as received (path and query); `header` looks up by name."""
+        key = (method, path, *(header(name) for name in self._target_headers))
+        decided = self._decided.get(key)
+        if decided is None:
+            decided = self._route(method, path, header)
+            if sum(len(part or "") for part in key) <= _REMEMBERED_BYTES:  # memory stays small
+                if len(self._decided) >= _REMEMBERED:
+                    self._decided.clear()  # targets can be as many as the clients make
+                self._decided[key] = decided
+        return decided
+
+    def _route(
+        self, method: str, path: str, header: Callable[[str], str | None]
+    ) -> Route | Refusal:
         raw_path, _, query = path.partition("?")
         for provider in self.header_routed:
             target = _target_of(provider, query, header)

@@ -203,3 +203,24 @@ def test_a_prefix_allow_pattern_for_another_host_is_an_error(tmp_path: Path) -> 
     (tmp_path / "rules.yaml").write_text(text)
     with pytest.raises(ConfigError, match=r"providers\.openai\.allow\[0\]: .*never match"):
         load(tmp_path / "rules.yaml", {})
+
+
+def test_a_remembered_decision_is_per_method_target_and_target_header() -> None:
+    router = Router(RULES)
+    fal = "/api/fal/proxy"
+    first = router.route("POST", fal, {"x-fal-target-url": "https://fal.run/fal-ai/a"}.get)
+    other = router.route("POST", fal, {"x-fal-target-url": "https://fal.run/fal-ai/b"}.get)
+    assert isinstance(first, Route) and isinstance(other, Route)
+    assert (first.path, other.path) == ("/fal-ai/a", "/fal-ai/b")
+    assert isinstance(router.route("POST", fal, {}.get), Refusal)  # no header: not the route
+    assert router.route("POST", fal, {"x-fal-target-url": "https://fal.run/fal-ai/a"}.get) is first
+    assert isinstance(router.route("TRACE", "/api/openai/x", {}.get), Refusal)
+    assert isinstance(router.route("POST", "/api/openai/x", {}.get), Route)
+
+
+def test_only_short_requests_are_remembered() -> None:
+    router = Router(RULES)
+    long_path = "/api/openai/" + "a" * 600
+    assert isinstance(router.route("POST", long_path, {}.get), Route)
+    assert isinstance(router.route("POST", "/api/openai/x", {}.get), Route)
+    assert len(router._decided) == 1  # the long one was decided, not kept
