@@ -8,6 +8,7 @@ the reason and its column stays empty; every other failure stops the run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
@@ -76,19 +77,46 @@ class Run:
             shown = ", ".join(f"{k}={v:.2f}" for k, v in figures.items() if v is not None)
             log(f"{key:9} {what}: {shown} ({time.monotonic() - started:.1f}s)")
 
-    def post(self, target: Target) -> dict[str, float | None]:
-        """Each concurrency run `rounds` times; the best run counts (the least disturbed by
-        whatever else this machine was doing)."""
+    def post(self) -> None:
+        """Round after round, each target in turn: a slow spell of this shared machine falls on
+        every column alike, not on whichever ran then. Per target and concurrency, the run with
+        the median rate counts (its latencies with it), and the median CPU per request."""
         z = self.s.sizes
-        if z.warmup_seconds:
-            load.wrk_post(target, 8, z.warmup_seconds)  # connections, TLS sessions, caches
-        out: dict[str, float | None] = {}
-        for c in (1, 32):
-            runs = [load.wrk_post(target, c, z.post_seconds) for _ in range(z.post_rounds)]
-            r = max(runs, key=lambda run: run.rps)
-            out |= {f"post{c}_rps": r.rps, f"post{c}_p50": r.p50_ms, f"post{c}_p99": r.p99_ms}
-            out[f"post{c}_cpu"] = min((r.cpu_us for r in runs if r.cpu_us), default=None)
-        return out
+        runs: dict[tuple[str, int], list[load.PostResult]] = {}
+        failed: set[str] = set()
+
+        def each(connections: int, seconds: float, kept: bool = True) -> None:
+            for key, target in self.targets.items():
+                if key in failed:
+                    continue
+                try:
+                    result = load.wrk_post(target, connections, seconds)
+                except load.LoadError as e:
+                    failed.add(key)
+                    self.notes.append(f"{key}: POST: {e}")
+                    log(f"{key:9} POST: FAILED: {e}")
+                    continue
+                if kept:
+                    runs.setdefault((key, connections), []).append(result)
+
+        if z.warmup_seconds:  # connections, TLS sessions, caches
+            each(8, z.warmup_seconds, kept=False)
+        for round_ in range(z.post_rounds):
+            for c in (1, 32):
+                each(c, z.post_seconds)
+            log(f"POST round {round_ + 1} of {z.post_rounds} done")
+        for (key, c), done in runs.items():
+            if key in failed:
+                continue
+            mid = sorted(done, key=lambda run: run.rps)[len(done) // 2]
+            cpu = sorted(r.cpu_us for r in done if r.cpu_us is not None)
+            self.results[key] |= {
+                f"post{c}_rps": mid.rps,
+                f"post{c}_p50": mid.p50_ms,
+                f"post{c}_p99": mid.p99_ms,
+                f"post{c}_cpu": cpu[len(cpu) // 2] if cpu else None,
+            }
+            log(f"{key:9} POST c{c}: {mid.rps:.0f} req/s, median of {len(done)}")
 
     def sse(self, target: Target) -> dict[str, float | None]:
         z = self.s.sizes
@@ -115,11 +143,11 @@ class Run:
         return {"streams_kib": r.rss_per_stream_kib, "streams_held": 100 * r.held}
 
     def transfers(self, target: Target) -> dict[str, float | None]:
-        """Best of `post_rounds` each way (one transfer is short); the largest RSS growth."""
+        """Best of `transfer_rounds` each way (one transfer is short); the largest RSS growth."""
         runs = [
             load.curl_transfer(target, self.s.tls.ca_cert, upload)
             for upload in (self.s.upload_file, None)
-            for _ in range(self.s.sizes.post_rounds + 1)
+            for _ in range(self.s.sizes.transfer_rounds)
         ]
         half = len(runs) // 2
         growth = [r.rss_growth_kib for r in runs if r.rss_growth_kib is not None]
@@ -195,6 +223,12 @@ def main(argv: list[str]) -> int:
         default=0,
         help="then profile keyrelay (everything on) under load with py-spy",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="POST rounds, interleaved over the targets; the median counts (default: 5, quick 1)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     wanted = [t for t in args.targets.split(",") if t]
@@ -205,6 +239,8 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="keyrelay-bench-"))
     workdir.chmod(0o755)  # nginx workers may run as another user
     sizes = Sizes.of(args.quick)
+    if args.rounds:
+        sizes = dataclasses.replace(sizes, post_rounds=args.rounds)
     procs: list[Proc] = []
     targets: dict[str, Target] = {}
     notes: list[str] = []
@@ -231,7 +267,7 @@ def main(argv: list[str]) -> int:
         # been through the big transfers (whose freed memory would hide the streams' cost).
         run.measure("SSE", run.sse)
         run.measure("open streams", run.streams)
-        run.measure("POST", run.post)
+        run.post()
         run.measure("transfers", run.transfers)
         if args.profile:
             from bench import profile
@@ -259,7 +295,8 @@ def report(run: Run, wanted: list[str], s: Setting, *, quick: bool) -> str:
         "",
         f"keyrelay benchmark{' (--quick)' if quick else ''}: {machine()}",
         versions(),
-        f"POST: wrk -t1, {z.post_seconds:g}s per run; SSE: {z.sse_events} events, one per "
+        f"POST: wrk -t1, {z.post_seconds:g}s per run, median of {z.post_rounds} interleaved; "
+        f"SSE: {z.sse_events} events, one per "
         f"{z.sse_interval_ms:g} ms; transfers: {z.transfer_bytes // MIB} MiB each way (curl); "
         f"open streams: {z.open_streams} x one event per {z.open_interval_ms:g} ms for "
         f"{z.open_hold_seconds:g}s",

@@ -21,7 +21,7 @@ MIB = 1024 * 1024
 @dataclass(frozen=True)
 class Sizes:
     post_seconds: float
-    post_rounds: int
+    post_rounds: int  # interleaved over the targets; the median run counts
     warmup_seconds: float  # 0: none
     sse_events: int
     sse_interval_ms: float
@@ -29,12 +29,13 @@ class Sizes:
     open_streams: int
     open_hold_seconds: float
     open_interval_ms: float  # one event per stream every this many ms
+    transfer_rounds: int  # each way; the best counts
 
     @staticmethod
     def of(quick: bool) -> Sizes:
         if quick:
-            return Sizes(1.0, 1, 0.0, 300, 1.0, 5 * MIB, 50, 1.0, 100.0)
-        return Sizes(5.0, 2, 2.0, 2000, 1.0, 50 * MIB, 500, 5.0, 100.0)
+            return Sizes(1.0, 1, 0.0, 300, 1.0, 5 * MIB, 50, 1.0, 100.0, 2)
+        return Sizes(3.0, 5, 2.0, 2000, 1.0, 50 * MIB, 500, 5.0, 100.0, 3)
 
 
 @dataclass
