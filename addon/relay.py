@@ -194,10 +194,11 @@ class KeyRelay:
 
     def running(self) -> None:
         self.connections.running()  # the open-file limit, before the first client
-        # What is alive now (modules, the rules) lives as long as the process: out of the
-        # collector's sight, a full collection under load no longer scans it (-5% CPU a request).
-        gc.collect()
-        gc.freeze()
+        if not gc.get_freeze_count():  # once: a reloaded script's old module must stay collectable
+            # What is alive now (modules, the rules) lives as long as the process: out of the
+            # collector's sight, a full collection under load no longer scans it (-5% CPU).
+            gc.collect()
+            gc.freeze()
         self.replay.running()
         self.resources.start()
         if self._watcher is None:

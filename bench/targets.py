@@ -128,6 +128,9 @@ def keyrelay_proc(
         *("--set", f"keyrelay_connect_to=api.openai.com:443=127.0.0.1:{s.upstream_port}"),
         *("--set", f"ssl_verify_upstream_trusted_ca={s.tls.ca_cert}"),
         *("--set", "flow_detail=0"),
+        # Every load here comes from 127.0.0.1, as from a balancer in front: the cap per client
+        # address (256) would refuse the 500 open streams, which are what that row measures.
+        *("--set", "keyrelay_max_connections_per_address=0"),
         *extra,
     ]
     child_env = _env(OPENAI_API_KEY=s.provider_key, **(env or {}))
