@@ -22,6 +22,14 @@ def lookup(headers: http.Headers) -> Callable[[str], str | None]:
     return index(headers).get
 
 
+def content(message: http.Message) -> bytes | None:
+    """`message.get_content(strict=False)`, without its scan of the headers when nothing is
+    encoded (the common case: keyrelay asks upstreams for identity)."""
+    if lookup(message.headers)("content-encoding"):
+        return message.get_content(strict=False)
+    return message.raw_content
+
+
 def index(headers: http.Headers) -> dict[str, str]:
     fields = headers.fields
     held = _indexes.get(id(headers))

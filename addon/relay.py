@@ -270,8 +270,8 @@ class KeyRelay:
             return refusal
         if given := self.cors.requestheaders(flow):  # preflights: before any authentication
             return given
-        if given := await self.admin.requestheaders(flow):  # keyrelay's own endpoints
-            return given
+        if self.admin.wants(flow) and (given := await self.admin.requestheaders(flow)):
+            return given  # keyrelay's own endpoints
         route = self.routing.requestheaders(flow)
         if isinstance(route, Refusal):
             return route

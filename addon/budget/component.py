@@ -226,7 +226,7 @@ class Budget:
             return
         # A body that does not decode is left as sent (transport.decode_buffered): read its bytes
         # rather than raise in a closing hook; it names no usage.
-        body = response.get_content(strict=False) or b""
+        body = header_index.content(response) or b""
         if _event_stream(response):
             meter = call.stream = StreamMeter(strip=call.strip)
             passed = meter(body) + meter(b"")

@@ -21,6 +21,10 @@ class AdminEndpoints:
         self._current = current
         self._usage = usage
 
+    def wants(self, flow: http.HTTPFlow) -> bool:
+        """Whether the request is for one of keyrelay's own endpoints (under /_keyrelay/)."""
+        return admin.is_admin_path(flow.request.path)
+
     async def requestheaders(self, flow: http.HTTPFlow) -> Answer | None:
         """Before routing: the answer to a request under /_keyrelay/, else None. The usage
         endpoint is each caller's own, authenticated like a provider call (budget/)."""

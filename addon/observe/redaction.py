@@ -151,9 +151,7 @@ def scrub_message(message: http.Message, secrets: Masking) -> None:
     raw = message.raw_content
     if not raw:
         return
-    # Message.get_content, without its scan of the headers when nothing is encoded.
-    encoded = header_index.lookup(message.headers)("content-encoding")
-    content = message.get_content(strict=False) if encoded else raw
+    content = header_index.content(message)
     if content is not None and content is not raw:
         cleaned = scrub_bytes(content, secrets)
         if cleaned != content:

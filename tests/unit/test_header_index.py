@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+
+import pytest
 from mitmproxy import http
 
 from addon import header_index
@@ -30,3 +33,15 @@ def test_a_rewrite_of_the_fields_is_seen_at_once() -> None:
     assert header_index.lookup(headers)("upgrade") is None
     headers["x-new"] = "1"  # mitmproxy replaces the tuple on every change
     assert header_index.lookup(headers)("x-new") == "1"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "raw"),
+    [(None, b'{"a":1}'), ("gzip", gzip.compress(b'{"a":1}')), ("gzip", b"not gzip"), ("", b"x")],
+)
+def test_content_is_get_content_without_strictness(encoding: str | None, raw: bytes) -> None:
+    response = http.Response.make(
+        200, b"", {} if encoding is None else {"content-encoding": encoding}
+    )
+    response.raw_content = raw
+    assert header_index.content(response) == response.get_content(strict=False)
