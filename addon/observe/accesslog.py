@@ -4,6 +4,7 @@ chose (identity, method, path) is escaped: a text line stays one line of fixed f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -132,6 +133,7 @@ class Output:
         logger.propagate = False
         self._stream: IO[str] | None = None
         self._file: WatchedFileHandler | None = None
+        self._flush_pending = False
 
     def print_to(self, stream: IO[str] | None) -> None:
         """Bare lines on `stream`; None: through the root logger's handlers, like any log."""
@@ -146,19 +148,39 @@ class Output:
             self._file = WatchedFileHandler(path, encoding="utf-8")
 
     def close(self) -> None:
+        self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
 
     def write(self, line: str) -> None:
-        # One write and a flush per line, as logging.StreamHandler does, without its record.
+        text = line + "\n"
         if self._stream is not None:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            self._stream.write(text)
         elif self.logger.propagate:
             self.logger.info(line)
+        if self._file is not None and self._file.stream is not None:
+            self._file.stream.write(text)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Flushed at the end of this turn of the event loop, not after every line: under load
+        many lines share one write, and one check that the file was not rotated away."""
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (shutting down): now
+            self.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if self._stream is not None:
+            self._stream.flush()
         if self._file is not None:
-            self._file.reopenIfNeeded()  # rotated away: the path opened anew
             if self._file.stream is not None:
-                self._file.stream.write(line + "\n")
                 self._file.stream.flush()
+            self._file.reopenIfNeeded()  # rotated away: the next lines go to the path anew
