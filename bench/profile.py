@@ -29,6 +29,12 @@ DISPATCH = (
 )
 
 
+# keyrelay's wrappers around mitmproxy's own HTTP/1 reading and writing (transport/head_limit.py,
+# transport/h1_framing.py): what runs under them is the engine's work, which bare mitmdump does
+# too, so they do not count as keyrelay's own either (their few checks are in the noise).
+WRAPPERS = ("addon/transport/head_limit.py:read_headers", "addon/transport/h1_framing.py:send")
+
+
 def run(target: Target, seconds: float) -> str:
     py_spy = shutil.which("py-spy") or str(REPO / ".venv/bin/py-spy")
     if not Path(py_spy).exists():
@@ -58,11 +64,13 @@ def summarize(collapsed: str, name: str) -> str:
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
         dispatching = {f for f in frames if f.startswith("addon/dispatch.py:")}
+        wrapped = [frames.index(w) for w in WRAPPERS if w in frames]
+        ours = frames[: min(wrapped)] if wrapped else frames  # without the engine's work
         total += count
         own[frames[-1]] += count
         if frames[-1].startswith(DISPATCH):
             dispatch += count
-        addon_frames = {f for f in frames if f.startswith("addon/") and f not in dispatching}
+        addon_frames = {f for f in ours if f.startswith("addon/") and f not in dispatching}
         if addon_frames:
             in_addon += count
         for frame in addon_frames:
