@@ -74,7 +74,7 @@ def decorate(flow: http.HTTPFlow) -> None:
         return
     headers = response.headers
     # Stripped even without an Origin: a cached answer must not carry the upstream's policy.
-    if any(answers.is_cors_header(name) for name, _ in headers.fields):
+    if any(name.startswith("access-control-") for name in header_index.index(headers)):
         headers.fields = tuple(f for f in headers.fields if not answers.is_cors_header(f[0]))
     pairs = flowstate.of(flow).get("cors")
     if not pairs:

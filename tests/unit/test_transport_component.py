@@ -266,3 +266,39 @@ def test_the_first_byte_timeout_ends_a_silent_upstream_only(rules: Rules) -> Non
         transport.response(answered)
 
     run(scenario)
+
+
+IDLE_SHORTER = """
+providers:
+  openai:
+    match: {prefix: /api/openai}
+    upstream: https://api.openai.com/v1
+    credential: {header: authorization, key: {env: O}}
+    transport: {timeouts: {connect: 0, first_byte: 0.4, idle: 0.1}}
+"""
+
+
+def test_one_timer_per_flow_keeps_each_limit_to_its_phase(tmp_path: Path) -> None:
+    """The first-byte limit counts until a head comes, the idle limit from the head on; the
+    flow's one timer is armed for the sooner of the two and re-armed for what is left."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(IDLE_SHORTER)
+    rules = load(path, {})
+
+    async def scenario() -> None:
+        transport = Transport()
+        silent, _ = routed(transport, rules)
+        streaming, _ = routed(transport, rules)
+        transport.request(silent)
+        transport.request(streaming)
+        respond(streaming, b"", content_type="text/event-stream")
+        transport.responseheaders(streaming)  # a head, then no byte: idle from here
+        await asyncio.sleep(0.25)
+        assert "timeout" not in flowstate.of(silent)  # 0.1 s idle is not its limit
+        assert flowstate.of(streaming).get("timeout") == "idle"  # not the first-byte 0.4 s
+        await asyncio.sleep(0.3)
+        assert flowstate.of(silent).get("timeout") == "first-byte"
+        transport.error(silent)
+        transport.error(streaming)
+
+    run(scenario)
