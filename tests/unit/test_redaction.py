@@ -112,3 +112,13 @@ def test_client_secrets_are_masked_in_the_request_but_never_reshape_the_response
     redaction.scrub_flow(f, {}, client)
     assert "darkmode-please" not in f.request.headers["cookie"]
     assert f.response.content == b"the darkmode-please theme"
+
+
+def test_a_credential_too_long_in_bytes_is_masked_by_name_even_if_short_in_characters() -> None:
+    # 3,000 characters, 9,000 bytes: too long to be remembered as a value (client_credentials
+    # counts bytes), so it must be masked by its header's name, or it would stay as sent.
+    value = "Bearer " + "€" * 3000
+    headers = http.Headers(authorization=value)
+    assert redaction.client_credentials(headers) == {}
+    redaction.scrub_oversized_credentials(headers)
+    assert headers["authorization"] == "<client authorization (too long to keep)>"
