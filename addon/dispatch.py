@@ -14,9 +14,9 @@ script (re)load calls, keyrelay's own included) and `clear`. It is rebuilt lazil
 event, so a script that swaps its module in after `register` returns is seen.
 
 This reaches into mitmproxy's internals. It was checked against the AddonManager of the
-versions in CHECKED (its code is identical in both); on any other it refuses to install, logs
-why, and mitmproxy runs at its stock speed. `--set keyrelay_fast_dispatch=false` turns it off.
-Loaded on its own (`mitmdump -s addon/dispatch.py`) it speeds up any mitmdump.
+versions in CHECKED (its code is identical in all, comments aside); on any other it refuses to
+install, logs why, and mitmproxy runs at its stock speed. `--set keyrelay_fast_dispatch=false`
+turns it off. Loaded on its own (`mitmdump -s addon/dispatch.py`) it speeds up any mitmdump.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from mitmproxy.version import VERSION
 logger = logging.getLogger(__name__)
 mitmproxy_logger = logging.getLogger(addonmanager.__name__)  # where "Addon error" goes
 
-CHECKED = frozenset({"12.2.1", "12.3.1"})
+# The same list as errorpage.py's and transport/internals.py's (a test holds them equal): this
+# module imports nothing of keyrelay's, so that `mitmdump -s addon/dispatch.py` loads alone.
+CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 OPTION = "keyrelay_fast_dispatch"
 _WRAPPED = ("add", "remove", "register", "clear")
 

@@ -16,8 +16,8 @@ carries it to the builder and to no other flow. HTTP/2 sends a fixed head (the s
 error code, `text/html`) before it asks for the body: that head is rewritten too.
 
 This reaches into mitmproxy's internals (the builders and the HTTP/2 error head). Checked
-against the versions in CHECKED (identical code in both); on any other version the page is
-left to mitmproxy, with a warning.
+against the versions in CHECKED (identical code in all, comments aside); on any other version
+the page is left to mitmproxy, with a warning.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from addon.problems import problem_body
 
 logger = logging.getLogger(__name__)
 
-CHECKED = frozenset({"12.2.1", "12.3.1"})
+CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})  # as dispatch.py's (a test)
 PREFIX = "keyrelay:"
 KILLED = "Connection killed: "  # what mitmproxy puts before a server.error set by an addon
 
