@@ -250,15 +250,23 @@ def test_a_connection_made_in_time_is_not_cancelled(rules: Rules) -> None:
     run(scenario)
 
 
+def silent_and_answered(
+    transport: Transport, rules: Rules, body: bytes, content_type: str
+) -> tuple[http.HTTPFlow, http.HTTPFlow]:
+    """Two routed flows whose requests are in: one upstream stays silent, one sends a head."""
+    silent, _ = routed(transport, rules)
+    answered, _ = routed(transport, rules)
+    transport.request(silent)
+    transport.request(answered)
+    respond(answered, body, content_type=content_type)
+    transport.responseheaders(answered)
+    return silent, answered
+
+
 def test_the_first_byte_timeout_ends_a_silent_upstream_only(rules: Rules) -> None:
     async def scenario() -> None:
         transport = Transport()
-        silent, _ = routed(transport, rules)
-        answered, _ = routed(transport, rules)
-        transport.request(silent)
-        transport.request(answered)
-        respond(answered, b"{}", content_type="application/json")
-        transport.responseheaders(answered)
+        silent, answered = silent_and_answered(transport, rules, b"{}", "application/json")
         await asyncio.sleep(0.02)
         assert flowstate.of(silent).get("timeout") == "first-byte"
         assert "timeout" not in flowstate.of(answered)
@@ -287,12 +295,8 @@ def test_one_timer_per_flow_keeps_each_limit_to_its_phase(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         transport = Transport()
-        silent, _ = routed(transport, rules)
-        streaming, _ = routed(transport, rules)
-        transport.request(silent)
-        transport.request(streaming)
-        respond(streaming, b"", content_type="text/event-stream")
-        transport.responseheaders(streaming)  # a head, then no byte: idle from here
+        # The streaming one sends a head, then no byte: idle from there.
+        silent, streaming = silent_and_answered(transport, rules, b"", "text/event-stream")
         await asyncio.sleep(0.25)
         assert "timeout" not in flowstate.of(silent)  # 0.1 s idle is not its limit
         assert flowstate.of(streaming).get("timeout") == "idle"  # not the first-byte 0.4 s
