@@ -39,7 +39,7 @@ from addon.ratelimit.limiter import RELEASE_RETRIES
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import websocket_open
+from addon.transport.component import is_event_stream, websocket_open
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,9 @@ class Budget:
         if call is None or response is None:
             return
         call.usage.update(from_headers(header_index.lookup(response.headers)))  # final figures
-        if not (response.stream and _event_stream(response) and response.status_code < 300):
+        if not (response.stream and response.status_code < 300):
+            return
+        if not is_event_stream(response.headers):
             return
         meter = call.stream = StreamMeter(strip=call.strip)
         inner = response.stream
@@ -227,7 +229,7 @@ class Budget:
         # A body that does not decode is left as sent (transport.decode_buffered): read its bytes
         # rather than raise in a closing hook; it names no usage.
         body = header_index.content(response) or b""
-        if _event_stream(response):
+        if is_event_stream(response.headers):
             meter = call.stream = StreamMeter(strip=call.strip)
             passed = meter(body) + meter(b"")
             if call.strip:
@@ -334,11 +336,6 @@ def _wants_usage(data: dict[str, Any]) -> bool:
     if data.get("stream") is not True or not (options is None or isinstance(options, dict)):
         return False
     return not (options or {}).get("include_usage")
-
-
-def _event_stream(response: http.Response) -> bool:
-    content_type = header_index.lookup(response.headers)("content-type") or ""
-    return content_type.lower().startswith("text/event-stream")
 
 
 def _label(model: str | None, endpoint: str, provider: Provider) -> str:

@@ -45,13 +45,15 @@ class ValidationSpec:
 
     @property
     def reads_body(self) -> bool:
-        return self.models is not None or self.max_tokens is not None or self.max_n is not None
+        return any(getattr(self, name) is not None for name in _RULES)
 
     @property
     def rule_names(self) -> str:
         """The rules in force, for a problem's detail: "models, max_tokens"."""
-        names = ("models", "max_tokens", "max_n")
-        return ", ".join(n for n in names if getattr(self, n) is not None)
+        return ", ".join(name for name in _RULES if getattr(self, name) is not None)
+
+
+_RULES = ("models", "max_tokens", "max_n")  # the fields that make the body be read
 
 
 def parse_validation(node: Node | None) -> ValidationSpec:

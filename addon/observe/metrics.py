@@ -138,8 +138,18 @@ SPEND = _Family(
     "USD spent, by the rules' prices, by provider and model.",
     ["provider", "model"],
 )
-_ALL: tuple[_Family | _Histogram, ...] = (REQUESTS, REFUSALS, LATENCY, TTFB, BYTES, OPEN_STREAMS)
-_ALL += (RATE_LIMITED, KEY_REQUESTS, USAGE, SPEND)
+_ALL: tuple[_Family | _Histogram, ...] = (
+    REQUESTS,
+    REFUSALS,
+    LATENCY,
+    TTFB,
+    BYTES,
+    OPEN_STREAMS,
+    RATE_LIMITED,
+    KEY_REQUESTS,
+    USAGE,
+    SPEND,
+)
 
 
 class _Collector(Collector):

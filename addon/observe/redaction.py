@@ -75,7 +75,7 @@ def client_credentials(
     Called before the core strips them; the result lives in memory, never in flow metadata.
     The value after an auth scheme ("Bearer x") and each cookie value count as secrets too.
     """
-    wanted = _DEFAULT_NAMES if names is CLIENT_CREDENTIAL_HEADERS else _raw_names(names)
+    wanted = _wanted(names)
     found: dict[str, str] = {}
     for raw_name, raw_value in headers.fields:  # one pass, not one lookup per name
         name = wanted.get(raw_name.lower())
@@ -94,7 +94,7 @@ def scrub_oversized_credentials(
     headers: http.Headers, names: Iterable[str] = CLIENT_CREDENTIAL_HEADERS
 ) -> None:
     """Credential headers too long to be searched for as values are masked by their name."""
-    wanted = _DEFAULT_NAMES if names is CLIENT_CREDENTIAL_HEADERS else _raw_names(names)
+    wanted = _wanted(names)
     oversized = {  # one pass over the fields (the common case: none), not a lookup per name
         name
         for raw_name, raw_value in headers.fields
@@ -110,6 +110,10 @@ def _raw_names(names: Iterable[str]) -> dict[bytes, str]:
 
 
 _DEFAULT_NAMES = _raw_names(CLIENT_CREDENTIAL_HEADERS)
+
+
+def _wanted(names: Iterable[str]) -> dict[bytes, str]:
+    return _DEFAULT_NAMES if names is CLIENT_CREDENTIAL_HEADERS else _raw_names(names)
 
 
 def _credential_parts(name: str, value: str) -> list[str]:

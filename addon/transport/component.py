@@ -40,7 +40,7 @@ def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool)
         kept = tuple(field for field in fields if field[0].lower() not in drop)
         if len(kept) != len(fields):
             headers.fields = kept
-    if (header_index.lookup(headers)("content-type") or "").lower().startswith("text/event-stream"):
+    if is_event_stream(headers):
         # Tell nginx and other intermediaries in front of keyrelay not to buffer the stream.
         headers["x-accel-buffering"] = "no"
         cache = headers.get("cache-control", "").lower()
@@ -61,6 +61,12 @@ def fix_head(response: http.Response, plan: ResponsePlan, *, http1_client: bool)
         and (removed_length or response.is_http2 or response.is_http3)
     ):
         headers["transfer-encoding"] = "chunked"
+
+
+def is_event_stream(headers: http.Headers) -> bool:
+    """Whether a head announces Server-Sent Events."""
+    content_type = header_index.lookup(headers)("content-type") or ""
+    return content_type.lower().startswith("text/event-stream")
 
 
 def _drops_any(index: dict[str, str]) -> bool:
