@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import inspect
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import Any
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
-from addon import errorpage, flowstate
+from addon import errorpage, flowstate, heap
 from addon.budget import usage_endpoint
 from addon.budget.component import Budget
 from addon.config.node import ConfigError
@@ -194,11 +193,7 @@ class KeyRelay:
 
     def running(self) -> None:
         self.connections.running()  # the open-file limit, before the first client
-        if not gc.get_freeze_count():  # once: a reloaded script's old module must stay collectable
-            # What is alive now (modules, the rules) lives as long as the process: out of the
-            # collector's sight, a full collection under load no longer scans it (-5% CPU).
-            gc.collect()
-            gc.freeze()
+        heap.freeze_once()
         self.replay.running()
         self.resources.start()
         if self._watcher is None:
