@@ -12,7 +12,7 @@ The checks themselves are in addon/guard/body_rules.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from addon.config.node import Node
 
@@ -42,10 +42,12 @@ class ValidationSpec:
     max_tokens: int | None = None  # also: a body must name its token cap
     max_n: int | None = None
     max_body: int = MAX_BODY  # bytes buffered for the checks above
+    # Whether any rule above needs the body: asked a few times per request, so known once.
+    reads_body: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def reads_body(self) -> bool:
-        return any(getattr(self, name) is not None for name in _RULES)
+    def __post_init__(self) -> None:
+        reads = any(getattr(self, name) is not None for name in _RULES)
+        object.__setattr__(self, "reads_body", reads)  # frozen: set once, here
 
     @property
     def rule_names(self) -> str:

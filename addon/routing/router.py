@@ -49,7 +49,7 @@ class Router:
 
     def route(self, method: str, path: str, header: Callable[[str], str | None]) -> Route | Refusal:
         """`path` is the request target as received (path and query); `header` looks up by name."""
-        key = (method, path, *(header(name) for name in self._target_headers))
+        key = (method, path, *map(header, self._target_headers))
         decided = self._decided.get(key)
         if decided is None:
             decided = self._route(method, path, header)
