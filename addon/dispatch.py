@@ -9,12 +9,9 @@ mitmproxy's: the same order; sync and async hooks; `AddonHalt` stops the event; 
 in one chain item is logged as mitmproxy logs it ("Addon error: ...") and the next item runs;
 attributes that are modules are skipped; a non-callable hook is an AddonManagerError.
 
-Around it, the per-hook overhead of the engine's own hook path is cut the same way, each with
-the same behaviour: `Hook.args` reads each hook class's field names once instead of asking
-`dataclasses.fields` on every call; `handle_lifecycle` builds its `UpdateHook` only when an
-addon implements `update` (no built-in addon of mitmdump does); and the hook watchdog's
-`disarm`, entered around every hook, is a plain context manager instead of a generator one.
-These two are class attributes, so they are process-wide while any table is installed.
+`handle_lifecycle` is replaced too: the same events, with the `UpdateHook` after a flow's
+event built only when an addon implements `update` (no built-in addon of mitmdump does).
+(fast_paths.py cuts the rest of the hook path: `Hook.args` and the hook watchdog.)
 
 The table is dropped whenever the chain can change: `add`, `remove`, `register` (which a
 script (re)load calls, keyrelay's own included) and `clear`. It is rebuilt lazily at the next
@@ -28,7 +25,6 @@ turns it off. Loaded on its own (`mitmdump -s addon/dispatch.py`) it speeds up a
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import types
@@ -36,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import addonmanager, ctx, exceptions, flow, hooks
-from mitmproxy.proxy import server
 from mitmproxy.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -67,13 +62,11 @@ class Table:
         manager.trigger_event = self.trigger_event  # type: ignore[method-assign]
         manager.handle_lifecycle = self.handle_lifecycle  # type: ignore[method-assign]
         manager.keyrelay_dispatch = self  # type: ignore[attr-defined]
-        _ENGINE.install()
 
     def uninstall(self) -> None:
         for name in (*_WRAPPED, "trigger_event", "handle_lifecycle", "keyrelay_dispatch"):
             self.manager.__dict__.pop(name, None)  # the class's own methods show through
         self.hooks.clear()
-        _ENGINE.uninstall()
 
     def _invalidating(self, method: Callable[..., Any]) -> Callable[..., Any]:
         def changed(*args: Any, **kwargs: Any) -> Any:
@@ -132,69 +125,6 @@ class Table:
                 raise
             except Exception as error:
                 _addon_error(error)
-
-
-_ARG_NAMES: dict[type[hooks.Hook], tuple[str, ...]] = {}
-
-
-def _hook_args(self: hooks.Hook) -> list[Any]:
-    """`Hook.args`, with each hook class's field names looked up once, not per event
-    (`dataclasses.fields` filters every field of the class on every call; the engine asks up
-    to three times per hook). A hook class with its own `args` keeps it."""
-    names = _ARG_NAMES.get(type(self))
-    if names is None:
-        names = _ARG_NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
-    return [getattr(self, name) for name in names]
-
-
-class _Disarmed:
-    """`TimeoutWatchdog.disarm()`: the same steps, without a generator per hook."""
-
-    __slots__ = ("watchdog",)
-
-    def __init__(self, watchdog: server.TimeoutWatchdog) -> None:
-        self.watchdog = watchdog
-
-    def __enter__(self) -> None:
-        watchdog = self.watchdog
-        watchdog.can_timeout.clear()
-        watchdog.blocker += 1
-
-    def __exit__(self, *_exc: object) -> None:
-        watchdog = self.watchdog
-        watchdog.blocker -= 1
-        if watchdog.blocker == 0:
-            watchdog.register_activity()
-            watchdog.can_timeout.set()
-
-
-def _disarm(watchdog: server.TimeoutWatchdog) -> _Disarmed:
-    return _Disarmed(watchdog)
-
-
-class _Engine:
-    """The two class attributes replaced while a table is installed, and mitmproxy's own."""
-
-    def __init__(self) -> None:
-        self.fast = {(hooks.Hook, "args"): _hook_args, (server.TimeoutWatchdog, "disarm"): _disarm}
-        # This module may run again (`-s addon/dispatch.py` reloads) over its own replacements.
-        self.stock = {
-            (owner, name): getattr(current, "keyrelay_stock", current)
-            for owner, name in self.fast
-            if (current := owner.__dict__[name])
-        }
-
-    def install(self) -> None:
-        for (owner, name), value in self.fast.items():
-            value.keyrelay_stock = self.stock[owner, name]  # type: ignore[attr-defined]
-            setattr(owner, name, value)
-
-    def uninstall(self) -> None:
-        for (owner, name), value in self.stock.items():
-            setattr(owner, name, value)
-
-
-_ENGINE = _Engine()
 
 
 def _not_callable(name: str, addon: Any) -> Callable[..., Any]:

@@ -32,7 +32,7 @@ from addon.config.rules import Rules
 from addon.config.rules import load as load_rules
 from addon.cors import component as cors
 from addon.dispatch import FastDispatch
-from addon.fast_headers import FastHeaders
+from addon.fast_paths import FastPaths
 from addon.guard.component import Guard
 from addon.jobs.component import Ownership
 from addon.keys.store import KeyStore
@@ -140,8 +140,8 @@ class KeyRelay:
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        # The engine tuned: hooks through a table (dispatch.py), header lookups in one step.
-        self.addons = [FastDispatch(), FastHeaders()]
+        # The engine tuned: hooks through a table (dispatch.py), per-request steps (fast_paths.py).
+        self.addons = [FastDispatch(), FastPaths()]
 
     def _current(self) -> tuple[Rules | None, KeyStore | None]:
         return self.rules, self.keys

@@ -302,7 +302,7 @@ def report(run: Run, wanted: list[str], s: Setting, *, quick: bool) -> str:
         f"{z.open_hold_seconds:g}s",
         f"mitmdump: stock, no addon, stream_large_bodies={BARE_MITMDUMP_STREAM} (keyrelay's own "
         "threshold); mitm+tbl: the same with keyrelay's engine tuning (addon/dispatch.py, "
-        "addon/fast_headers.py), the engine keyrelay runs on; mitm-st: no addon, "
+        "addon/fast_paths.py), the engine keyrelay runs on; mitm-st: no addon, "
         "stream_large_bodies=1 (streams every body); "
         f"every mitmdump runs with flow_detail=0 and PYTHONOPTIMIZE={PYTHONOPTIMIZE or '(unset)'}",
         f"kr+all: {', '.join(s.all_on.features)}; 2kr+lb: two kr+all behind nginx, one Redis",

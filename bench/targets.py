@@ -102,8 +102,9 @@ def bare_mitmdump(
 
 def tuned_mitmdump(s: Setting) -> Target:
     """Bare mitmdump with keyrelay's engine tuning only (addon/dispatch.py, the hook dispatch
-    table; addon/fast_headers.py, header lookups in one step): the engine keyrelay runs on."""
-    scripts = [str(REPO / "addon/dispatch.py"), str(REPO / "addon/fast_headers.py")]
+    table; addon/fast_paths.py, header lookups, option reads and hook arguments in one step
+    each): the engine keyrelay runs on."""
+    scripts = [str(REPO / "addon/dispatch.py"), str(REPO / "addon/fast_paths.py")]
     return bare_mitmdump(s, "mitm+tbl", scripts=scripts)
 
 

@@ -4,7 +4,6 @@ with the same arguments, the same errors logged, through a script reload."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sys
 import types
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 from mitmproxy import addonmanager, exceptions, hooks
 from mitmproxy.addons.script import Script
-from mitmproxy.proxy import server
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook, HttpRequestHook
 from mitmproxy.test import taddons, tflow
 
@@ -142,37 +140,6 @@ def test_the_table_calls_what_mitmproxy_calls_in_the_same_order(
     assert stock.count(("updates", "update")) == 1  # from handle_lifecycle, once it has one
 
 
-def test_hook_args_are_mitmproxys_for_every_hook() -> None:
-    stock = dispatch._ENGINE.stock[hooks.Hook, "args"]
-    for kind in hooks.all_hooks.values():
-        values = [object() for _ in dataclasses.fields(kind)]
-        event = kind(*values)
-        assert dispatch._hook_args(event) == stock(event) == values, kind.name
-
-
-def test_the_watchdog_is_disarmed_and_rearmed_as_mitmproxy_does_it() -> None:
-    def trace(disarm: Any) -> list[tuple[bool, int]]:
-        async def scenario() -> list[tuple[bool, int]]:
-            dog = server.TimeoutWatchdog(60, lambda: asyncio.sleep(0))
-            dog.last_activity = 0.0
-            seen = []
-            with disarm(dog):
-                seen.append((dog.can_timeout.is_set(), dog.blocker))
-                with pytest.raises(RuntimeError), disarm(dog):
-                    seen.append((dog.can_timeout.is_set(), dog.blocker))
-                    raise RuntimeError
-                seen.append((dog.can_timeout.is_set(), dog.blocker))
-                assert dog.last_activity == 0.0  # still disarmed: no activity yet
-            seen.append((dog.can_timeout.is_set(), dog.blocker))
-            assert dog.last_activity > 0.0
-            return seen
-
-        return asyncio.run(scenario())
-
-    stock = trace(dispatch._ENGINE.stock[server.TimeoutWatchdog, "disarm"])
-    assert trace(dispatch._disarm) == stock == [(False, 1), (False, 2), (False, 1), (True, 0)]
-
-
 def test_it_steps_aside_on_a_version_it_was_not_checked_against(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -194,12 +161,7 @@ def test_the_option_installs_and_removes_it() -> None:
         tctx.configure(addon, keyrelay_fast_dispatch=True)
         table = dispatch.installed(manager)
         assert table is not None and manager.trigger_event == table.trigger_event
-        assert hooks.Hook.args is dispatch._hook_args
         tctx.configure(addon, keyrelay_fast_dispatch=False)
         assert dispatch.installed(manager) is None
         assert manager.trigger_event.__func__ is addonmanager.AddonManager.trigger_event  # type: ignore[attr-defined]
-        assert hooks.Hook.args is dispatch._ENGINE.stock[hooks.Hook, "args"]
-        assert (
-            server.TimeoutWatchdog.disarm
-            is dispatch._ENGINE.stock[server.TimeoutWatchdog, "disarm"]
-        )
+        assert manager.handle_lifecycle.__func__ is addonmanager.AddonManager.handle_lifecycle  # type: ignore[attr-defined]
