@@ -53,8 +53,12 @@ def get_all(self: http.Headers, name: str | bytes) -> list[str]:
         raw = strutils.always_bytes(
             raw
         )  # None passes (and fails below, as it does); else TypeError
-    key = raw.lower()
-    return [v.decode("utf-8", "surrogateescape") for k, v in self.fields if k.lower() == key]
+    key, size = raw.lower(), len(raw)  # bytes.lower keeps the length: most names differ in it
+    return [
+        v.decode("utf-8", "surrogateescape")
+        for k, v in self.fields
+        if len(k) == size and k.lower() == key
+    ]
 
 
 def get(self: http.Headers, name: str | bytes, default: Any = None) -> Any:
