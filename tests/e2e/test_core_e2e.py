@@ -250,6 +250,20 @@ def test_fal_key_id_and_secret_are_joined(keyrelay_factory, upstream: UpstreamSe
     assert upstream.only_request().header_all("authorization") == ["Key kid:ksecret"]
 
 
+def test_the_engine_is_tuned_and_the_start_up_heap_frozen_once(
+    keyrelay_factory, upstream: UpstreamServer
+) -> None:
+    tuned = ["--set", "keyrelay_fast_dispatch=true", "--set", "keyrelay_fast_paths=true"]
+    proc = keyrelay_factory(extra_args=tuned)  # whatever KEYRELAY_TEST_FAST_DISPATCH says
+    with HttpClient(proc.port) as c:
+        assert c.request("POST", "/api/anthropic/v1/messages", b"{}", []).status == 200
+    frozen = proc.wait_for_output(r"(\d+) objects alive at start frozen")
+    assert int(frozen[1]) > 20_000  # mitmproxy and keyrelay's modules, not a handful
+    output = proc.output()
+    assert output.count("objects alive at start frozen") == 1
+    assert "fast hook dispatch on" in output and "fast paths on" in output
+
+
 def test_unreachable_upstream_is_a_json_502_without_internal_addresses(
     keyrelay_factory, upstream: UpstreamServer
 ) -> None:
