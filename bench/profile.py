@@ -29,6 +29,12 @@ DISPATCH = (
 )
 
 
+# The engine's own steps made faster (header lookups, option reads, hook arguments): the engine
+# calls them as much without keyrelay, so they are not keyrelay's own work; under a keyrelay
+# frame (keyrelay looking a header up) that frame counts the sample already.
+ENGINE = ("addon/dispatch.py:", "addon/fast_paths.py:")
+
+
 # keyrelay's wrappers around mitmproxy's own HTTP/1 reading and writing (transport/head_limit.py,
 # transport/h1_framing.py): what runs under them is the engine's work, which bare mitmdump does
 # too, so they do not count as keyrelay's own either (their few checks are in the noise).
@@ -63,7 +69,7 @@ def summarize(collapsed: str, name: str) -> str:
             continue
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
-        dispatching = {f for f in frames if f.startswith("addon/dispatch.py:")}
+        dispatching = {f for f in frames if f.startswith(ENGINE)}
         wrapped = [frames.index(w) for w in WRAPPERS if w in frames]
         ours = frames[: min(wrapped)] if wrapped else frames  # without the engine's work
         total += count
