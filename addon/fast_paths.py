@@ -50,9 +50,8 @@ def get_all(self: http.Headers, name: str | bytes) -> list[str]:
     """`Headers.get_all`: every value of that name, in order, not folded."""
     raw = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
     if not isinstance(raw, bytes):
-        raw = strutils.always_bytes(
-            raw
-        )  # None passes (and fails below, as it does); else TypeError
+        # None passes (to fail at .lower(), as it does in mitmproxy); anything else: TypeError.
+        raw = strutils.always_bytes(raw)
     key, size = raw.lower(), len(raw)  # bytes.lower keeps the length: most names differ in it
     return [
         v.decode("utf-8", "surrogateescape")
