@@ -2,7 +2,7 @@
 
 mitmproxy, keyrelay and what they import are about 110,000 objects (functions, types, modules)
 that live as long as the process. Python's full collection scans every one of them: 60-80 ms
-each, a few times a minute under load here, about 5% of the CPU and a stall for every flow
+each, every few seconds under load here, a few per cent of the CPU and a stall for every flow
 in flight. `gc.freeze()` after a collection at start leaves them out of all later scans.
 """
 

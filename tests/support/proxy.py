@@ -137,7 +137,7 @@ class KeyrelayProcess(StartStop):
         fast = os.environ.get("KEYRELAY_TEST_FAST_DISPATCH")  # "false": mitmproxy's dispatch
         if fast and command is None and not any("fast_dispatch" in a for a in extra_args):
             self.args += ["--set", f"keyrelay_fast_dispatch={fast}"]
-            self.args += ["--set", f"keyrelay_fast_paths={fast}"]  # the engine as shipped
+            self.args += ["--set", f"keyrelay_fast_paths={fast}"]  # false: mitmproxy's engine as is
         self.args += list(extra_args)
         self.startup_timeout = startup_timeout
         self.ready_path = ready_path
