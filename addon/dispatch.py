@@ -37,8 +37,8 @@ from mitmproxy.version import VERSION
 logger = logging.getLogger(__name__)
 mitmproxy_logger = logging.getLogger(addonmanager.__name__)  # where "Addon error" goes
 
-# The same list as errorpage.py's and transport/internals.py's (a test holds them equal): this
-# module imports nothing of keyrelay's, so that `mitmdump -s addon/dispatch.py` loads alone.
+# The same list as fast_paths.py's, errorpage.py's and transport/internals.py's (a test holds
+# them equal): this module imports nothing of keyrelay's, so `-s addon/dispatch.py` loads alone.
 CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 OPTION = "keyrelay_fast_dispatch"
 _WRAPPED = ("add", "remove", "register", "clear")
