@@ -136,7 +136,7 @@ class KeyRelay:
         self.head_limit = HeadLimit()  # HTTP/1 request heads: 431 past a size
         self.connections = Connections()  # head deadlines, a cap per address, descriptors
         self.guard = Guard()  # auth, limits, body rules
-        self.jobs = Ownership()  # who may read a fal request or an inference.sh task
+        self.jobs = Ownership()  # whatever a caller creates, only they may read or act on
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
         self._rules_stamp: tuple[float, float] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -293,7 +293,10 @@ class KeyRelay:
         # The body rules on the whole body; in replay mode the recorded answer (or why not);
         # then the budget reserves the worst case (not for a replayed answer: it costs nothing).
         refusal = (
-            self.guard.request(flow) or self.replay.request(flow) or await self.budget.request(flow)
+            self.guard.request(flow)
+            or await self.jobs.request(flow)  # objects a body names must be the caller's
+            or self.replay.request(flow)
+            or await self.budget.request(flow)
         )
         if refusal:
             answer(flow, refusal)
@@ -308,8 +311,10 @@ class KeyRelay:
             if self.keys:
                 self.keys.responseheaders(flow)  # a pool key's 429/401: read whole, see response
             self.cors.responseheaders(flow)  # keyrelay's CORS headers, never the upstream's
+            self.jobs.responseheaders(flow)  # a created object's id: read the answer whole...
             self.transport.responseheaders(flow)  # streaming, content-encoding, head fixes
             self.budget.responseheaders(flow)  # meters the decoded stream as it passes
+            self.jobs.tap(flow)  # ...or find it in the decoded stream as it passes
             self.masking.responseheaders(flow)  # keys an upstream echoes, chunk by chunk
             self.access.responseheaders(flow)  # last: counts the bytes that go out
         except Exception:

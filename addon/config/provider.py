@@ -13,10 +13,11 @@ from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
 from addon.config.credential import Credential, parse_credential
 from addon.config.limits import LimitSpec, parse_limits
 from addon.config.node import Node
+from addon.config.operations import BROWSER, Catalogue, parse_allow
 from addon.config.ownership import OwnershipSpec, parse_ownership
+from addon.config.profiles import Profile, merge_objects, merge_operations, overlay, select
 from addon.config.transport import TransportSpec, parse_transport
 from addon.config.validation import ValidationSpec, parse_validation
-from addon.targets import Pattern, PatternError, compile_pattern
 
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
@@ -39,7 +40,12 @@ class Upstream:
 
 @dataclass(frozen=True, slots=True)
 class EndpointAllowlist:
-    """Only these endpoint ids (fal model ids like `fal-ai/flux/dev`) may take `methods`."""
+    """Only these endpoint ids (fal model ids like `fal-ai/flux/dev`) may be run or read.
+
+    A request that runs an endpoint names it whole (`/fal-ai/flux/dev`); one that reads or
+    cancels a queued request names only its app (`/fal-ai/flux/requests/<id>/status`: fal's
+    status URLs drop the endpoint's sub-path), so there the app of an allowed endpoint is enough.
+    """
 
     allow: tuple[str, ...]
     methods: frozenset[str]
@@ -51,7 +57,15 @@ class EndpointAllowlist:
     def allows(self, method: str, host: str, path: str) -> bool:
         if method not in self.methods or (self.hosts and host not in self.hosts):
             return True
-        return any(path == f"/{e}" or path.startswith(f"/{e}/") for e in self.allow)
+        if any(path == f"/{e}" or path.startswith(f"/{e}/") for e in self.allow):
+            return True
+        segments = path.split("/")
+        return segments[3:4] == ["requests"] and "/".join(segments[1:3]) in self.apps
+
+    @property
+    def apps(self) -> frozenset[str]:
+        """`owner/alias` of every allowed endpoint."""
+        return frozenset("/".join(e.split("/")[:2]) for e in self.allow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +96,7 @@ class Provider:
     target_header: str | None = None
     target_query: str | None = None
     target_paths: tuple[str, ...] = ()  # where a request without a target is a 400, not a 404
-    allow: tuple[Pattern, ...] = ()
+    catalogue: Catalogue = field(default_factory=Catalogue)  # operations, objects, allow
     endpoints: EndpointAllowlist | None = None
     auth: AuthSpec = field(default_factory=AuthSpec)
     limits: LimitSpec = field(default_factory=LimitSpec)
@@ -100,9 +114,11 @@ def section(node: Node, defaults: Node, name: str) -> Node | None:
     return node.child(name) if name in node else inherited
 
 
-def parse_provider(name: str, node: Node, defaults: Node) -> Provider:
+def parse_provider(name: str, entry: Node, defaults: Node) -> Provider:
     if not _NAME.fullmatch(name):
-        node.fail("a provider name must be lower-case letters, digits, '-' or '_'")
+        entry.fail("a provider name must be lower-case letters, digits, '-' or '_'")
+    profile = select(name, entry)
+    node = overlay(profile, entry)
     match = node.child("match")
     prefix = match.text("prefix", None)
     target_header = match.text("header", None)
@@ -126,14 +142,7 @@ def parse_provider(name: str, node: Node, defaults: Node) -> Provider:
     upstream = None
     if prefix is not None:
         upstream = _upstream(node, node.text("upstream"))
-    allow = tuple(_pattern(node, i, p) for i, p in enumerate(node.texts("allow", ())))
-    if prefix is None and not allow:
-        node.fail("a header-routed provider needs at least one allow pattern", "allow")
-    if prefix is not None and upstream is not None and allow:
-        # For a prefix provider the patterns name the upstream paths it may reach.
-        for i, pattern in enumerate(allow):
-            if not pattern.host_matches(upstream.host):
-                node.fail(f"'{pattern.text}' can never match the upstream host", f"allow[{i}]")
+    catalogue = _catalogue(name, node, profile, upstream.host if upstream else None)
 
     methods = frozenset(m.upper() for m in node.texts("methods", tuple(DEFAULT_METHODS)))
     if bad := sorted(m for m in methods if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
@@ -148,7 +157,7 @@ def parse_provider(name: str, node: Node, defaults: Node) -> Provider:
         target_header=target_header.lower() if target_header else None,
         target_query=target_query,
         target_paths=target_paths,
-        allow=allow,
+        catalogue=catalogue,
         endpoints=_endpoints(node.child("endpoints", None)),
         auth=parse_auth(section(node, defaults, "auth")),
         limits=parse_limits(section(node, defaults, "limits")),
@@ -179,11 +188,21 @@ def _upstream(node: Node, url: str) -> Upstream:
     return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
-def _pattern(node: Node, index: int, text: str) -> Pattern:
-    try:
-        return compile_pattern(text)
-    except PatternError as e:
-        node.fail(f"'{text}': {e}", f"allow[{index}]")
+def _catalogue(
+    name: str, node: Node, profile: Profile | None, upstream_host: str | None
+) -> Catalogue:
+    objects = merge_objects(profile, node, profile.name if profile else name)
+    operations = merge_operations(profile, node, objects)
+    if profile is None and "allow" not in node:
+        node.fail(
+            "is required for a provider without a profile: name the calls it may make, e.g. "
+            "'POST api.example.com/v1/generate' ('* api.example.com/**' opens every call)",
+            "allow",
+        )
+    allow = parse_allow(node, operations, (BROWSER,), upstream_host)
+    if not allow:
+        node.fail("allows nothing: list operations, or 'browser' for the profile's", "allow")
+    return Catalogue(operations, objects, allow, profile.name if profile else None)
 
 
 def _headers(node: Node | None) -> HeaderPolicy:
@@ -212,7 +231,7 @@ def _endpoints(node: Node | None) -> EndpointAllowlist | None:
             node.fail("an endpoint id looks like 'fal-ai/flux/dev'", f"allow[{i}]")
     endpoints = EndpointAllowlist(
         allow=tuple(allow),
-        methods=frozenset(m.upper() for m in node.texts("methods", ("POST",))),
+        methods=frozenset(m.upper() for m in node.texts("methods", tuple(DEFAULT_METHODS))),
         hosts=frozenset(h.lower() for h in node.texts("hosts", ())),
         token_urls=node.texts("token_urls", TOKEN_URLS),
         max_token_seconds=node.integer("max_token_seconds", MAX_TOKEN_SECONDS, minimum=1),

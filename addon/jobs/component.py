@@ -1,39 +1,57 @@
-"""Ownership on flows: remember who submitted a job, and let only them read or act on it.
+"""Ownership on flows: whatever a caller creates (a response, a file, a queued job) is theirs.
 
-`requestheaders` (after the guard has named the caller): a request naming a job not started
-by this caller gets a 404 `unknown-job`, the same as an id keyrelay never saw, so the answer is
-no oracle for which ids exist; nothing reaches the upstream. A submission is marked to be read
-whole (`read_whole`), and `response` records its id before the answer reaches the client: the
-client may poll at once, on another connection, through another instance.
+`requestheaders` (after the guard has named the caller): a request that names an object not
+created by this caller gets a 404 `unknown-job`, the same as an id keyrelay never saw, so the
+answer is no oracle for which ids exist; nothing reaches the upstream. A body that may name
+objects (`previous_response_id`) is kept whole and looked into in `request`. A creating call's
+answer is read whole, or, when it is an event stream, tapped as it passes; `response` records
+the id (before a whole answer reaches the client: it may poll at once, on another connection,
+through another instance). What names and creates objects is the profile's (addon/jobs/objects.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mitmproxy import http
 
-from addon import flowstate
+from addon import flowstate, header_index
 from addon.config.limits import BackendSpec
+from addon.config.operations import ObjectSpec
+from addon.config.provider import Provider
 from addon.config.rules import Rules
-from addon.jobs import kinds
+from addon.guard import body_rules
+from addon.guard.component import buffer_limit
+from addon.jobs import objects
 from addon.jobs.owners import Owners, OwnersUnavailable, fingerprint, make_owners
 from addon.problems import Refusal
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
+from addon.transport.component import is_event_stream, observe_stream
 
 logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0  # seconds between two logs of the same kind of store failure
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+@dataclass(slots=True)
+class _Call:
+    provider: Provider
+    identity: str
+    creates: ObjectSpec | None = None
+    reads_body: bool = False
+    tap: objects.StreamTap | None = None
 
 
 class Ownership:
     def __init__(self) -> None:
         self.owners: Owners | None = None
         self.backend = BackendSpec()
-        self._submitted: dict[str, tuple[kinds.Kind, int]] = {}  # flow id -> (kind, ttl)
+        self._calls: dict[str, _Call] = {}  # flow id -> what is left to check or record
         self._log = Every(LOG_EVERY)
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
@@ -47,55 +65,120 @@ class Ownership:
 
     async def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
         provider = route.provider
-        kind = kinds.kind_of(route.host)
-        if kind is None or not provider.ownership.active(provider.auth.mode):
+        catalogue = provider.catalogue
+        if not catalogue.objects or not provider.ownership.active(provider.auth.mode):
             return None
-        method, path = flow.request.method, route.path
         state = flowstate.of(flow)
-        if kinds.submits(kind, method, path):
-            self._submitted[flow.id] = (kind, provider.ownership.ttl)
-            state["read_whole"] = True
-            return None
-        named = kinds.named_job(kind, path)
-        if named is None:
-            return None
-        if named.id is None:
-            return _unknown(provider.name)
-        job = f"{kind}:{named.id}"
-        state["job"] = job
-        assert self.owners is not None
+        identity = state.get("identity")
+        if identity is None:  # the guard runs first; without a caller nothing is anyone's
+            return Refusal(500, "internal-error", "the caller is not known")
+        path, _, query = route.path.partition("?")
         try:
-            owner = await self.owners.owner(job)
-        except OwnersUnavailable as e:
-            return self._unavailable(provider.name, e)
-        if owner is None or owner != fingerprint(state.get("identity", "")):
+            named = objects.in_request(catalogue, route.named, path, query)
+        except objects.Invalid:
             return _unknown(provider.name)
+        if refusal := await self._check(provider, identity, named, state):
+            return refusal
+        operation = route.operation
+        creates = catalogue.objects[operation.creates] if operation and operation.creates else None
+        request = flow.request
+        reads_body = request.method not in _BODILESS and any(
+            o.in_bodies for o in catalogue.objects.values()
+        )
+        if reads_body:
+            get_all = request.headers.get_all
+            max_body = provider.validation.max_body
+            if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
+                return refusal
+            request.stream = False  # kept whole: `request` looks into it before it goes
+        if creates is not None or reads_body:
+            self._calls[flow.id] = _Call(provider, identity, creates, reads_body)
         return None
 
-    async def response(self, flow: http.HTTPFlow) -> None:
-        """The answer to a submission: remember its job's owner before the client sees it."""
-        submitted = self._submitted.pop(flow.id, None)
+    async def request(self, flow: http.HTTPFlow) -> Refusal | None:
+        """A body that may name objects: every one it names must be the caller's."""
+        call = self._calls.get(flow.id)
+        if call is None or not call.reads_body or flow.response is not None:
+            return None
+        if flow.request.stream:
+            logger.error("keyrelay: jobs: a body that needed checking was streamed")
+            return Refusal(500, "internal-error", "the body could not be checked")
+        try:
+            named = objects.in_body(call.provider.catalogue, flow.request.raw_content or b"")
+        except objects.Invalid:
+            return Refusal(413, "body-too-complex", "the request body holds too many values")
+        return await self._check(call.provider, call.identity, named, flowstate.of(flow))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Before transport plans the answer: a creating call's answer is read whole, unless
+        it is an event stream (then `tap` finds the id as the stream passes)."""
+        call = self._calls.get(flow.id)
         response = flow.response
-        if submitted is None or response is None or not 200 <= response.status_code < 300:
+        if call is None or call.creates is None or response is None:
             return
-        kind, ttl = submitted
-        job_id = kinds.id_in_answer(kind, response.content or b"", response.headers.get)
-        if job_id is None:
-            logger.warning("keyrelay: jobs: a %s submission was answered without an id", kind)
+        if 200 <= response.status_code < 300 and not is_event_stream(response.headers):
+            flowstate.of(flow)["read_whole"] = True
+
+    def tap(self, flow: http.HTTPFlow) -> None:
+        """After transport decoded the stream: look for the created object's id in it."""
+        call = self._calls.get(flow.id)
+        response = flow.response
+        if call is None or call.creates is None or response is None or not response.stream:
             return
-        job = f"{kind}:{job_id}"
-        state = flowstate.of(flow)
-        state["job"] = job
+        if 200 <= response.status_code < 300:
+            call.tap = objects.StreamTap(call.creates)
+            observe_stream(response, call.tap)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        """Record a created object's owner (before a whole answer reaches the client)."""
+        call = self._calls.pop(flow.id, None)
+        response = flow.response
+        if call is None or call.creates is None or response is None:
+            return
+        if not 200 <= response.status_code < 300:
+            return
+        spec = call.creates
+        if call.tap is not None:
+            object_id = call.tap.id
+        else:
+            body = header_index.content(response) or b""
+            object_id = objects.id_in_answer(spec, body, header_index.lookup(response.headers))
+        if object_id is None:
+            logger.warning("keyrelay: jobs: a %s was created without an id we know", spec.name)
+            return
+        key = spec.key(object_id)
+        flowstate.of(flow)["job"] = key
         assert self.owners is not None
         try:
-            await self.owners.remember(job, state.get("identity", ""), ttl)
+            await self.owners.remember(key, call.identity, call.provider.ownership.ttl)
         except OwnersUnavailable as e:
-            # The job runs upstream anyway; its owner will get 404 (or 503) when reading it.
+            # The object exists upstream anyway; its owner will get 404 (or 503) reading it.
             if self._log(f"remember {e}"):
                 logger.warning("keyrelay: jobs: could not record an owner (%s)", e)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._submitted.pop(flow.id, None)
+        self._calls.pop(flow.id, None)
+
+    async def _check(
+        self,
+        provider: Provider,
+        identity: str,
+        named: list[objects.Named],
+        state: flowstate.FlowState,
+    ) -> Refusal | None:
+        assert self.owners is not None
+        mine = fingerprint(identity)
+        for each in named:
+            state["job"] = each.key
+            try:
+                owner = await self.owners.owner(each.key)
+            except OwnersUnavailable as e:
+                if refusal := self._unavailable(provider.name, e):
+                    return refusal
+                continue
+            if owner != mine:
+                return _unknown(provider.name)
+        return None
 
     def _unavailable(self, provider: str, error: OwnersUnavailable) -> Refusal | None:
         if self._log(f"read {error}"):
@@ -106,8 +189,8 @@ class Ownership:
             )
         if self.backend.on_error == "open":
             return None
-        return Refusal(503, "jobs-unavailable", f"{provider}: job owners cannot be checked now")
+        return Refusal(503, "jobs-unavailable", f"{provider}: object owners cannot be checked now")
 
 
 def _unknown(provider: str) -> Refusal:
-    return Refusal(404, "unknown-job", f"{provider}: no job with this id was started by you")
+    return Refusal(404, "unknown-job", f"{provider}: no object with this id was created by you")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from addon.config.operations import Operation
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.problems import Refusal
@@ -19,6 +20,8 @@ class Route:
     host: str
     port: int
     path: str  # path and query, as sent upstream
+    operation: Operation | None = None  # what the profile knows the call as, if anything
+    named: tuple[tuple[str, str], ...] = ()  # (object type, id as sent) from the path
 
     @property
     def authority(self) -> str:
@@ -32,6 +35,7 @@ class Route:
         return f"{self.scheme}://{self.authority}{self.path}"
 
 
+_SHOWN = 200  # characters of a refused path quoted in the problem
 _REMEMBERED = 1024  # routing decisions remembered at most...
 _REMEMBERED_BYTES = 512  # ...each for a request line and target headers this long at most
 
@@ -85,19 +89,8 @@ class Router:
             if path_under(norm, provider.prefix):
                 up = provider.upstream
                 rest = norm[len(provider.prefix) :]
-                upstream_path = (up.base_path + rest) or "/"
-                if provider.allow and not any(
-                    p.matches(Target(up.host, upstream_path, query)) for p in provider.allow
-                ):
-                    return Refusal(
-                        403,
-                        "path-not-allowed",
-                        f"this {provider.name} path is not in the allowlist",
-                    )
-                if query:
-                    upstream_path += "?" + query
-                route = Route(provider, up.scheme, up.host, up.port, upstream_path)
-                return _method_allowed(method, provider) or route
+                upstream_target = Target(up.host, (up.base_path + rest) or "/", query)
+                return _admit(method, provider, up.scheme, up.port, upstream_target)
         return Refusal(404, "no-route", "no provider matches this request")
 
 
@@ -127,19 +120,51 @@ def _check(method: str, provider: Provider, raw: str) -> Route | Refusal:
         target = parse_target(raw)
     except TargetError as e:
         return Refusal(412, "target-invalid", f"the {provider.name} target cannot be used: {e}")
-    if not any(pattern.matches(target) for pattern in provider.allow):
+    if not provider.catalogue.knows_host(target.host):
         return Refusal(
             412, "target-not-allowed", f"the target is not an allowed {provider.name} URL"
         )
+    return _admit(method, provider, "https", 443, target)
+
+
+def _admit(
+    method: str, provider: Provider, scheme: str, port: int, target: Target
+) -> Route | Refusal:
+    """The route, if `allow:` opens the call (and `methods:` and `endpoints:` let it pass)."""
     if refusal := _method_allowed(method, provider):
         return refusal
+    catalogue = provider.catalogue
+    operation = catalogue.operation(method, target.host, target.path)
+    if not catalogue.allows(method, target.host, target.path, operation):
+        return _not_allowed(method, provider, target, operation)
     if provider.endpoints and not provider.endpoints.allows(method, target.host, target.path):
         return Refusal(
             403,
             "endpoint-not-allowed",
             f"this {provider.name} endpoint is not in the endpoint allowlist",
         )
-    return Route(provider, "https", target.host, 443, target.path_and_query)
+    named: tuple[tuple[str, str], ...] = ()
+    if operation is not None and operation.pattern.placeholders:
+        named = tuple((operation.match(method, target.host, target.path) or {}).items())
+    return Route(provider, scheme, target.host, port, target.path_and_query, operation, named)
+
+
+def _not_allowed(
+    method: str, provider: Provider, target: Target, operation: Operation | None
+) -> Refusal:
+    """403 for a call no `allow:` entry opens, naming the entry that would open it."""
+    path = target.path if len(target.path) <= _SHOWN else target.path[:_SHOWN] + "..."
+    call = f"{method} {target.host}{path}"
+    if operation is not None:
+        what, entry = f"{call} ({operation.name}: {operation.kind})", operation.name
+    else:
+        what, entry = call, call
+    return Refusal(
+        403,
+        "operation-not-allowed",
+        f"{what} is not allowed for {provider.name}; to open it, add '{entry}' to "
+        f"providers.{provider.name}.allow in rules.yaml",
+    )
 
 
 def _method_allowed(method: str, provider: Provider) -> Refusal | None:

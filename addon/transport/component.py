@@ -5,6 +5,8 @@ content-encoding). The decisions are in plan.py; the settings in addon/config/tr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from mitmproxy import http, tls
 from mitmproxy.connection import Server
 from mitmproxy.proxy import server_hooks
@@ -67,6 +69,22 @@ def is_event_stream(headers: http.Headers) -> bool:
     """Whether a head announces Server-Sent Events."""
     content_type = header_index.lookup(headers)("content-type") or ""
     return content_type.lower().startswith("text/event-stream")
+
+
+def observe_stream(response: http.Response, observe: Callable[[bytes], None]) -> None:
+    """A stage that sees every chunk of the streamed body as the earlier stages pass it on
+    (b"" at the end), and changes nothing."""
+    inner = response.stream
+
+    def observed(chunk: bytes) -> bytes | Iterable[bytes]:
+        out = inner(chunk) if callable(inner) else chunk
+        data = out if isinstance(out, bytes) else b"".join(out)
+        observe(data)
+        if not chunk:
+            observe(b"")
+        return data if data or not chunk else []  # an empty chunk would end HTTP/1 early
+
+    response.stream = observed
 
 
 def _drops_any(index: dict[str, str]) -> bool:

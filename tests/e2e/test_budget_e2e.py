@@ -85,7 +85,7 @@ def rules_text(
         },
         "fal": {
             "match": {"header": "x-fal-target-url", "paths": ["/api/fal/proxy"]},
-            "allow": ["queue.fal.run/**"],
+            "allow": ["* queue.fal.run/**"],
             "methods": ["GET", "POST"],
             "credential": {
                 "header": "authorization",
@@ -97,7 +97,7 @@ def rules_text(
         },
         "inference": {
             "match": {"header": "x-inf-target-url", "paths": ["/api/inference/proxy"]},
-            "allow": ["api.inference.sh/**"],
+            "allow": ["* api.inference.sh/**"],
             "credential": {
                 "header": "authorization",
                 "format": "Bearer {key}",

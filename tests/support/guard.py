@@ -29,6 +29,7 @@ def rules(
         "openai": {
             "match": {"prefix": "/api/openai"},
             "upstream": "https://api.openai.com/v1",
+            "allow": ["* api.openai.com/**"],  # these tests are about the guard, not reach
             "credential": {
                 "header": "authorization",
                 "format": "Bearer {key}",
@@ -38,7 +39,7 @@ def rules(
         },
         "fal": {
             "match": {"header": "x-fal-target-url", "paths": ["/api/fal/proxy"]},
-            "allow": ["fal.run/**", "queue.fal.run/**"],
+            "allow": ["* fal.run/**", "* queue.fal.run/**"],
             "methods": ["GET", "POST", "PUT", "DELETE"],
             "credential": {
                 "header": "authorization",
@@ -55,7 +56,7 @@ def rules(
                 "query": "__inf_target",
                 "paths": ["/api/inference/proxy"],
             },
-            "allow": ["api.inference.sh/**"],
+            "allow": ["* api.inference.sh/**"],
             "credential": {
                 "header": "authorization",
                 "format": "Bearer {key}",

@@ -31,12 +31,12 @@ providers:
       max_age: 60
   fal:
     match: {header: x-fal-target-url, paths: [/api/fal/proxy]}
-    allow: [fal.run/**]
+    allow: ["* fal.run/**"]
     methods: [GET, POST, PUT, DELETE]
     credential: {header: authorization, key: {env: F}}
   inference:
     match: {header: x-inf-target-url, query: __inf_target}
-    allow: [api.inference.sh/**]
+    allow: ["* api.inference.sh/**"]
     methods: [GET, POST]
     credential: {header: authorization, key: {env: I}}
     cors:

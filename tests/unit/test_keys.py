@@ -187,6 +187,7 @@ def test_keys_a_reload_drops_stay_masked_for_the_life_of_the_process(tmp_path: P
     assert {"rotated-env-key-1", "rotated-env-key-2"} <= set(second.secrets())
     credential = RULES[RULES.index("      pool:") :]
     without_openai = RULES.replace("openai", "other").replace(credential, "      key: {env: C}\n")
+    without_openai += '    allow: ["* api.other.com/**"]\n'
     third = load(without_openai, {"C": "the-only-key-left"})
     secrets = third.secrets()
     for value in (

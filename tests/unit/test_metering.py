@@ -210,7 +210,9 @@ def test_bad_prices_and_budgets_name_file_key_and_reason(
 ) -> None:
     text = (
         "providers:\n  p:\n    match: {prefix: /api/p}\n    upstream: https://p.example\n"
-        "    credential: {header: x-k, key: {env: K}}\n    " + snippet + "\n"
+        "    credential: {header: x-k, key: {env: K}}\n    allow: ['* p.example/**']\n    "
+        + snippet
+        + "\n"
     )
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:

@@ -33,6 +33,7 @@ providers:
   my-llm:
     match: {prefix: /api/mine}
     upstream: https://llm.internal
+    allow: ["* llm.internal/**"]
     credential: {header: x-api-key, key: {command: [print-my-key]}}
 """
 REAL = "sk-real-key-0000000000"

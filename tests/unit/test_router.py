@@ -37,7 +37,11 @@ def refused(method: str, path: str, headers: dict[str, str] | None = None) -> Re
             "https://api.anthropic.com/v1/messages?x=1",
         ),
         ("/api/openai/chat/completions", "openai", "https://api.openai.com/v1/chat/completions"),
-        ("/api/openai", "openai", "https://api.openai.com/v1"),
+        (
+            "/api/openai/images/generations",
+            "openai",
+            "https://api.openai.com/v1/images/generations",
+        ),
         (
             "/api/elevenlabs/v1/text-to-speech/v?output_format=mp3_44100_128",
             "elevenlabs",
@@ -107,8 +111,8 @@ def test_inference_routes_by_header_or_query() -> None:
             "PATCH",
             "/x",
             {"x-fal-target-url": "https://fal.run/fal-ai/flux/dev"},
-            405,
-            "method-not-allowed",
+            403,
+            "operation-not-allowed",
         ),
         ("GET", "/x?__inf_target=https%3A%2F%2Fevil.com%2F", {}, 412, "target-not-allowed"),
         ("GET", "/nothing", {}, 404, "no-route"),
@@ -122,9 +126,16 @@ def test_refusals(
     assert (refusal.status, refusal.reason) == (status, reason)
 
 
-def test_method_refusal_lists_allowed_methods() -> None:
-    refusal = refused("PATCH", "/x", {"x-fal-target-url": "https://fal.run/fal-ai/flux/dev"})
-    assert dict(refusal.headers)["allow"] == "DELETE, GET, POST, PUT"
+def test_method_refusal_lists_allowed_methods(tmp_path: Path) -> None:
+    text = RULES_FILE.read_text().replace(
+        "    profile: fal\n", "    profile: fal\n    methods: [GET, POST]\n"
+    )
+    (tmp_path / "rules.yaml").write_text(text)
+    router = Router(load(tmp_path / "rules.yaml", {}))
+    target = {"x-fal-target-url": "https://fal.run/fal-ai/flux/dev"}
+    refusal = router.route("PATCH", "/x", target.get)
+    assert isinstance(refusal, Refusal) and refusal.reason == "method-not-allowed"
+    assert dict(refusal.headers)["allow"] == "GET, POST"
 
 
 def test_endpoint_allowlist(tmp_path: Path) -> None:
@@ -174,9 +185,8 @@ def test_a_prefix_route_query_goes_upstream_only_when_well_formed(path: str) -> 
 def test_a_prefix_provider_may_list_the_upstream_paths_it_may_reach(tmp_path: Path) -> None:
     text = RULES_FILE.read_text()
     text = text.replace(
-        "    upstream: https://api.openai.com/v1\n",
-        "    upstream: https://api.openai.com/v1\n"
-        "    allow: [api.openai.com/v1/chat/completions, api.openai.com/v1/images/*]\n",
+        "    profile: openai\n",
+        '    profile: openai\n    allow: [chat.create, "POST api.openai.com/v1/images/*"]\n',
     )
     (tmp_path / "rules.yaml").write_text(text)
     router = Router(load(tmp_path / "rules.yaml", {}))
@@ -190,15 +200,15 @@ def test_a_prefix_provider_may_list_the_upstream_paths_it_may_reach(tmp_path: Pa
         refusal = decide(path)
         assert isinstance(refusal, Refusal) and (refusal.status, refusal.reason) == (
             403,
-            "path-not-allowed",
+            "operation-not-allowed",
         )
 
 
 def test_a_prefix_allow_pattern_for_another_host_is_an_error(tmp_path: Path) -> None:
     text = RULES_FILE.read_text()
     text = text.replace(
-        "    upstream: https://api.openai.com/v1\n",
-        "    upstream: https://api.openai.com/v1\n    allow: [api.anthropic.com/**]\n",
+        "    profile: openai\n",
+        "    profile: openai\n    allow: ['* api.anthropic.com/**']\n",
     )
     (tmp_path / "rules.yaml").write_text(text)
     with pytest.raises(ConfigError, match=r"providers\.openai\.allow\[0\]: .*never match"):
@@ -214,13 +224,13 @@ def test_a_remembered_decision_is_per_method_target_and_target_header() -> None:
     assert (first.path, other.path) == ("/fal-ai/a", "/fal-ai/b")
     assert isinstance(router.route("POST", fal, {}.get), Refusal)  # no header: not the route
     assert router.route("POST", fal, {"x-fal-target-url": "https://fal.run/fal-ai/a"}.get) is first
-    assert isinstance(router.route("TRACE", "/api/openai/x", {}.get), Refusal)
-    assert isinstance(router.route("POST", "/api/openai/x", {}.get), Route)
+    assert isinstance(router.route("TRACE", "/api/openai/chat/completions", {}.get), Refusal)
+    assert isinstance(router.route("POST", "/api/openai/chat/completions", {}.get), Route)
 
 
 def test_only_short_requests_are_remembered() -> None:
     router = Router(RULES)
     long_path = "/api/openai/" + "a" * 600
-    assert isinstance(router.route("POST", long_path, {}.get), Route)
-    assert isinstance(router.route("POST", "/api/openai/x", {}.get), Route)
+    assert isinstance(router.route("POST", long_path, {}.get), Refusal)
+    assert isinstance(router.route("POST", "/api/openai/chat/completions", {}.get), Route)
     assert len(router._decided) == 1  # the long one was decided, not kept

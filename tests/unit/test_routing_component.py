@@ -109,7 +109,12 @@ def test_forward_to_a_header_target_drops_the_target_header(routing: Routing) ->
 
 
 def test_forward_keeps_the_upgrade_of_a_websocket_and_a_port_in_host(routing: Routing) -> None:
-    flow = request("/api/openai/realtime", "GET", connection="Upgrade", upgrade="websocket")
+    flow = request(
+        "/api/elevenlabs/v1/text-to-speech/v1/stream-input",
+        "GET",
+        connection="Upgrade",
+        upgrade="websocket",
+    )
     route = routed(routing, flow)
     other = Route(route.provider, "http", "llm.internal", 8443, "/v1/realtime")
     routing.forward(flow, other, KEY)

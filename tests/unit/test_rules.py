@@ -44,6 +44,7 @@ def test_a_new_provider_needs_no_code(tmp_path: Path) -> None:
   replicate:
     match: {prefix: /api/replicate}
     upstream: https://api.replicate.com/v1
+    allow: [POST api.replicate.com/v1/predictions]
     credential: {header: authorization, format: "Bearer {key}", key: {env: REPLICATE_API_TOKEN}}
 """,
         ),
@@ -75,6 +76,7 @@ def test_a_new_provider_needs_no_code(tmp_path: Path) -> None:
   other:
     match: {prefix: /api/anthropic}
     upstream: https://example.com
+    allow: ["* example.com/**"]
     credential: {header: x, key: {env: X}}
 """,
             "providers.other.match",
@@ -85,21 +87,22 @@ def test_a_new_provider_needs_no_code(tmp_path: Path) -> None:
 providers:
   fal:
     match: {header: x-fal-target-url}
-    allow: [fal.run/**, "http://fal.run/**"]
+    allow: ["POST fal.run/**", "POST http://fal.run/**"]
     credential: {header: authorization, key: {env: FAL_KEY}}
 """,
             "providers.fal.allow[1]",
-            "cannot match",
+            "only https",
         ),
         (
             """
 providers:
   fal:
     match: {header: x-fal-target-url}
+    allow: [queue.fal.run/**]
     credential: {header: authorization, key: {env: FAL_KEY}}
 """,
-            "providers.fal.allow",
-            "at least one allow pattern",
+            "providers.fal.allow[0]",
+            "names no method: write 'POST queue.fal.run/**' (or '* queue.fal.run/**'",
         ),
         (
             MINIMAL.replace("key: {env: ANTHROPIC_API_KEY}", "key: {env: 'NOT A NAME'}"),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from support.guard import rules
+from support.repo import RULES as RULES_FILE
 
 from addon.config.node import ConfigError, Node
 from addon.config.provider import EndpointAllowlist as Endpoints
@@ -82,12 +83,20 @@ def test_token_grant_bodies_must_be_plain_json() -> None:
     assert check(ENDPOINTS, JSON, twice).reason == "duplicate-field"  # type: ignore[union-attr]
 
 
-def test_a_year_long_token_is_refused_with_the_default_rules_end_to_end(
+def test_tokens_are_closed_by_default_and_a_year_long_one_is_refused_when_opened(
     keyrelay_factory, make_client, upstream
 ) -> None:
-    proxy = keyrelay_factory()  # the repo's rules.yaml: fal without endpoints:
-    client = make_client(proxy.port)
+    short = {"allowed_apps": ["any-owner/any-app"], "token_expiration": 120}
     target = {"x-fal-target-url": "https://rest.fal.ai/tokens/"}
+    closed = make_client(keyrelay_factory().port)  # the repo's rules.yaml: minting is closed
+    refused = closed.post("/api/fal/proxy", json=short, headers=target)
+    assert refused.status == 403 and "add 'tokens' to providers.fal.allow" in refused.text
+    assert upstream.requests == []
+    opened = RULES_FILE.read_text().replace(
+        "profile: fal\n", "profile: fal\n    allow: [browser, tokens]\n"
+    )
+    proxy = keyrelay_factory(opened)  # fal without endpoints:
+    client = make_client(proxy.port)
     year = {"allowed_apps": ["any-owner/any-app"], "token_expiration": 31536000}
     refused = client.post("/api/fal/proxy", json=year, headers=target)
     assert refused.status == 403 and refused.json()["type"].endswith("/token-not-allowed")
@@ -109,7 +118,7 @@ def test_token_endpoint_stays_within_the_allowlist_end_to_end(
     keyrelay_factory, make_client, upstream
 ) -> None:
     fal = {
-        "allow": ["fal.run/**", "queue.fal.run/**", "rest.fal.ai/tokens/"],
+        "allow": ["* fal.run/**", "* queue.fal.run/**", "POST rest.fal.ai/tokens/"],
         # As rules.yaml suggests: the allowlist guards the model hosts, so tokens/ is routed.
         "endpoints": {"allow": ["fal-ai/flux/dev"], "hosts": ["fal.run", "queue.fal.run"]},
     }

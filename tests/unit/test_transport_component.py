@@ -32,10 +32,12 @@ providers:
   openai:
     match: {prefix: /api/openai}
     upstream: https://api.openai.com/v1
+    allow: ["* api.openai.com/**"]
     credential: {header: authorization, key: {env: O}}
   plain:
     match: {prefix: /api/plain}
     upstream: https://plain.test
+    allow: ["* plain.test/**"]
     credential: {header: authorization, key: {env: P}}
     transport: {upstream_http2: false, timeouts: {connect: 0, first_byte: 0, idle: 0}}
 """
@@ -281,6 +283,7 @@ providers:
   openai:
     match: {prefix: /api/openai}
     upstream: https://api.openai.com/v1
+    allow: ["* api.openai.com/**"]
     credential: {header: authorization, key: {env: O}}
     transport: {timeouts: {connect: 0, first_byte: 0.4, idle: 0.1}}
 """

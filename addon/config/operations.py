@@ -1,0 +1,343 @@
+"""Operations and objects: what a provider's API does, named by method and path. Pure config.
+
+An operation pattern reads `METHODS host/path`:
+- METHODS is one method (`GET`), several (`GET|HEAD`) or `*` (any);
+- the host is a name, a label may be `*`;
+- path segments are literal (case and all: the provider reads them so), `*` (one non-empty
+  segment), `{object}` (one segment that names an object of that type, e.g. `{response}`), or
+  `**` (anything, including nothing; `/**` at the end also matches the path without it).
+
+The query is not part of an operation: ownership (addon/jobs/) reads it for ids instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from addon.config.node import Node
+
+KINDS = (
+    "generate",
+    "stream",
+    "upload",
+    "submit",
+    "poll",
+    "result",
+    "cancel",
+    "delete",
+    "list",
+    "read",
+    "account",
+    "admin",
+    "mint-credential",
+)
+Kind = Literal[
+    "generate",
+    "stream",
+    "upload",
+    "submit",
+    "poll",
+    "result",
+    "cancel",
+    "delete",
+    "list",
+    "read",
+    "account",
+    "admin",
+    "mint-credential",
+]
+ANY_METHOD = "*"
+_METHOD = re.compile(r"[A-Z]+")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?|\*")
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
+_LITERAL = re.compile(r"[A-Za-z0-9\-._~!$&'()+,;=:@%]+")
+
+
+class OperationError(ValueError):
+    """A malformed operation pattern; the message says how to write it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationPattern:
+    text: str
+    methods: frozenset[str] | None  # None: any method
+    host: str  # the host as written (lower-case), for messages and the host check
+    regex: re.Pattern[str]  # host + path, with a named group per placeholder
+    placeholders: tuple[str, ...]  # object types, in path order
+
+    def host_matches(self, host: str) -> bool:
+        return _host_regex(self.host).fullmatch(host) is not None
+
+    @property
+    def opens_everything(self) -> bool:
+        """`* host/**`: every call the key can make on that host."""
+        return (
+            self.methods is None
+            and self.regex.pattern.endswith("(?:/.*)?")
+            and (self.regex.pattern == _host_regex(self.host).pattern + "(?:/.*)?")
+        )
+
+    def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
+        """The placeholders' segments when the request is this operation, else None.
+        `path` has no query."""
+        if self.methods is not None and method not in self.methods:
+            return None
+        found = self.regex.fullmatch(f"{host}{path}")
+        return None if found is None else found.groupdict()
+
+
+def compile_operation(text: str) -> OperationPattern:
+    method_part, space, rest = text.strip().partition(" ")
+    rest = rest.strip()
+    if not space or not rest:
+        raise OperationError(
+            f"'{text}' names no method: write 'POST {text}' (or '* {text}' for every method)"
+        )
+    if method_part == ANY_METHOD:
+        methods = None
+    else:
+        names = method_part.split("|")
+        if not all(_METHOD.fullmatch(m) for m in names):
+            raise OperationError(f"'{method_part}' is not a method, 'GET|HEAD' list or '*'")
+        methods = frozenset(names)
+    if "://" in rest:
+        if not rest.lower().startswith("https://"):
+            raise OperationError("only https upstreams are reached, so this cannot match")
+        rest = rest[8:]
+    if "?" in rest or "#" in rest:
+        raise OperationError("an operation is a method, a host and a path: no query or fragment")
+    host, slash, path = rest.partition("/")
+    host = host.lower().rstrip(".")
+    if not slash:
+        raise OperationError(f"'{rest}' needs a path, e.g. '{rest}/**'")
+    labels = host.split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise OperationError(f"'{host}' is not a host name pattern")
+    regex, placeholders = _path_regex(path.split("/"))
+    return OperationPattern(
+        text=text.strip(),
+        methods=methods,
+        host=host,
+        regex=re.compile(_host_regex(host).pattern + regex),
+        placeholders=placeholders,
+    )
+
+
+def _path_regex(segments: list[str]) -> tuple[str, tuple[str, ...]]:
+    parts: list[str] = []
+    placeholders: list[str] = []
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            parts.append("(?:/.*)?" if last else "/.*")
+        elif segment == "*":
+            parts.append("/[^/]+")
+        elif (found := _PLACEHOLDER.fullmatch(segment)) is not None:
+            name = found[1]
+            if name in placeholders:
+                raise OperationError(f"'{{{name}}}' stands twice in one path")
+            placeholders.append(name)
+            parts.append(f"/(?P<{name}>[^/]+)")
+        elif segment == "" and last:
+            parts.append("/")
+        elif _LITERAL.fullmatch(segment) and segment not in (".", ".."):
+            parts.append("/" + re.escape(segment))
+        else:
+            raise OperationError(
+                f"'{segment}' is not a path segment: a literal, '*', '**' or '{{object}}'"
+            )
+    return "".join(parts), tuple(placeholders)
+
+
+_HOSTS: dict[str, re.Pattern[str]] = {}
+
+
+def _host_regex(host: str) -> re.Pattern[str]:
+    regex = _HOSTS.get(host)
+    if regex is None:
+        labels = host.split(".")
+        text = r"\.".join("[a-z0-9-]+" if x == "*" else re.escape(x) for x in labels)
+        regex = _HOSTS[host] = re.compile(text)
+    return regex
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSpec:
+    """Something a caller creates and later names: a response, a file, a queued job."""
+
+    name: str
+    scope: str  # the profile (or provider) whose namespace the ids live in
+    form: re.Pattern[str]  # what an id looks like; anything else names no object
+    in_answer: tuple[str, ...]  # where a creating call's answer has the id: "a.b" or "header:x"
+    in_bodies: bool = False  # any JSON string of this form in a request body names one
+    in_paths: bool = False  # any path segment or query value of this form names one
+
+    def key(self, object_id: str) -> str:
+        return f"{self.scope}.{self.name}:{object_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    pattern: OperationPattern
+    kind: Kind
+    purpose: str  # what the clients use it for (docs, refusals)
+    browser: bool  # allowed by default: a browser client calls it
+    creates: str | None = None  # the object type its answer creates
+    clients: tuple[str, ...] = ()  # which clients call it (docs)
+
+    def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
+        return self.pattern.match(method, host, path)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    """One `allow:` entry: an operation of the profile by name, or a pattern of its own."""
+
+    text: str
+    pattern: OperationPattern
+    operation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """A provider's operations (first match wins), its objects, and what `allow:` opens."""
+
+    operations: tuple[Operation, ...] = ()
+    objects: dict[str, ObjectSpec] = field(default_factory=dict)
+    allow: tuple[AllowRule, ...] = ()
+    profile: str | None = None
+
+    def operation(self, method: str, host: str, path: str) -> Operation | None:
+        for operation in self.operations:
+            if operation.match(method, host, path) is not None:
+                return operation
+        return None
+
+    def allows(self, method: str, host: str, path: str, operation: Operation | None) -> bool:
+        """An operation the profile knows is open when `allow:` names it, or when a pattern of
+        `allow:`'s own covers the request: `tasks.get` never opens `GET tasks/list`, which the
+        profile knows as `tasks.list`, though its pattern would fit."""
+        for rule in self.allow:
+            if rule.operation is not None:
+                if operation is not None and rule.operation == operation.name:
+                    return True
+            elif rule.pattern.match(method, host, path) is not None:
+                return True
+        return False
+
+    def knows_host(self, host: str) -> bool:
+        return any(rule.pattern.host_matches(host) for rule in self.allow)
+
+    @property
+    def scans(self) -> bool:
+        """Whether any object's ids are looked for beyond the operations' placeholders."""
+        return any(o.in_paths or o.in_bodies for o in self.objects.values())
+
+
+BROWSER = "browser"  # the `allow:` entry that stands for the profile's browser operations
+
+
+def parse_objects(node: Node | None, scope: str) -> dict[str, ObjectSpec]:
+    if node is None:
+        return {}
+    objects: dict[str, ObjectSpec] = {}
+    for name in list(node.names()):
+        entry = node.child(name)
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            node.fail("an object type is lower-case letters, digits and '_'", name)
+        form = entry.text("id")
+        try:
+            compiled = re.compile(form)
+        except re.error as e:
+            entry.fail(f"is not a regular expression: {e}", "id")
+        if compiled.fullmatch("") is not None:
+            entry.fail("must not match an empty id", "id")
+        objects[name] = ObjectSpec(
+            name=name,
+            scope=scope,
+            form=compiled,
+            in_answer=entry.texts("in_answer"),
+            in_bodies=entry.flag("in_bodies", False),
+            in_paths=entry.flag("in_paths", False),
+        )
+        entry.finish()
+    node.finish()
+    return objects
+
+
+def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple[Operation, ...]:
+    if node is None:
+        return ()
+    operations: list[Operation] = []
+    for name in list(node.names()):
+        if not _NAME.fullmatch(name):
+            node.fail("an operation name looks like 'responses.get'", name)
+        entry = node.child(name)
+        try:
+            pattern = compile_operation(entry.text("op"))
+        except OperationError as e:
+            entry.fail(str(e), "op")
+        for placeholder in pattern.placeholders:
+            if placeholder not in objects:
+                entry.fail(f"'{{{placeholder}}}' is not an object type of this provider", "op")
+        kind = entry.text("kind")
+        if kind not in KINDS:
+            entry.fail(f"must be one of {', '.join(KINDS)}", "kind")
+        creates = entry.text("creates", None)
+        if creates is not None and creates not in objects:
+            entry.fail(f"'{creates}' is not an object type of this provider", "creates")
+        operations.append(
+            Operation(
+                name=name,
+                pattern=pattern,
+                kind=kind,
+                purpose=entry.text("for", ""),
+                browser=entry.flag("browser", False),
+                creates=creates,
+                clients=entry.texts("clients", ()),
+            )
+        )
+        entry.finish()
+    node.finish()
+    return tuple(operations)
+
+
+def parse_allow(
+    parent: Node,
+    operations: tuple[Operation, ...],
+    default: tuple[str, ...],
+    upstream_host: str | None,
+) -> tuple[AllowRule, ...]:
+    """`allow:` entries: `browser`, an operation's name, or `METHODS host/path`. A provider
+    with one upstream (`upstream_host`) takes from `browser` the operations on that host."""
+    by_name = {o.name: o for o in operations}
+    entries = parent.texts("allow", default)
+    rules: list[AllowRule] = []
+    for i, entry in enumerate(entries):
+        text = entry.strip()
+        if text == BROWSER:
+            rules += [
+                AllowRule(o.name, o.pattern, o.name)
+                for o in operations
+                if o.browser and (upstream_host is None or o.pattern.host_matches(upstream_host))
+            ]
+            continue
+        if (operation := by_name.get(text)) is not None:
+            rule = AllowRule(text, operation.pattern, operation.name)
+        else:
+            try:
+                rule = AllowRule(text, compile_operation(text))
+            except OperationError as e:
+                known = "" if " " in text else " (or an operation name, or 'browser')"
+                parent.fail(f"{e}{known}", f"allow[{i}]")
+        if upstream_host is not None and not rule.pattern.host_matches(upstream_host):
+            where = f" ({rule.pattern.text})" if rule.operation else ""
+            parent.fail(
+                f"'{text}'{where} can never match the upstream host {upstream_host}", f"allow[{i}]"
+            )
+        rules.append(rule)
+    return tuple(rules)

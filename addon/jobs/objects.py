@@ -1,0 +1,166 @@
+"""Which objects a request names, and which id a creating call's answer carries. Pure.
+
+What an object is comes from the provider's profile (addon/config/operations.py): its id's
+form, where a creating answer puts the id, and whether ids of its form count wherever they
+stand. A request names an object
+- through an operation's placeholder (`GET api.openai.com/v1/responses/{response}`);
+- for objects marked `in_paths`: through any path segment, or part of one split at `;`, `,`
+  and `=`, or any query value, of the id's form: so `requests;v=1/<id>`, `/task/<id>`, another
+  host that serves the same jobs, and `?request_id=<id>` all name it, whatever the operation;
+- for objects marked `in_bodies`: through any JSON string of the id's form in the request
+  body (`previous_response_id`, a `file_id` deep in an input), or, in a body that is not
+  JSON, any run of the id's form.
+
+Ids compare without case: a provider that reads them without case must not see a second id.
+A placeholder that is not of its object's form names no object anyone owns (`Invalid`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from addon.config.operations import Catalogue, ObjectSpec
+
+MAX_WALK = 100_000  # JSON values looked at in one body at most; past it the body is refused
+MAX_TAP = 256 * 1024  # bytes of a streamed answer searched for the created object's id
+_PIECES = re.compile(r"[;,=]")
+
+
+class Invalid(Exception):
+    """Something stands where an id must be, but is not one; or a body too big to look into."""
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    spec: ObjectSpec
+    id: str  # lower-case
+
+    @property
+    def key(self) -> str:
+        return self.spec.key(self.id)
+
+
+def _fits(spec: ObjectSpec, text: str) -> bool:
+    return spec.form.fullmatch(text) is not None or spec.form.fullmatch(text.lower()) is not None
+
+
+def in_request(
+    catalogue: Catalogue, placeholders: Iterable[tuple[str, str]], path: str, query: str
+) -> list[Named]:
+    """Every object the request's path and query name; raises Invalid for a placeholder that
+    is not an id."""
+    found: dict[str, Named] = {}
+    for kind, raw in placeholders:
+        spec = catalogue.objects[kind]
+        text = unquote(raw)
+        if not _fits(spec, text):
+            raise Invalid(kind)
+        named = Named(spec, text.lower())
+        found[named.key] = named
+    scanned = [o for o in catalogue.objects.values() if o.in_paths]
+    if scanned:
+        words = [unquote(segment) for segment in path.split("/")]
+        words += [word for item in parse_qsl(query, keep_blank_values=True) for word in item]
+        pieces = [piece for word in words for piece in (word, *_PIECES.split(word))]
+        for piece in pieces:
+            for spec in scanned:
+                if piece and _fits(spec, piece):
+                    named = Named(spec, piece.lower())
+                    found[named.key] = named
+    return list(found.values())
+
+
+def in_body(catalogue: Catalogue, body: bytes) -> list[Named]:
+    """Every object a request body names; raises Invalid for a JSON body too large to walk."""
+    specs = [o for o in catalogue.objects.values() if o.in_bodies]
+    if not specs or not body:
+        return []
+    try:
+        data = json.loads(body)
+    except ValueError:  # not JSON (a form, a file): any run of an id's form counts
+        text = body.decode("utf-8", "replace")
+        candidates: Iterable[str] = (
+            m.group(0)
+            for spec in specs
+            for m in re.finditer(rf"(?<![\w-])(?:{spec.form.pattern})(?![\w-])", text, re.I)
+        )
+    else:
+        candidates = _strings(data)
+    found: dict[str, Named] = {}
+    for text in candidates:
+        for spec in specs:
+            if _fits(spec, text):
+                named = Named(spec, text.lower())
+                found[named.key] = named
+    return list(found.values())
+
+
+def _strings(data: Any) -> Iterator[str]:
+    """Every string in a JSON value (keys too: an id may stand as a key), breadth first."""
+    pending, seen = [data], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_WALK:
+            raise Invalid("body")
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            yield from (k for k in value if isinstance(k, str))
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+def id_in_answer(spec: ObjectSpec, body: bytes, header: Callable[[str], str | None]) -> str | None:
+    """The id a creating call's (whole, JSON) answer carries, if it is of the object's form."""
+    data = _json(body)
+    for place in spec.in_answer:
+        raw = header(place[7:]) if place.startswith("header:") else _at(data, place)
+        if isinstance(raw, str) and _fits(spec, raw):
+            return raw.lower()
+    return None
+
+
+class StreamTap:
+    """Finds a created object's id in a server-sent event stream as it passes (the first event
+    that carries one, within MAX_TAP bytes); never changes a byte."""
+
+    def __init__(self, spec: ObjectSpec) -> None:
+        self.spec = spec
+        self.id: str | None = None
+        self._partial = b""
+        self._seen = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        if self.id is not None or self._seen > MAX_TAP:
+            return
+        self._seen += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop() if chunk else b""
+        for line in lines:
+            if line.startswith(b"data:"):
+                found = id_in_answer(self.spec, line[5:].strip(), lambda _: None)
+                if found is not None:
+                    self.id = found
+                    return
+
+
+def _at(data: Any, place: str) -> Any:
+    for name in place.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(name)
+    return data
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
+        return None
