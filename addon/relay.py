@@ -138,8 +138,9 @@ class KeyRelay:
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # whatever a caller creates, only they may read or act on
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
-        self._rules_stamp: tuple[float, float] | None = None
+        self._rules_stamp: tuple[float, ...] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._watched: tuple[Path, ...] = ()  # token and key files the rules name (revocation)
         # The engine tuned: hooks through a table (dispatch.py), per-request steps (fast_paths.py).
         self.addons = [FastDispatch(), FastPaths()]
 
@@ -210,8 +211,12 @@ class KeyRelay:
 
     def _read_rules(self) -> Rules:
         path = Path(ctx.options.keyrelay_rules)
-        self._rules_stamp = _stamp(path)
-        return load_rules(path, dict(os.environ))
+        stamp = _stamp(path)
+        rules = load_rules(path, dict(os.environ))
+        # What the files were before they were read: a change while reading is seen next time.
+        self._rules_stamp = stamp + _stamp_files(rules.watched_files())
+        self._watched = rules.watched_files()
+        return rules
 
     def _install(self, rules: Rules) -> None:
         """Build everything the rules need, then switch: a load that fails changes nothing."""
@@ -236,7 +241,7 @@ class KeyRelay:
         while True:
             await asyncio.sleep(RELOAD_INTERVAL)
             path = Path(ctx.options.keyrelay_rules)
-            if _stamp(path) == self._rules_stamp:
+            if _stamp(path) + _stamp_files(self._watched) == self._rules_stamp:
                 continue
             try:
                 self._install(self._read_rules())
@@ -416,11 +421,19 @@ class KeyRelay:
     tls_failed_server = tls_established_server
 
 
-def _stamp(path: Path) -> tuple[float, float]:
-    def mtime(p: Path) -> float:
-        try:
-            return p.stat().st_mtime
-        except OSError:
-            return 0.0
+def _stamp(path: Path) -> tuple[float, ...]:
+    return _stamp_files((path, path.parent / ".env"))
 
-    return mtime(path), mtime(path.parent / ".env")
+
+def _stamp_files(paths: tuple[Path, ...]) -> tuple[float, ...]:
+    """Each file's modification time and size (0 when missing): an edit within the clock's
+    resolution still changes the size, usually."""
+    stamps: list[float] = []
+    for p in paths:
+        try:
+            stat = p.stat()
+        except OSError:
+            stamps += (0.0, -1.0)
+        else:
+            stamps += (stat.st_mtime_ns / 1e9, float(stat.st_size))
+    return tuple(stamps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from addon.auth.forward import ForwardAuth, identity_from
@@ -15,6 +16,7 @@ from addon.config.secret_ref import SecretMissing
 from addon.problems import Refusal
 from addon.resources import Generation
 
+logger = logging.getLogger(__name__)
 Header = Callable[[str], str | None]
 
 
@@ -35,6 +37,12 @@ class Gate:
         try:
             if spec.tokens is not None:
                 self.tokens = TokenStore(spec.tokens.read(environ))
+                if not len(self.tokens):
+                    logger.warning(
+                        "keyrelay: %s: %s holds no token: every caller is refused",
+                        scope or "auth",
+                        spec.tokens.describe(),
+                    )
             if spec.jwt is not None:
                 jwt_spec = spec.jwt
                 secret = jwt_spec.secret.read(environ).strip() if jwt_spec.secret else None

@@ -35,8 +35,7 @@ class TokenStore:
             if not match:
                 raise TokenError(f"entry {number} is not NAME:SHA256HEX")
             self._entries.append((match[1], bytes.fromhex(match[2])))
-        if not self._entries:
-            raise TokenError("holds no token")
+        # No entry is a valid list: removing the last token locks its holder out (revocation).
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import unquote
 
 from addon.config.node import Node
 
@@ -178,6 +179,11 @@ class ObjectSpec:
     def key(self, object_id: str) -> str:
         return f"{self.scope}.{self.name}:{object_id}"
 
+    def fits(self, text: str) -> bool:
+        """Whether `text` is an id of this object's form (ids compare without case)."""
+        form = self.form
+        return form.fullmatch(text) is not None or form.fullmatch(text.lower()) is not None
+
 
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -212,8 +218,13 @@ class Catalogue:
     profile: str | None = None
 
     def operation(self, method: str, host: str, path: str) -> Operation | None:
+        """The first operation the request is. A placeholder takes only an id of its object's
+        form: `GET /v1/videos/characters` is not `videos.get` with the id `characters`."""
         for operation in self.operations:
-            if operation.match(method, host, path) is not None:
+            found = operation.match(method, host, path)
+            if found is not None and all(
+                self.objects[kind].fits(unquote(value)) for kind, value in found.items()
+            ):
                 return operation
         return None
 

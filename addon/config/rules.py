@@ -50,6 +50,21 @@ class Rules:
     def header_routed(self) -> tuple[Provider, ...]:
         return self._header_routed
 
+    def watched_files(self) -> tuple[Path, ...]:
+        """Files the rules read credentials of callers from: a change reloads the rules, so a
+        token removed from its file stops working within a reload interval."""
+        files: set[Path] = set()
+        for provider in self.providers:
+            auth = provider.auth
+            if auth.tokens is not None and auth.tokens.file is not None:
+                files.add(auth.tokens.file)
+            if auth.jwt is not None:
+                if auth.jwt.secret is not None and auth.jwt.secret.file is not None:
+                    files.add(auth.jwt.secret.file)
+                if auth.jwt.jwks_file is not None:
+                    files.add(auth.jwt.jwks_file)
+        return tuple(sorted(files))
+
     @property
     def keeps_books(self) -> bool:
         """Whether any budget is set: then every identity's spend is kept (addon/budget/)."""

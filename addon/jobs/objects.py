@@ -45,10 +45,6 @@ class Named:
         return self.spec.key(self.id)
 
 
-def _fits(spec: ObjectSpec, text: str) -> bool:
-    return spec.form.fullmatch(text) is not None or spec.form.fullmatch(text.lower()) is not None
-
-
 def in_request(
     catalogue: Catalogue, placeholders: Iterable[tuple[str, str]], path: str, query: str
 ) -> list[Named]:
@@ -58,7 +54,7 @@ def in_request(
     for kind, raw in placeholders:
         spec = catalogue.objects[kind]
         text = unquote(raw)
-        if not _fits(spec, text):
+        if not spec.fits(text):
             raise Invalid(kind)
         named = Named(spec, text.lower())
         found[named.key] = named
@@ -69,7 +65,7 @@ def in_request(
         pieces = [piece for word in words for piece in (word, *_PIECES.split(word))]
         for piece in pieces:
             for spec in scanned:
-                if piece and _fits(spec, piece):
+                if piece and spec.fits(piece):
                     named = Named(spec, piece.lower())
                     found[named.key] = named
     return list(found.values())
@@ -94,7 +90,7 @@ def in_body(catalogue: Catalogue, body: bytes) -> list[Named]:
     found: dict[str, Named] = {}
     for text in candidates:
         for spec in specs:
-            if _fits(spec, text):
+            if spec.fits(text):
                 named = Named(spec, text.lower())
                 found[named.key] = named
     return list(found.values())
@@ -122,7 +118,7 @@ def id_in_answer(spec: ObjectSpec, body: bytes, header: Callable[[str], str | No
     data = _json(body)
     for place in spec.in_answer:
         raw = header(place[7:]) if place.startswith("header:") else _at(data, place)
-        if isinstance(raw, str) and _fits(spec, raw):
+        if isinstance(raw, str) and spec.fits(raw):
             return raw.lower()
     return None
 

@@ -1,0 +1,131 @@
+"""Which objects a request names, wherever and however it names them (addon/jobs/objects.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from addon.config.profiles import load
+from addon.config.rules import Rules
+from addon.jobs import objects
+
+OPENAI = load("openai")
+FAL = load("fal")
+RESP = "resp_68af0c1d2e3f4a5b6c7d8e9f"
+JOB = "0b6c2a1e-4f3d-4e2a-9c1b-7a8d9e0f1a2b"
+
+
+def catalogue(profile_name: str):
+    from addon.config.operations import Catalogue
+
+    profile = load(profile_name)
+    return Catalogue(profile.operations, profile.objects, (), profile.name)
+
+
+def keys(named: list[objects.Named]) -> set[str]:
+    return {n.key for n in named}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/fal-ai/flux/requests/{JOB}/status",
+        f"/fal-ai/flux/requests;v=1/{JOB}",  # a path parameter on the marker
+        f"/fal-ai/flux/requests/{JOB};v=1",  # ... or on the id
+        f"/fal-ai/flux/request/{JOB}",  # a singular lookalike
+        f"/fal-ai/flux/dev/{JOB.upper()}",  # another case, anywhere in the path
+        f"/fal-ai/flux/requests/{JOB.replace('-', '%2D')}",  # an escaped hyphen
+    ],
+)
+def test_a_fal_request_id_names_its_job_wherever_it_stands(path: str) -> None:
+    assert keys(objects.in_request(catalogue("fal"), (), path, "")) == {f"fal.request:{JOB}"}
+
+
+def test_an_id_in_the_query_names_a_job_too() -> None:
+    mine = "11111111-2222-4333-8444-555555555555"
+    named = objects.in_request(
+        catalogue("fal"), (), f"/fal-ai/flux/requests/{mine}/status", f"request_id={JOB}&logs=1"
+    )
+    assert keys(named) == {f"fal.request:{mine}", f"fal.request:{JOB}"}
+
+
+def test_a_placeholder_that_is_not_an_id_names_nothing_anyone_owns() -> None:
+    with pytest.raises(objects.Invalid):
+        objects.in_request(catalogue("openai"), [("response", "list")], "/v1/responses/list", "")
+    named = objects.in_request(
+        catalogue("openai"), [("response", RESP)], f"/v1/responses/{RESP}", ""
+    )
+    assert keys(named) == {f"openai.response:{RESP.lower()}"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-4o", "previous_response_id": RESP, "input": "hi"},
+        {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": RESP}]}]},
+        {"metadata": {RESP: "as a key"}},
+        {"previous_response_id": RESP.upper()},
+    ],
+)
+def test_an_id_anywhere_in_a_json_body_names_the_object(body: dict) -> None:
+    assert keys(objects.in_body(catalogue("openai"), json.dumps(body).encode())) == {
+        f"openai.response:{RESP.lower()}"
+    }
+
+
+def test_escapes_and_bodies_that_are_not_json() -> None:
+    escaped = ('{"previous_response_id": "\\u0072esp_' + RESP[5:] + '"}').encode()
+    assert keys(objects.in_body(catalogue("openai"), escaped)) == {f"openai.response:{RESP}"}
+    form = f'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n{RESP}\r\n--b--'.encode()
+    assert keys(objects.in_body(catalogue("openai"), form)) == {f"openai.response:{RESP}"}
+    prose = json.dumps({"input": f"what is {RESP}?"}).encode()  # a mention is not a reference
+    assert objects.in_body(catalogue("openai"), prose) == []
+
+
+def test_a_body_too_large_to_walk_is_refused() -> None:
+    body = json.dumps([0] * (objects.MAX_WALK + 1)).encode()
+    with pytest.raises(objects.Invalid):
+        objects.in_body(catalogue("openai"), body)
+
+
+def test_the_created_id_from_a_body_a_header_or_a_stream() -> None:
+    response = OPENAI.objects["response"]
+    assert objects.id_in_answer(response, json.dumps({"id": RESP}).encode(), {}.get) == RESP
+    assert objects.id_in_answer(response, b'{"id": "not-one"}', {}.get) is None
+    request = FAL.objects["request"]
+    header = {"x-fal-request-id": JOB}.get
+    assert objects.id_in_answer(request, b"{}", header) == JOB
+    tap = objects.StreamTap(response)
+    event = json.dumps({"type": "response.created", "response": {"id": RESP}}).encode()
+    for chunk in [b"event: response.created\ndata: ", event[:10], event[10:], b"\n\n", b""]:
+        tap(chunk)
+    assert tap.id == RESP
+
+
+def test_a_rules_file_can_declare_a_provider_with_a_new_object_kind(tmp_path) -> None:
+    """No code: a provider written in rules.yaml has the built-in profiles' powers."""
+    from addon.config.rules import load as load_rules
+
+    (tmp_path / "rules.yaml").write_text(
+        """
+providers:
+  acme:
+    match: {prefix: /api/acme}
+    upstream: https://api.acme.test
+    credential: {header: x-key, key: {env: K}}
+    objects:
+      render: {id: "rnd_[0-9a-z]{6,}", in_answer: [render.id], in_paths: true}
+    operations:
+      renders.create:
+        {op: POST api.acme.test/v2/renders, kind: submit, browser: true, creates: render}
+      renders.get: {op: "GET api.acme.test/v2/renders/{render}", kind: poll, browser: true}
+    allow: [browser]
+"""
+    )
+    rules: Rules = load_rules(tmp_path / "rules.yaml", {"K": "k"})
+    cat = rules.providers[0].catalogue
+    assert [o.name for o in cat.operations] == ["renders.create", "renders.get"]
+    assert keys(objects.in_request(cat, (), "/v2/renders/rnd_abc123", "")) == {
+        "acme.render:rnd_abc123"
+    }
