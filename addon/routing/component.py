@@ -25,6 +25,16 @@ class Routing:
 
     def configure_rules(self, rules: Rules, listen_host: str) -> None:
         self.router = Router(rules)
+        for provider in rules.providers:
+            for rule in provider.catalogue.allow:
+                if rule.pattern.opens_everything:
+                    logger.warning(
+                        "keyrelay: %s: allow '%s' opens every call the key can make on %s, "
+                        "listings, account and credentials included",
+                        provider.name,
+                        rule.text,
+                        rule.pattern.host,
+                    )
         any_host = not rules.server_names and not is_loopback(listen_host)
         self.server_names = ServerNames(rules.server_names, any_host)
         if any_host:

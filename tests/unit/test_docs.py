@@ -6,6 +6,8 @@ import re
 
 from support.repo import REPO
 
+from addon.config import profile_docs
+
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 PAGES = [REPO / "README.md", REPO / "bench" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -24,3 +26,11 @@ def test_every_relative_link_resolves() -> None:
             if not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(REPO)}: {target}")
     assert len(PAGES) >= 8 and broken == []
+
+
+def test_the_profiles_page_is_what_the_profiles_say() -> None:
+    page = (REPO / "docs" / "profiles.md").read_text()
+    assert page == profile_docs.render(), (
+        "docs/profiles.md is stale: "
+        ".venv/bin/python -m addon.config.profile_docs > docs/profiles.md"
+    )

@@ -1,0 +1,52 @@
+"""docs/profiles.md, generated from the built-in profiles: what each opens by default.
+
+    .venv/bin/python -m addon.config.profile_docs > docs/profiles.md
+
+tests/unit/test_docs.py keeps the page equal to what this renders."""
+
+from __future__ import annotations
+
+from addon.config.profiles import Profile, builtin_names, load
+
+HEADER = """# Built-in provider profiles
+
+Generated from `addon/profiles/*.yaml` by `python -m addon.config.profile_docs`; a test keeps it
+current. Each table lists a profile's operations in the order they are matched (the first that
+fits a request is the one it is). **Open** ones are what `allow: [browser]`, the default, opens:
+what the browser clients call. Any other opens by naming it in the provider's `allow:` list in
+rules.yaml (e.g. `allow: [browser, files.list]`); `allow: ["* api.openai.com/**"]` opens the whole
+API (and start-up warns). See [rules.md](rules.md#operations-and-allow) and
+[guarding.md](guarding.md#everything-a-caller-creates-is-theirs).
+"""
+
+
+def render() -> str:
+    return HEADER + "".join(_profile(load(name)) for name in builtin_names())
+
+
+def _profile(profile: Profile) -> str:
+    lines = [f"\n## {profile.name}\n"]
+    if profile.objects:
+        lines.append("\nObjects a caller creates (only they may name them afterwards):\n")
+        for spec in profile.objects.values():
+            where = ["in the operations' paths"]
+            if spec.in_paths:
+                where = ["anywhere in a path or query"]
+            if spec.in_bodies:
+                where.append("anywhere in a request body")
+            lines.append(
+                f"- `{spec.name}`: ids `{spec.form.pattern}`, named {' and '.join(where)}\n"
+            )
+    lines.append("\n| operation | method and path | kind | open | for |\n|---|---|---|---|---|\n")
+    for op in profile.operations:
+        creates = f" (creates a `{op.creates}`)" if op.creates else ""
+        pattern = op.pattern.text.replace("|", "\\|")
+        opened = "yes" if op.browser else ""
+        lines.append(
+            f"| `{op.name}` | `{pattern}` | {op.kind} | {opened} | {op.purpose}{creates} |\n"
+        )
+    return "".join(lines)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
