@@ -68,6 +68,7 @@ class OperationPattern:
     host: str  # the host as written (lower-case), for messages and the host check
     regex: re.Pattern[str]  # host + path, with a named group per placeholder
     placeholders: tuple[str, ...]  # object types, in path order
+    loose: re.Pattern[str]  # `regex` without case, for `resembles`
 
     def host_matches(self, host: str) -> bool:
         return _host_regex(self.host).fullmatch(host) is not None
@@ -88,6 +89,19 @@ class OperationPattern:
             return None
         found = self.regex.fullmatch(f"{host}{path}")
         return None if found is None else found.groupdict()
+
+    def resembles(self, method: str, host: str, loose_path: str) -> dict[str, str] | None:
+        """Like `match`, without case, on a path with parameters and empty segments dropped
+        (`loosen`): what a lenient server might take for this operation."""
+        if self.methods is not None and method not in self.methods:
+            return None
+        found = self.loose.fullmatch(f"{host}{loose_path}")
+        return None if found is None else found.groupdict()
+
+
+def loosen(path: str) -> str:
+    """`/A//requests;v=1/X/` -> `/A/requests/X`: forms a lenient server may read alike."""
+    return "/" + "/".join(s.split(";")[0] for s in path.split("/") if s.split(";")[0])
 
 
 def compile_operation(text: str) -> OperationPattern:
@@ -118,12 +132,14 @@ def compile_operation(text: str) -> OperationPattern:
     if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
         raise OperationError(f"'{host}' is not a host name pattern")
     regex, placeholders = _path_regex(path.split("/"))
+    whole = _host_regex(host).pattern + regex
     return OperationPattern(
         text=text.strip(),
         methods=methods,
         host=host,
-        regex=re.compile(_host_regex(host).pattern + regex),
+        regex=re.compile(whole),
         placeholders=placeholders,
+        loose=re.compile(whole, re.IGNORECASE),
     )
 
 

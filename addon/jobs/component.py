@@ -74,7 +74,7 @@ class Ownership:
             return Refusal(500, "internal-error", "the caller is not known")
         path, _, query = route.path.partition("?")
         try:
-            named = objects.in_request(catalogue, route.named, path, query)
+            named = objects.in_request(catalogue, flow.request.method, route.host, path, query)
         except objects.Invalid:
             return _unknown(provider.name)
         if refusal := await self._check(provider, identity, named, state):

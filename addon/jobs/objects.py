@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from addon.config.operations import Catalogue, ObjectSpec
+from addon.config.operations import Catalogue, ObjectSpec, loosen
 
 MAX_WALK = 100_000  # JSON values looked at in one body at most; past it the body is refused
 MAX_TAP = 256 * 1024  # bytes of a streamed answer searched for the created object's id
@@ -45,19 +45,22 @@ class Named:
         return self.spec.key(self.id)
 
 
-def in_request(
-    catalogue: Catalogue, placeholders: Iterable[tuple[str, str]], path: str, query: str
-) -> list[Named]:
-    """Every object the request's path and query name; raises Invalid for a placeholder that
-    is not an id."""
+def in_request(catalogue: Catalogue, method: str, host: str, path: str, query: str) -> list[Named]:
+    """Every object the request's path and query name. Raises Invalid when the path has the
+    shape of an operation that names an object (without case, path parameters or empty
+    segments: a lenient server may read it so) but holds no id of its form there."""
     found: dict[str, Named] = {}
-    for kind, raw in placeholders:
-        spec = catalogue.objects[kind]
-        text = unquote(raw)
-        if not spec.fits(text):
-            raise Invalid(kind)
-        named = Named(spec, text.lower())
-        found[named.key] = named
+    loose = loosen(path)
+    for operation in catalogue.operations:
+        if not operation.pattern.placeholders:
+            continue
+        for kind, raw in (operation.pattern.resembles(method, host, loose) or {}).items():
+            spec = catalogue.objects[kind]
+            text = unquote(raw)
+            if not spec.fits(text):
+                raise Invalid(kind)
+            named = Named(spec, text.lower())
+            found[named.key] = named
     scanned = [o for o in catalogue.objects.values() if o.in_paths]
     if scanned:
         words = [unquote(segment) for segment in path.split("/")]

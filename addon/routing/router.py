@@ -21,7 +21,6 @@ class Route:
     port: int
     path: str  # path and query, as sent upstream
     operation: Operation | None = None  # what the profile knows the call as, if anything
-    named: tuple[tuple[str, str], ...] = ()  # (object type, id as sent) from the path
 
     @property
     def authority(self) -> str:
@@ -143,10 +142,7 @@ def _admit(
             "endpoint-not-allowed",
             f"this {provider.name} endpoint is not in the endpoint allowlist",
         )
-    named: tuple[tuple[str, str], ...] = ()
-    if operation is not None and operation.pattern.placeholders:
-        named = tuple((operation.match(method, target.host, target.path) or {}).items())
-    return Route(provider, scheme, target.host, port, target.path_and_query, operation, named)
+    return Route(provider, scheme, target.host, port, target.path_and_query, operation)
 
 
 def _not_allowed(

@@ -361,12 +361,14 @@ def test_an_http2_client_that_never_opens_its_window_does_not_grow_keyrelay(
         for _ in range(64):
             w.write_raw(block)
 
-    upstream.route("GET", "/v1/files/big/content", download)
+    upstream.route("GET", "/v1/files/file-bigcontent01/content", download)
     before = peak_rss_kib(relay.pid)
     sock, conn = h2_connect(relay.port, relay.confdir / "mitmproxy-ca-cert.pem")
     reset = None
     with sock:
-        conn.send_headers(1, [*H2_GET, (":path", "/api/openai/files/big/content")], end_stream=True)
+        conn.send_headers(
+            1, [*H2_GET, (":path", "/api/openai/files/file-bigcontent01/content")], end_stream=True
+        )
         sock.sendall(conn.data_to_send())
         deadline = time.monotonic() + 30
         while reset is None and time.monotonic() < deadline:

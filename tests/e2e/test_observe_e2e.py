@@ -58,9 +58,10 @@ def exercise(proc: KeyrelayProcess, upstream: UpstreamServer) -> None:
         assert_no_secret("the client's copy of an echoed key", echoed.body)
         assert "<OPENAI_API_KEY>" in echoed.body.decode()
         fal = client.request(
-            "GET",
+            "POST",
             "/api/fal/proxy",
-            headers={"x-fal-target-url": "https://queue.fal.run/r/status", **creds},
+            b"{}",
+            headers={"x-fal-target-url": "https://fal.run/fal-ai/flux/dev", **creds},
         )
         assert fal.status == 200
         refused = client.get("/api/nowhere?token=abc", headers=creds)
@@ -129,7 +130,7 @@ def test_saved_flows_har_and_logs_hold_no_secret(
     assert refused.marked and "decision: refused" in refused.comment
     assert "reason: no-route" in refused.comment
     assert refused.request.headers["authorization"].startswith("<client authorization sha256:")
-    assert "<FAL_KEY>" in by_path["/r/status"].request.headers["authorization"]
+    assert "<FAL_KEY>" in by_path["/fal-ai/flux/dev"].request.headers["authorization"]
     live = by_path["/v1/text-to-speech/v1"]  # still open at shutdown
     assert live.request.headers["xi-api-key"] == "<ELEVENLABS_API_KEY>"
     assert "/v1/messages" in by_path  # the aborted one

@@ -39,7 +39,7 @@ def test_50_mib_upload_and_download_stream_byte_identical_in_bounded_memory(
             w.write_raw(bytes(view[i : i + MiB]))
 
     upstream.route("POST", "/v1/images/edits", upload)
-    upstream.route("GET", "/v1/files/big/content", download)
+    upstream.route("GET", "/v1/files/file-bigcontent01/content", download)
     with HttpClient(relay.port, timeout=60) as client:
         client.get("/_keyrelay/health")  # warm up before the baseline
         baseline = peak_rss_kib(relay.pid)
@@ -48,7 +48,7 @@ def test_50_mib_upload_and_download_stream_byte_identical_in_bounded_memory(
         assert reply.json() == {"sha256": digest, "size": SIZE}
         after_upload = peak_rss_kib(relay.pid)
 
-        resp = client.open("GET", "/api/openai/files/big/content")
+        resp = client.open("GET", "/api/openai/files/file-bigcontent01/content")
         h = hashlib.sha256()
         received = 0
         while piece := resp.read(MiB):

@@ -123,10 +123,12 @@ def test_large_response_with_a_length_is_streamed_and_small_one_buffered(
     keyrelay: KeyrelayProcess, client: HttpClient, upstream: UpstreamServer
 ) -> None:
     big = bytes(range(256)) * 8192  # 2 MiB, over the default 1 MiB buffer threshold
-    upstream.route("GET", "/v1/big", bytes_response(big, content_type="application/json"))
-    upstream.route("GET", "/v1/small", bytes_response(b"{}", content_type="application/json"))
+    upstream.route("GET", "/v1/models/big", bytes_response(big, content_type="application/json"))
+    upstream.route(
+        "GET", "/v1/models/small", bytes_response(b"{}", content_type="application/json")
+    )
     mark = keyrelay.mark()
-    assert client.get("/api/openai/big").body == big
-    assert client.get("/api/openai/small").body == b"{}"
+    assert client.get("/api/openai/models/big").body == big
+    assert client.get("/api/openai/models/small").body == b"{}"
     keyrelay.wait_for_output(r"Streaming response from api\.openai\.com", since=mark)
     assert keyrelay.output(since=mark).count("Streaming response from") == 1

@@ -39,7 +39,6 @@ def rules(
         },
         "fal": {
             "match": {"header": "x-fal-target-url", "paths": ["/api/fal/proxy"]},
-            "allow": ["* fal.run/**", "* queue.fal.run/**"],
             "methods": ["GET", "POST", "PUT", "DELETE"],
             "credential": {
                 "header": "authorization",
@@ -56,7 +55,6 @@ def rules(
                 "query": "__inf_target",
                 "paths": ["/api/inference/proxy"],
             },
-            "allow": ["* api.inference.sh/**"],
             "credential": {
                 "header": "authorization",
                 "format": "Bearer {key}",

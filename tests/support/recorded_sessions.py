@@ -110,7 +110,7 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 ANTHROPIC_HEADERS = (("anthropic-version", "2023-06-01"), ("content-type", "application/json"))
 OPENAI_HEADERS = (("authorization", "Bearer dummy-key"), ("content-type", "application/json"))
 FAL_SUBMIT = "https://queue.fal.run/fal-ai/flux/dev"
-FAL_REQUEST = "https://queue.fal.run/fal-ai/flux/requests/req-0001"
+FAL_REQUEST = "https://queue.fal.run/fal-ai/flux/requests/6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f"
 AUDIO = bytes(range(256)) * 8  # not UTF-8: must come back byte for byte
 
 
@@ -248,12 +248,12 @@ SESSIONS: tuple[Session, ...] = (
                 Fake(
                     body=_json(
                         {
-                            "request_id": "req-0001",
+                            "request_id": "6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f",
                             "status_url": f"{FAL_REQUEST}/status",
                             "response_url": FAL_REQUEST,
                         }
                     ),
-                    headers=(("x-fal-request-id", "req-0001"),),
+                    headers=(("x-fal-request-id", "6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f"),),
                 ),
                 headers=_fal(FAL_SUBMIT),
                 json_body={"prompt": "a lighthouse at dusk"},
