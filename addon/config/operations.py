@@ -14,26 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote
 
 from addon.config.node import Node
 
-KINDS = (
-    "generate",
-    "stream",
-    "upload",
-    "submit",
-    "poll",
-    "result",
-    "cancel",
-    "delete",
-    "list",
-    "read",
-    "account",
-    "admin",
-    "mint-credential",
-)
 Kind = Literal[
     "generate",
     "stream",
@@ -49,6 +34,7 @@ Kind = Literal[
     "admin",
     "mint-credential",
 ]
+KINDS: tuple[str, ...] = get_args(Kind)
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?|\*")

@@ -82,8 +82,14 @@ class Ownership:
         operation = route.operation
         creates = catalogue.objects[operation.creates] if operation and operation.creates else None
         request = flow.request
-        reads_body = request.method not in _BODILESS and any(
-            o.in_bodies for o in catalogue.objects.values()
+        # A file's bytes name no object: uploads are not looked into, nor bodies of other types.
+        reads_body = (
+            request.method not in _BODILESS
+            and any(o.in_bodies for o in catalogue.objects.values())
+            and (operation is None or operation.kind != "upload")
+            and objects.body_names_objects(
+                header_index.lookup(request.headers)("content-type") or ""
+            )
         )
         if reads_body:
             get_all = request.headers.get_all
@@ -103,10 +109,14 @@ class Ownership:
         if flow.request.stream:
             logger.error("keyrelay: jobs: a body that needed checking was streamed")
             return Refusal(500, "internal-error", "the body could not be checked")
+        request = flow.request
+        content_type = header_index.lookup(request.headers)("content-type") or ""
         try:
-            named = objects.in_body(call.provider.catalogue, flow.request.raw_content or b"")
-        except objects.Invalid:
-            return Refusal(413, "body-too-complex", "the request body holds too many values")
+            named = objects.in_body(
+                call.provider.catalogue, content_type, request.raw_content or b""
+            )
+        except objects.Invalid as e:
+            return Refusal(400, "unreadable-body", f"the request body cannot be checked: {e}")
         return await self._check(call.provider, call.identity, named, flowstate.of(flow))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

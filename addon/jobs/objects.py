@@ -7,9 +7,8 @@ stand. A request names an object
 - for objects marked `in_paths`: through any path segment, or part of one split at `;`, `,`
   and `=`, or any query value, of the id's form: so `requests;v=1/<id>`, `/task/<id>`, another
   host that serves the same jobs, and `?request_id=<id>` all name it, whatever the operation;
-- for objects marked `in_bodies`: through any JSON string of the id's form in the request
-  body (`previous_response_id`, a `file_id` deep in an input), or, in a body that is not
-  JSON, any run of the id's form.
+- for objects marked `in_bodies`: through any JSON string of the id's form in a JSON request
+  body (`previous_response_id`, a `file_id` deep in an input), or any form field's value.
 
 Ids compare without case: a provider that reads them without case must not see a second id.
 A placeholder that is not of its object's form names no object anyone owns (`Invalid`).
@@ -25,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from addon.config.operations import Catalogue, ObjectSpec, loosen
+from addon.guard import multipart
+from addon.problems import Refusal
 
 MAX_WALK = 100_000  # JSON values looked at in one body at most; past it the body is refused
 MAX_TAP = 256 * 1024  # bytes of a streamed answer searched for the created object's id
@@ -74,22 +75,38 @@ def in_request(catalogue: Catalogue, method: str, host: str, path: str, query: s
     return list(found.values())
 
 
-def in_body(catalogue: Catalogue, body: bytes) -> list[Named]:
-    """Every object a request body names; raises Invalid for a JSON body too large to walk."""
+SCANNED_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def body_names_objects(content_type: str) -> bool:
+    """Whether a body of this type is looked into (a JSON or form body may name objects; the
+    bytes of a file or an audio clip name none)."""
+    kind = content_type.partition(";")[0].strip().lower()
+    return kind in SCANNED_TYPES or kind.endswith("+json")
+
+
+def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]:
+    """Every object a request body names: any JSON string (escaped or not, however deep), any
+    form value, that is an id of an object marked `in_bodies`. Raises Invalid for a body that
+    cannot be read as its type says, or is too large to walk."""
     specs = [o for o in catalogue.objects.values() if o.in_bodies]
     if not specs or not body:
         return []
-    try:
-        data = json.loads(body)
-    except ValueError:  # not JSON (a form, a file): any run of an id's form counts
-        text = body.decode("utf-8", "replace")
-        candidates: Iterable[str] = (
-            m.group(0)
-            for spec in specs
-            for m in re.finditer(rf"(?<![\w-])(?:{spec.form.pattern})(?![\w-])", text, re.I)
-        )
+    kind = content_type.partition(";")[0].strip().lower()
+    candidates: Iterable[str]
+    if kind == "multipart/form-data":
+        fields = multipart.form_fields(content_type, body)
+        if isinstance(fields, Refusal):
+            raise Invalid(fields.detail)
+        candidates = (value.decode("utf-8", "replace").strip() for _, value in fields)
+    elif kind == "application/x-www-form-urlencoded":
+        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        candidates = (word for pair in pairs for word in pair)
     else:
-        candidates = _strings(data)
+        try:
+            candidates = _strings(json.loads(body))
+        except ValueError as e:  # UnicodeDecodeError included
+            raise Invalid("the body is not JSON") from e
     found: dict[str, Named] = {}
     for text in candidates:
         for spec in specs:
@@ -106,7 +123,7 @@ def _strings(data: Any) -> Iterator[str]:
         value = pending.pop()
         seen += 1
         if seen > MAX_WALK:
-            raise Invalid("body")
+            raise Invalid(f"it holds more than {MAX_WALK} values")
         if isinstance(value, str):
             yield value
         elif isinstance(value, dict):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from support.client import HttpClient
 from support.guard import token_entry
+from support.proxy import KeyrelayProcess
 from support.repo import RULES as RULES_FILE
 from support.upstream import UpstreamServer, json_response, sse_response
 
@@ -23,6 +24,13 @@ def with_tokens(tokens_file: Path) -> str:
     """The repo's rules.yaml with token auth from a file for every provider."""
     auth = f"defaults:\n  auth: {{mode: tokens, tokens: {{file: {tokens_file}}}}}\n"
     return RULES_FILE.read_text().replace("defaults:\n", auth, 1)
+
+
+def alice_and_bob(keyrelay_factory, tmp_path: Path) -> tuple[KeyrelayProcess, Path]:
+    """keyrelay with the repo's rules and two callers' tokens in a file."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{token_entry('alice', ALICE)}\n{token_entry('bob', BOB)}\n")
+    return keyrelay_factory(with_tokens(tokens)), tokens
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -48,9 +56,7 @@ def test_the_default_rules_refuse_what_no_browser_calls(keyrelay, client, upstre
 def test_what_one_caller_creates_no_other_can_reach(
     keyrelay_factory, upstream: UpstreamServer, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{token_entry('alice', ALICE)}\n{token_entry('bob', BOB)}\n")
-    proxy = keyrelay_factory(with_tokens(tokens))
+    proxy, _ = alice_and_bob(keyrelay_factory, tmp_path)
     upstream.route("POST", "/v1/responses", json_response({"id": RESP, "object": "response"}))
     upstream.route("GET", "/v1/responses/", json_response({"id": RESP, "object": "response"}))
     with HttpClient(proxy.port) as c:
@@ -95,9 +101,7 @@ def test_what_one_caller_creates_no_other_can_reach(
 def test_a_token_removed_from_its_file_stops_working_within_two_seconds(
     keyrelay_factory, upstream: UpstreamServer, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{token_entry('alice', ALICE)}\n{token_entry('bob', BOB)}\n")
-    proxy = keyrelay_factory(with_tokens(tokens))
+    proxy, tokens = alice_and_bob(keyrelay_factory, tmp_path)
     models = "/api/openai/models"
     with HttpClient(proxy.port) as c:
         assert c.get(models, bearer(BOB)).status == 200

@@ -13,6 +13,7 @@ from addon.jobs import objects
 OPENAI = load("openai")
 FAL = load("fal")
 RESP = "resp_68af0c1d2e3f4a5b6c7d8e9f"
+JSON = "application/json"
 JOB = "0b6c2a1e-4f3d-4e2a-9c1b-7a8d9e0f1a2b"
 
 
@@ -74,24 +75,35 @@ def test_a_placeholder_that_is_not_an_id_names_nothing_anyone_owns() -> None:
     ],
 )
 def test_an_id_anywhere_in_a_json_body_names_the_object(body: dict) -> None:
-    assert keys(objects.in_body(catalogue("openai"), json.dumps(body).encode())) == {
+    assert keys(objects.in_body(catalogue("openai"), JSON, json.dumps(body).encode())) == {
         f"openai.response:{RESP.lower()}"
     }
 
 
-def test_escapes_and_bodies_that_are_not_json() -> None:
+def test_escapes_forms_and_bodies_that_name_nothing() -> None:
+    openai = catalogue("openai")
     escaped = ('{"previous_response_id": "\\u0072esp_' + RESP[5:] + '"}').encode()
-    assert keys(objects.in_body(catalogue("openai"), escaped)) == {f"openai.response:{RESP}"}
+    assert keys(objects.in_body(openai, JSON, escaped)) == {f"openai.response:{RESP}"}
     form = f'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n{RESP}\r\n--b--'.encode()
-    assert keys(objects.in_body(catalogue("openai"), form)) == {f"openai.response:{RESP}"}
+    multipart = "multipart/form-data; boundary=b"
+    assert keys(objects.in_body(openai, multipart, form)) == {f"openai.response:{RESP}"}
+    urlencoded = f"a=1&previous_response_id={RESP}".encode()
+    named = objects.in_body(openai, "application/x-www-form-urlencoded", urlencoded)
+    assert keys(named) == {f"openai.response:{RESP}"}
     prose = json.dumps({"input": f"what is {RESP}?"}).encode()  # a mention is not a reference
-    assert objects.in_body(catalogue("openai"), prose) == []
+    assert objects.in_body(openai, JSON, prose) == []
+    for content_type, body in [(JSON, b"{not json"), (multipart, b"no parts")]:
+        with pytest.raises(objects.Invalid):
+            objects.in_body(openai, content_type, body)
+    assert objects.body_names_objects("application/json; charset=utf-8")
+    assert objects.body_names_objects("application/merge-patch+json")
+    assert not objects.body_names_objects("audio/mpeg")
 
 
 def test_a_body_too_large_to_walk_is_refused() -> None:
     body = json.dumps([0] * (objects.MAX_WALK + 1)).encode()
     with pytest.raises(objects.Invalid):
-        objects.in_body(catalogue("openai"), body)
+        objects.in_body(catalogue("openai"), JSON, body)
 
 
 def test_the_created_id_from_a_body_a_header_or_a_stream() -> None:
