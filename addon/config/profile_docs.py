@@ -16,7 +16,7 @@ fits a request is the one it is). **Open** ones are what `allow: [browser]`, the
 what the browser clients call. Any other opens by naming it in the provider's `allow:` list in
 rules.yaml (e.g. `allow: [browser, files.list]`); `allow: ["* api.openai.com/**"]` opens the whole
 API (and start-up warns). See [rules.md](rules.md#operations-and-allow) and
-[guarding.md](guarding.md#everything-a-caller-creates-is-theirs).
+[guarding.md](guarding.md#everything-a-caller-creates-is-theirs-ownership).
 """
 
 
