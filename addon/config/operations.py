@@ -195,6 +195,7 @@ class Operation:
     purpose: str  # what the clients use it for (docs, refusals)
     browser: bool  # allowed by default: a browser client calls it
     creates: str | None = None  # the object type its answer creates
+    creates_if: str | None = None  # ...only when this top-level body field is true (`store`)
     clients: tuple[str, ...] = ()  # which clients call it (docs)
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
@@ -303,6 +304,9 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
         creates = entry.text("creates", None)
         if creates is not None and creates not in objects:
             entry.fail(f"'{creates}' is not an object type of this provider", "creates")
+        creates_if = entry.text("creates_if", None)
+        if creates_if is not None and creates is None:
+            entry.fail("only applies with creates", "creates_if")
         operations.append(
             Operation(
                 name=name,
@@ -311,6 +315,7 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
                 purpose=entry.text("for", ""),
                 browser=entry.flag("browser", False),
                 creates=creates,
+                creates_if=creates_if,
                 clients=entry.texts("clients", ()),
             )
         )

@@ -44,6 +44,7 @@ class _Call:
     identity: str
     creates: ObjectSpec | None = None
     reads_body: bool = False
+    creates_if: str | None = None  # a creation that counts only when this body field is true
     tap: objects.StreamTap | None = None
 
 
@@ -97,8 +98,11 @@ class Ownership:
             if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
                 return refusal
             request.stream = False  # kept whole: `request` looks into it before it goes
+        creates_if = operation.creates_if if operation else None
+        if creates_if is not None and not reads_body:
+            creates = None  # no body that could say so: nothing is kept upstream
         if creates is not None or reads_body:
-            self._calls[flow.id] = _Call(provider, identity, creates, reads_body)
+            self._calls[flow.id] = _Call(provider, identity, creates, reads_body, creates_if)
         return None
 
     async def request(self, flow: http.HTTPFlow) -> Refusal | None:
@@ -111,12 +115,13 @@ class Ownership:
             return Refusal(500, "internal-error", "the body could not be checked")
         request = flow.request
         content_type = header_index.lookup(request.headers)("content-type") or ""
+        body = request.raw_content or b""
         try:
-            named = objects.in_body(
-                call.provider.catalogue, content_type, request.raw_content or b""
-            )
+            named = objects.in_body(call.provider.catalogue, content_type, body)
         except objects.Invalid as e:
             return Refusal(400, "unreadable-body", f"the request body cannot be checked: {e}")
+        if call.creates_if is not None and not objects.flag_set(body, call.creates_if):
+            call.creates = None  # e.g. a chat completion not stored: no object to own
         return await self._check(call.provider, call.identity, named, flowstate.of(flow))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -167,6 +167,12 @@ class StreamTap:
                     return
 
 
+def flag_set(body: bytes, field: str) -> bool:
+    """Whether a JSON body's top-level `field` is true."""
+    data = _json(body)
+    return isinstance(data, dict) and data.get(field) is True
+
+
 def _at(data: Any, place: str) -> Any:
     for name in place.split("."):
         if not isinstance(data, dict):

@@ -109,3 +109,39 @@ def test_a_store_that_fails_follows_on_error(
     jobs.owners = Down()
     refusal = read(jobs, rules_, "token:bob", str(uuid.uuid4()))
     assert (refusal.status if refusal else None) == status
+
+
+def openai_call(
+    jobs: Ownership, rules_: Rules, method: str, path: str, body: bytes, identity: str
+) -> tuple[http.HTTPFlow, Refusal | None]:
+    """requestheaders then request, as the relay runs them, for an OpenAI call."""
+    flow = tflow.tflow()
+    flow.request.method, flow.request.path = method, path
+    flow.request.headers["content-type"] = "application/json"
+    flow.request.content = body
+    route = Router(rules_).route(method, path, flow.request.headers.get)
+    assert isinstance(route, Route), route
+    flowstate.of(flow)["identity"] = identity
+    refusal = asyncio.run(jobs.requestheaders(flow, route))
+    return flow, refusal or asyncio.run(jobs.request(flow))
+
+
+@pytest.mark.parametrize(("store", "kept"), [(True, True), (False, False), (None, False)])
+def test_a_chat_completion_is_owned_only_when_it_is_stored(
+    tmp_path: Path, store: bool | None, kept: bool
+) -> None:
+    rules_ = load_rules(tmp_path, **TOKENS)
+    jobs = ownership(rules_)
+    request: dict[str, object] = {"model": "gpt-4o-mini", "messages": []}
+    if store is not None:
+        request["store"] = store
+    body = json.dumps(request).encode()
+    flow, refusal = openai_call(jobs, rules_, "POST", "/api/openai/chat/completions", body, "a")
+    assert refusal is None
+    made = "chatcmpl-0123456789abcdef"
+    flow.response = http.Response.make(200, json.dumps({"id": made}).encode(), {})
+    jobs.responseheaders(flow)
+    asyncio.run(jobs.response(flow))
+    assert flowstate.of(flow).get("job") == (f"openai.chat_completion:{made}" if kept else None)
+    _, mine = openai_call(jobs, rules_, "GET", f"/api/openai/chat/completions/{made}", b"", "a")
+    assert (mine is None) is kept  # never stored: nobody's, not even its caller's
