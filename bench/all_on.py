@@ -16,11 +16,35 @@ import yaml
 from bench.setting import REPO, AllOn
 
 CLIENT_TOKEN = "bench-client-token-6a1f0c2e"
+# The bench upstream's endpoints (bench/nginx.py) are none of OpenAI's own: the rules declare
+# them as operations of the openai provider and open them, as a user opens a path of their own.
+BENCH_OPERATIONS = {
+    "bench.chat": {"op": "POST api.openai.com/v1/chat", "kind": "generate"},
+    "bench.sse": {"op": "GET api.openai.com/v1/sse", "kind": "stream"},
+    "bench.download": {"op": "GET api.openai.com/v1/download", "kind": "result"},
+    "bench.upload": {"op": "POST api.openai.com/v1/upload", "kind": "upload"},
+}
+
+
+def default_rules(directory: Path) -> Path:
+    """The default rules.yaml, with the bench's endpoints opened."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "rules-default.yaml"
+    path.write_text(yaml.safe_dump(_opened(), sort_keys=False))
+    return path
+
+
+def _opened() -> dict:
+    rules = yaml.safe_load((REPO / "rules.yaml").read_text())
+    openai = rules["providers"]["openai"]
+    openai["operations"] = BENCH_OPERATIONS
+    openai["allow"] = ["browser", *BENCH_OPERATIONS]
+    return rules
 
 
 def build(directory: Path, redis_url: str | None) -> AllOn:
     directory.mkdir(parents=True, exist_ok=True)
-    rules = yaml.safe_load((REPO / "rules.yaml").read_text())
+    rules = _opened()
     tokens = directory / "tokens.txt"
     tokens.write_text(f"bench-client:{hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest()}\n")
     defaults = rules.setdefault("defaults", {})

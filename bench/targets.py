@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import nginx
+from bench import all_on, nginx
 from bench.procs import Proc, children, free_port
 from bench.setting import REPO, Setting
 
@@ -140,7 +140,7 @@ def keyrelay_proc(
 
 
 def keyrelay_default(s: Setting) -> Target:
-    proc = keyrelay_proc(s, "keyrelay", REPO / "rules.yaml")
+    proc = keyrelay_proc(s, "keyrelay", all_on.default_rules(s.workdir))
     return Target("keyrelay", "127.0.0.1", proc.port, prefix="/api/openai", procs=[proc])
 
 

@@ -219,6 +219,18 @@ class Catalogue:
     objects: dict[str, ObjectSpec] = field(default_factory=dict)
     allow: tuple[AllowRule, ...] = ()
     profile: str | None = None
+    # Derived once: the operations that name objects, and one pattern for the ids that count
+    # in paths and one for those in bodies (a string is tried once, not once per object).
+    naming: tuple[Operation, ...] = field(init=False, repr=False, compare=False)
+    path_ids: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    body_ids: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        naming = tuple(o for o in self.operations if o.pattern.placeholders)
+        object.__setattr__(self, "naming", naming)
+        objects = self.objects.values()
+        object.__setattr__(self, "path_ids", _any_of([o for o in objects if o.in_paths]))
+        object.__setattr__(self, "body_ids", _any_of([o for o in objects if o.in_bodies]))
 
     def operation(self, method: str, host: str, path: str) -> Operation | None:
         """The first operation the request is. A placeholder takes only an id of its object's
@@ -246,10 +258,11 @@ class Catalogue:
     def knows_host(self, host: str) -> bool:
         return any(rule.pattern.host_matches(host) for rule in self.allow)
 
-    @property
-    def scans(self) -> bool:
-        """Whether any object's ids are looked for beyond the operations' placeholders."""
-        return any(o.in_paths or o.in_bodies for o in self.objects.values())
+
+def _any_of(specs: list[ObjectSpec]) -> re.Pattern[str] | None:
+    if not specs:
+        return None
+    return re.compile("|".join(f"(?:{s.form.pattern})" for s in specs), re.IGNORECASE)
 
 
 BROWSER = "browser"  # the `allow:` entry that stands for the profile's browser operations

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import http
 
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0  # seconds between two logs of the same kind of store failure
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+_REMEMBERED = 4096  # paths remembered at most...
+_REMEMBERED_BYTES = 512  # ...each this long at most
+_UNKNOWN: Any = object()
 
 
 @dataclass(slots=True)
@@ -53,6 +57,8 @@ class Ownership:
         self.owners: Owners | None = None
         self.backend = BackendSpec()
         self._calls: dict[str, _Call] = {}  # flow id -> what is left to check or record
+        # (provider, method, host, path) -> what it names; per rules load (install clears it)
+        self._paths: dict[tuple[str, str, str, str], tuple[objects.Named, ...] | None] = {}
         self._log = Every(LOG_EVERY)
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
@@ -61,6 +67,7 @@ class Ownership:
 
         def install() -> None:
             self.owners, self.backend = owners, backend
+            self._paths.clear()
 
         return install
 
@@ -74,10 +81,10 @@ class Ownership:
         if identity is None:  # the guard runs first; without a caller nothing is anyone's
             return Refusal(500, "internal-error", "the caller is not known")
         path, _, query = route.path.partition("?")
-        try:
-            named = objects.in_request(catalogue, flow.request.method, route.host, path, query)
-        except objects.Invalid:
+        in_path = self._in_path(provider, flow.request.method, route.host, path)
+        if in_path is None:
             return _unknown(provider.name)
+        named = [*in_path, *objects.in_query(catalogue, query)]
         if refusal := await self._check(provider, identity, named, state):
             return refusal
         operation = route.operation
@@ -173,6 +180,26 @@ class Ownership:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._calls.pop(flow.id, None)
+
+    def _in_path(
+        self, provider: Provider, method: str, host: str, path: str
+    ) -> tuple[objects.Named, ...] | None:
+        """What a path names (None: not an id where one must be), remembered: clients poll
+        the same few paths over and over."""
+        key = (provider.name, method, host, path)
+        if (known := self._paths.get(key, _UNKNOWN)) is not _UNKNOWN:
+            return known
+        try:
+            named: tuple[objects.Named, ...] | None = objects.in_path(
+                provider.catalogue, method, host, path
+            )
+        except objects.Invalid:
+            named = None
+        if len(path) <= _REMEMBERED_BYTES:
+            if len(self._paths) >= _REMEMBERED:
+                self._paths.clear()
+            self._paths[key] = named
+        return named
 
     async def _check(
         self,

@@ -46,33 +46,56 @@ class Named:
         return self.spec.key(self.id)
 
 
-def in_request(catalogue: Catalogue, method: str, host: str, path: str, query: str) -> list[Named]:
-    """Every object the request's path and query name. Raises Invalid when the path has the
-    shape of an operation that names an object (without case, path parameters or empty
-    segments: a lenient server may read it so) but holds no id of its form there."""
+def in_path(catalogue: Catalogue, method: str, host: str, path: str) -> tuple[Named, ...]:
+    """Every object the request's path names. Raises Invalid when the path has the shape of an
+    operation that names an object (without case, path parameters or empty segments: a lenient
+    server may read it so) but holds no id of its form there. Depends on nothing but its
+    arguments: the caller may remember it."""
     found: dict[str, Named] = {}
     loose = loosen(path)
-    for operation in catalogue.operations:
-        if not operation.pattern.placeholders:
-            continue
+    for operation in catalogue.naming:
         for kind, raw in (operation.pattern.resembles(method, host, loose) or {}).items():
             spec = catalogue.objects[kind]
             text = unquote(raw)
             if not spec.fits(text):
                 raise Invalid(kind)
-            named = Named(spec, text.lower())
-            found[named.key] = named
-    scanned = [o for o in catalogue.objects.values() if o.in_paths]
-    if scanned:
+            _add(found, spec, text)
+    if catalogue.path_ids is not None:
         words = [unquote(segment) for segment in path.split("/")]
-        words += [word for item in parse_qsl(query, keep_blank_values=True) for word in item]
-        pieces = [piece for word in words for piece in (word, *_PIECES.split(word))]
-        for piece in pieces:
-            for spec in scanned:
-                if piece and spec.fits(piece):
-                    named = Named(spec, piece.lower())
-                    found[named.key] = named
-    return list(found.values())
+        _scan(found, catalogue, catalogue.path_ids, words, "in_paths")
+    return tuple(found.values())
+
+
+def in_query(catalogue: Catalogue, query: str) -> tuple[Named, ...]:
+    """Every object the query names: any name or value of an id's form (`in_paths` objects)."""
+    if catalogue.path_ids is None or not query:
+        return ()
+    words = [word for item in parse_qsl(query, keep_blank_values=True) for word in item]
+    found: dict[str, Named] = {}
+    _scan(found, catalogue, catalogue.path_ids, words, "in_paths")
+    return tuple(found.values())
+
+
+def _scan(
+    found: dict[str, Named],
+    catalogue: Catalogue,
+    ids: re.Pattern[str],
+    words: Iterable[str],
+    marked: str,
+) -> None:
+    """Each word, and each part of it between `;`, `,` and `=`, that is an id of an object
+    marked `marked`: one pattern for all of them first, then which it is."""
+    for word in words:
+        for piece in (word, *_PIECES.split(word)):
+            if piece and ids.fullmatch(piece):
+                for spec in catalogue.objects.values():
+                    if getattr(spec, marked) and spec.fits(piece):
+                        _add(found, spec, piece)
+
+
+def _add(found: dict[str, Named], spec: ObjectSpec, text: str) -> None:
+    named = Named(spec, text.lower())
+    found[named.key] = named
 
 
 SCANNED_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
@@ -89,8 +112,7 @@ def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]
     """Every object a request body names: any JSON string (escaped or not, however deep), any
     form value, that is an id of an object marked `in_bodies`. Raises Invalid for a body that
     cannot be read as its type says, or is too large to walk."""
-    specs = [o for o in catalogue.objects.values() if o.in_bodies]
-    if not specs or not body:
+    if catalogue.body_ids is None or not body:
         return []
     kind = content_type.partition(";")[0].strip().lower()
     candidates: Iterable[str]
@@ -108,11 +130,8 @@ def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]
         except ValueError as e:  # UnicodeDecodeError included
             raise Invalid("the body is not JSON") from e
     found: dict[str, Named] = {}
-    for text in candidates:
-        for spec in specs:
-            if spec.fits(text):
-                named = Named(spec, text.lower())
-                found[named.key] = named
+    assert catalogue.body_ids is not None
+    _scan(found, catalogue, catalogue.body_ids, candidates, "in_bodies")
     return list(found.values())
 
 

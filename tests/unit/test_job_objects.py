@@ -40,29 +40,33 @@ def keys(named: list[objects.Named]) -> set[str]:
     ],
 )
 def test_a_fal_request_id_names_its_job_wherever_it_stands(path: str) -> None:
-    named = objects.in_request(catalogue("fal"), "GET", "queue.fal.run", path, "")
+    named = objects.in_path(catalogue("fal"), "GET", "queue.fal.run", path)
     assert keys(named) == {f"fal.request:{JOB}"}
 
 
 def test_an_id_in_the_query_names_a_job_too() -> None:
     mine = "11111111-2222-4333-8444-555555555555"
-    path = f"/fal-ai/flux/requests/{mine}/status"
-    named = objects.in_request(catalogue("fal"), "GET", "queue.fal.run", path, f"request_id={JOB}")
-    assert keys(named) == {f"fal.request:{mine}", f"fal.request:{JOB}"}
+    assert keys(objects.in_query(catalogue("fal"), f"logs=1&request_id={JOB}")) == {
+        f"fal.request:{JOB}"
+    }
+    assert keys(objects.in_query(catalogue("fal"), f"x=a,{mine.upper()}")) == {
+        f"fal.request:{mine}"
+    }
+    assert objects.in_query(catalogue("fal"), "logs=1") == ()
 
 
 def test_a_placeholder_that_is_not_an_id_names_nothing_anyone_owns() -> None:
     with pytest.raises(objects.Invalid):
-        objects.in_request(catalogue("openai"), "GET", "api.openai.com", "/v1/responses/x", "")
+        objects.in_path(catalogue("openai"), "GET", "api.openai.com", "/v1/responses/x")
     for path in (f"/v1/responses/{RESP}", f"/V1//Responses;x=1/{RESP.upper()}/"):
-        named = objects.in_request(catalogue("openai"), "GET", "api.openai.com", path, "")
+        named = objects.in_path(catalogue("openai"), "GET", "api.openai.com", path)
         assert keys(named) == {f"openai.response:{RESP.lower()}"}, path
     inference = catalogue("inference")
     for path in ("/TASKS/T_1", "/tasks//t_1;v=1", "/tasks/t_1/stream"):
-        named = objects.in_request(inference, "GET", "api.inference.sh", path, "")
+        named = objects.in_path(inference, "GET", "api.inference.sh", path)
         assert keys(named) == {"inference.task:t_1"}, path
     with pytest.raises(objects.Invalid):  # a path of a task's shape with no task id in it
-        objects.in_request(inference, "GET", "api.inference.sh", "/tasks/a.b", "")
+        objects.in_path(inference, "GET", "api.inference.sh", "/tasks/a.b")
 
 
 @pytest.mark.parametrize(
@@ -143,6 +147,6 @@ providers:
     rules: Rules = load_rules(tmp_path / "rules.yaml", {"K": "k"})
     cat = rules.providers[0].catalogue
     assert [o.name for o in cat.operations] == ["renders.create", "renders.get"]
-    assert keys(objects.in_request(cat, "GET", "api.acme.test", "/v2/x/rnd_abc123", "")) == {
+    assert keys(objects.in_path(cat, "GET", "api.acme.test", "/v2/x/rnd_abc123")) == {
         "acme.render:rnd_abc123"
     }
