@@ -31,6 +31,7 @@ class FlowState(TypedDict, total=False):
     read_whole: bool  # the response is read whole before it goes out (a job's id is in it)
     usage: dict[str, float]  # the provider's own units by name (addon/metering/usage.py)
     cost: float  # USD, from the rules' prices (a cut stream: its whole reservation)
+    charged: str  # "reservation" when the cost is the worst case (no usage was reported)
     model: str  # the model (or fal endpoint) it was priced as
 
 

@@ -84,6 +84,17 @@ def fits(fields: dict[str, int], account: Account, provider: str, amount: int) -
     return True
 
 
+class NegativeAmount(ValueError):
+    """A negative amount would wipe out other reservations: the books take none."""
+
+
+def non_negative(*amounts: int) -> None:
+    """Both stores call this before they write: a negative reservation (a negative max_tokens
+    once made one) would free what concurrent requests hold."""
+    if any(amount < 0 for amount in amounts):
+        raise NegativeAmount(f"the books take no negative amount ({min(amounts)})")
+
+
 def entries(provider: str, reserved: int, spent: int) -> dict[str, int]:
     """The field increments of a settlement (a reservation: spent 0, reserved negative)."""
     return {

@@ -26,6 +26,7 @@ from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
 from addon.config.budget import BudgetSpec
 from addon.config.limits import BackendSpec
+from addon.config.operations import Operation
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.guard import body_rules
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 EXHAUSTED = "budget-exhausted"
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
+_ANSWER_METERED = ("tokens", "characters")  # meters whose own answer carries the usage
 
 
 def make_books(spec: BackendSpec) -> BudgetStore:
@@ -63,6 +65,7 @@ class _Call:
     provider: Provider
     identity: str
     endpoint: str  # upstream path without the leading "/" (fal prices match it)
+    operation: Operation | None = None  # what the profile knows the call as (its meter)
     model: str | None = None  # from the request body; the answer's own wins
     strip: bool = False  # keyrelay asked for a chat stream's usage: take it out again
     client_body: bytes | None = None  # the body as the client sent it, when keyrelay rewrote it
@@ -113,10 +116,14 @@ class Budget:
     # -- hooks --------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
-        """Once the guard has admitted the request. A refusal: its body cannot be buffered."""
+        """Once the guard has admitted the request. A refusal: its body cannot be buffered, or
+        under a budget, what keyrelay cannot meter (a WebSocket, an unpriceable operation)."""
         request, provider = flow.request, route.provider
         state = flowstate.of(flow)
-        call = _Call(provider, state.get("identity", "-"), route.path.partition("?")[0][1:])
+        endpoint = route.path.partition("?")[0][1:]
+        call = _Call(provider, state.get("identity", "-"), endpoint, route.operation)
+        if self.limited(provider) and (refusal := _unmeterable(request, route)):
+            return refusal
         self._calls[flow.id] = call
         if request.method not in body_rules.BODY_METHODS:
             return None
@@ -140,12 +147,15 @@ class Budget:
         if call is None or flow.response is not None:
             return None
         body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
-        chat = self.ask_for_usage and _chat(call.endpoint) and b'"stream"' in body
+        chat = self.ask_for_usage and _chat(call.endpoint)
         limited = self.limited(call.provider)
         facts, data = prices.RequestFacts(), None
         if chat or limited or (call.provider.prices and body):  # else nothing depends on it
-            facts, data = prices.read_body(body)
+            facts, data = prices.read_body(body)  # parsed, never byte-searched
         call.model = facts.model
+        if limited and data is not None and (refusal := _unreadable(data)):
+            self._calls.pop(flow.id, None)
+            return refusal
         if refusal := await self._reserve(flow, call, facts, limited):
             return refusal
         if chat and data is not None and _wants_usage(data):
@@ -163,11 +173,15 @@ class Budget:
         now = datetime.now(UTC)
         call.accounts = self.accounts(call.identity, call.provider, now)
         method, provider = flow.request.method, call.provider
-        if not limited or method not in body_rules.BODY_METHODS:
+        meter = call.operation.meter if call.operation else None
+        if not limited or meter == "free":
             return None
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
-        if price is None:
-            return None  # no price: it costs nothing, whatever is left
+        if price is None:  # never free: what cannot be priced is refused
+            self._calls.pop(flow.id, None)
+            return _unpriced(flow, call, facts.model or call.endpoint)
+        if method not in body_rules.BODY_METHODS:
+            return None  # a read whose answer carries the cost (fal's result): settled then
         amount = prices.worst_case(price, facts, provider.validation.max_tokens, method)
         try:
             blocked = await self.books.reserve(call.accounts, provider.name, amount)
@@ -175,9 +189,36 @@ class Budget:
             return self.unavailable(e, call)
         if blocked:
             self._calls.pop(flow.id, None)
-            return exhausted(periods(now)[blocked - 1], now)
+            account = call.accounts[blocked - 1]
+            period = periods(now)[blocked - 1]
+            if (limit := _tightest(account)) is not None and amount > limit:
+                return await self._exceeds(account, provider.name, period, amount, limit)
+            return exhausted(period, now)
         call.reserved = amount
         return None
+
+    async def _exceeds(
+        self, account: Account, provider: str, period: Period, amount: int, limit: int
+    ) -> Refusal:
+        """403: no wait makes this request fit (429 with Retry-After would have clients wait for
+        nothing). With what is left, read from the books."""
+        assert self.books is not None
+        try:
+            fields = (await self.books.read((account.key,)))[0]
+        except StoreError:
+            fields = {}
+        held = max(
+            fields.get("spent", 0) + fields.get("reserved", 0),
+            fields.get(f"spent:{provider}", 0) + fields.get(f"reserved:{provider}", 0),
+        )
+        left = max(0, limit - held)
+        return Refusal(
+            403,
+            "request-exceeds-budget",
+            f"this request may cost up to ${prices.usd(amount)}, more than the whole "
+            f"{period.name} budget (${prices.usd(limit)}; ${prices.usd(left)} left): lower "
+            "max_tokens (or the request's other counts)",
+        )
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Usage in the head; a stream metered chunk by chunk, after decoding, before masking."""
@@ -252,13 +293,22 @@ class Budget:
             usage.update(call.stream.usage)
             model = call.stream.model or model
         provider = call.provider
-        price = prices.price_for(provider.prices, model, call.endpoint)
+        # The answer names the model it ran (a dated snapshot); the request, what was asked for.
+        price = prices.price_for(provider.prices, model, call.endpoint) or prices.price_for(
+            provider.prices, call.model, call.endpoint
+        )
         cost = prices.cost(price, usage) if price else 0
         if price is None and usage:
             self._warn_unpriced(provider.name, model or call.endpoint)
-        if cut:
-            cost = max(cost, call.reserved)  # never under-counted
         state = flowstate.of(flow)
+        response = flow.response
+        answered = response is not None and 200 <= response.status_code < 300
+        # A cut stream, or an answer that should say its usage and does not: never under-counted.
+        # (fal's submit says none: its units come with the result, and are charged there.)
+        says_usage = call.operation is not None and call.operation.meter in _ANSWER_METERED
+        if (cut or (answered and says_usage and not usage)) and call.reserved > cost:
+            cost = call.reserved
+            state["charged"] = "reservation"
         if usage or price or call.reserved:
             state["usage"] = usage
             state["cost"] = prices.usd(cost)
@@ -309,6 +359,56 @@ def _cut(call: _Call, *, ended: bool) -> bool:
     if meter is None or meter.complete or call.usage:
         return False
     return not ended or bool(meter.usage)
+
+
+def _tightest(account: Account) -> int | None:
+    limits = [x for x in (account.limit, account.provider_limit) if x is not None]
+    return min(limits) if limits else None
+
+
+def _unmeterable(request: http.Request, route: Route) -> Refusal | None:
+    """Under a budget: what keyrelay cannot meter is refused, never free."""
+    if (request.headers.get("upgrade") or "").lower() == "websocket":
+        return Refusal(
+            403,
+            "websocket-unmetered",
+            f"{route.provider.name}: a WebSocket's usage is not metered, so under a budget it "
+            "is refused",
+        )
+    operation = route.operation
+    if operation is None or operation.meter is None:
+        what = operation.name if operation else f"{request.method} {route.host}"
+        return Refusal(
+            403,
+            "unpriced",
+            f"{route.provider.name}: {what} cannot be priced by keyrelay, so under a budget it "
+            "is refused",
+        )
+    return None
+
+
+def _unreadable(data: dict[str, Any]) -> Refusal | None:
+    """Counts that set the worst case, read as the provider reads them; a background job."""
+    if problem := prices.invalid_count(data):
+        return Refusal(400, "invalid-count", problem)
+    if data.get("background") is True:
+        return Refusal(
+            403,
+            "unpriced",
+            "a background response's usage arrives after its answer, so under a budget it is "
+            "refused",
+        )
+    return None
+
+
+def _unpriced(flow: http.HTTPFlow, call: _Call, what: str) -> Refusal:
+    name = call.operation.name if call.operation else flow.request.method
+    return Refusal(
+        403,
+        "unpriced",
+        f"{call.provider.name}: {name} for {what[:100]!r} has no price in rules.yaml, so under a "
+        "budget it is refused",
+    )
 
 
 def exhausted(period: Period, now: datetime) -> Refusal:

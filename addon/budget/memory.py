@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from addon.budget.books import Account, entries, fits
+from addon.budget.books import Account, entries, fits, non_negative
 
 SWEEP_EVERY = 600.0  # seconds between two sweeps of accounts past their period
 
@@ -28,6 +28,7 @@ class MemoryBooks:
         return held[1]
 
     async def reserve(self, accounts: tuple[Account, ...], provider: str, amount: int) -> int:
+        non_negative(amount)
         books = [self._fields(a) for a in accounts]
         for i, (fields, account) in enumerate(zip(books, accounts, strict=True), 1):
             if not fits(fields, account, provider, amount):
@@ -39,6 +40,7 @@ class MemoryBooks:
     async def settle(
         self, accounts: tuple[Account, ...], provider: str, reserved: int, spent: int
     ) -> None:
+        non_negative(reserved, spent)
         for account in accounts:
             _add(self._fields(account), entries(provider, reserved, spent))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from addon.budget.books import Account, entries
+from addon.budget.books import Account, entries, non_negative
 from addon.ratelimit.redis_store import store_call
 from addon.redis_client import RedisConnection
 
@@ -58,6 +58,7 @@ class RedisBooks:
         self._prefix = f"{prefix}:budget:"
 
     async def reserve(self, accounts: tuple[Account, ...], provider: str, amount: int) -> int:
+        non_negative(amount)
         keys = [self._prefix + a.key for a in accounts]
         args: list[Any] = [amount, provider]
         for a in accounts:
@@ -67,6 +68,7 @@ class RedisBooks:
     async def settle(
         self, accounts: tuple[Account, ...], provider: str, reserved: int, spent: int
     ) -> None:
+        non_negative(reserved, spent)
         keys = [self._prefix + a.key for a in accounts]
         args: list[Any] = [a.ttl for a in accounts]
         for name, n in entries(provider, reserved, spent).items():

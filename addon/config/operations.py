@@ -35,6 +35,11 @@ Kind = Literal[
     "mint-credential",
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
+# How a call is metered under a budget (addon/budget/): what its answer says it used, priced by
+# the provider's `prices:`. `free`: costs nothing. An operation with none cannot be priced: under
+# a budget it is refused (403 unpriced), never free.
+Meter = Literal["tokens", "characters", "units", "free"]
+METERS: tuple[str, ...] = get_args(Meter)
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?|\*")
@@ -196,6 +201,7 @@ class Operation:
     browser: bool  # allowed by default: a browser client calls it
     creates: str | None = None  # the object type its answer creates
     creates_if: str | None = None  # ...only when this top-level body field is true (`store`)
+    meter: Meter | None = None  # how a budget prices it; None: it cannot be priced
     clients: tuple[str, ...] = ()  # which clients call it (docs)
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
@@ -317,6 +323,9 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
         creates = entry.text("creates", None)
         if creates is not None and creates not in objects:
             entry.fail(f"'{creates}' is not an object type of this provider", "creates")
+        meter = entry.text("meter", None)
+        if meter is not None and meter not in METERS:
+            entry.fail(f"must be one of {', '.join(METERS)}", "meter")
         creates_if = entry.text("creates_if", None)
         if creates_if is not None and creates is None:
             entry.fail("only applies with creates", "creates_if")
@@ -329,6 +338,7 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
                 browser=entry.flag("browser", False),
                 creates=creates,
                 creates_if=creates_if,
+                meter=meter,
                 clients=entry.texts("clients", ()),
             )
         )

@@ -67,8 +67,9 @@ class Rules:
 
     @property
     def keeps_books(self) -> bool:
-        """Whether any budget is set: then every identity's spend is kept (addon/budget/)."""
-        return self.budget.active or any(p.budget.active for p in self.providers)
+        """Whether any budget or price is set: then every identity's spend is kept
+        (addon/budget/), and `/_keyrelay/usage` shows it, budget or not."""
+        return self.budget.active or any(p.budget.active or p.prices for p in self.providers)
 
 
 def _longer_prefix_first(provider: Provider) -> int:

@@ -175,10 +175,10 @@ def _check_request(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | No
 
 
 def _at_most(value: Any, cap: int) -> bool:
-    """A whole number (form fields: its digits) no larger than `cap`."""
+    """A whole number (form fields: its digits) from 0 to `cap`."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    return isinstance(value, int) and not isinstance(value, bool) and value <= cap
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= cap
 
 
 def body_fields(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,41 @@ IMAGE_TOKENS = 1600  # the most an image costs as input (Anthropic: ~1,600 token
 _INLINE_DATA = 1024  # a string this long under `data` or as a data: URL is an image or a file
 
 
+_SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
+
+
+def family(model: str) -> str:
+    """A dated snapshot's family, as providers name them: `gpt-4o-2024-08-06` -> `gpt-4o`,
+    `claude-3-5-sonnet-20241022` -> `claude-3-5-sonnet`; any other name is its own."""
+    return _SNAPSHOT.sub("", model)
+
+
 def price_for(prices: Sequence[Price], model: str | None, endpoint: str) -> Price | None:
-    return next((p for p in prices if p.matches(model, endpoint)), None)
+    """The first price, in the order listed, that matches the model or its family (so the
+    answer's dated snapshot costs what its family costs; list a snapshot first to price it
+    apart)."""
+    kin = family(model) if model else None
+    return next(
+        (p for p in prices if p.matches(model, endpoint) or (kin and p.matches(kin, endpoint))),
+        None,
+    )
+
+
+COUNTS = {**dict.fromkeys(TOKEN_FIELDS, 0), "n": 1}
+
+
+def invalid_count(data: dict[str, Any]) -> str | None:
+    """What is wrong with a count that sets the worst case (`max_tokens` and kin, `n`), read
+    as the providers read it: a JSON integer, at least 0 (`n`: 1). A float, a numeric string,
+    a boolean or a negative number is refused, not guessed at: OpenAI and Anthropic answer
+    each with a 400 themselves, and a guess could reserve less than they bill."""
+    for name, least in COUNTS.items():
+        if name not in data or data[name] is None:
+            continue
+        value = data[name]
+        if type(value) is not int or value < least:
+            return f"{name} must be a whole number of at least {least}"
+    return None
 
 
 def cost(price: Price, usage: Usage) -> int:

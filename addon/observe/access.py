@@ -192,6 +192,7 @@ class AccessLog:
             usage=state.get("usage"),
             cost=state.get("cost"),
             model=state.get("model"),
+            charged=state.get("charged"),
         )
 
     def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry, sent: _Sent | None) -> None:

@@ -37,6 +37,7 @@ class Entry:
     usage: dict[str, float] | None = None  # the provider's own units (input_tokens, characters...)
     cost: float | None = None  # USD, from the rules' prices
     model: str | None = None  # what it was priced as
+    charged: str | None = None  # "reservation": no usage was reported, the worst case was charged
 
 
 def as_json(entry: Entry) -> str:
@@ -74,6 +75,8 @@ def as_text(entry: Entry) -> str:
         parts.append(f"usage={units or '-'}")
     if entry.cost is not None:
         parts.append(f"cost={_number(entry.cost)}")
+    if entry.charged:
+        parts.append(f"charged={entry.charged}")
     if entry.error:
         parts.append(f"error={json.dumps(entry.error)}")
     return " ".join(parts)

@@ -279,6 +279,9 @@ def test_elevenlabs_characters(keyrelay_factory, fakes, tmp_path, path) -> None:
     (line,) = log_lines(log, 1)
     assert line["usage"] == {"characters": len(text)}
     assert line["cost"] == pytest.approx(usd(300.0, len(text)))
+    # No budget, but prices: the spend is kept and shown to its caller.
+    mine = usage_of(proc.port, ALICE).json()
+    assert mine["spent"] == pytest.approx(usd(300.0, len(text))) and mine["budget"] is None
 
 
 def test_fal_units_charged_to_whoever_fetched(keyrelay_factory, fakes, tmp_path) -> None:
@@ -290,7 +293,7 @@ def test_fal_units_charged_to_whoever_fetched(keyrelay_factory, fakes, tmp_path)
         return client.request(method, "/api/fal/proxy", json=body, headers=headers)
 
     submitted = fal("POST", "/fal-ai/flux/dev", ALICE, {"prompt": "p", "num_images": 3})
-    request_id = submitted.json()["request_id"]  # req-333: 3 digits, 3 units
+    request_id = submitted.json()["request_id"]  # ...-000000000003: 3 units
     assert fal("GET", f"/fal-ai/flux/requests/{request_id}", BOB).status == 200
     lines = log_lines(log, 2)
     assert "usage" not in lines[0] or lines[0]["usage"] == {}
@@ -343,7 +346,8 @@ def test_budget_reserves_settles_and_refuses(keyrelay_factory, fakes, tmp_path) 
     assert chat(client, BOB).status == 200  # per identity
     unpriced = {"model": "o3", "messages": [{"role": "user", "content": "hi"}]}
     reply = client.post("/api/openai/chat/completions", json=unpriced, headers=auth(ALICE))
-    assert reply.status == 200  # no price matches: it costs nothing, whatever is left
+    # No price matches: under a budget it is refused, never free.
+    assert reply.status == 403 and reply.json()["type"].endswith("/unpriced"), reply.body
     mine = usage_of(proc.port, ALICE).json()
     assert mine["identity"] == "token:alice"
     assert mine["spent"] == pytest.approx(0.025) and mine["reserved"] == 0
@@ -547,12 +551,19 @@ def test_a_browser_app_on_another_origin_reads_its_usage(keyrelay_factory, fakes
     assert mine.header("access-control-allow-origin") == origin
 
 
-def test_inference_sh_answers_carry_no_usage(keyrelay_factory, fakes, tmp_path) -> None:
-    """Documented: inference.sh's task answers have no usage figures, so nothing is metered."""
+def test_inference_sh_runs_cannot_be_priced_so_a_budget_refuses_them(
+    keyrelay_factory, fakes, tmp_path
+) -> None:
+    """inference.sh's task answers have no usage figures: under a budget a run is refused (it
+    would be unbounded); without one it goes through, unmetered."""
     task = {"success": True, "data": {"id": "tsk_1", "status": 9, "output": {"text": "hi"}}}
     fakes.route("POST", "/apps/run", json_response(task), host="api.inference.sh")
     proc, log = start(keyrelay_factory, tmp_path, rules_text(budget={"daily": 1.0}))
     headers = [("x-inf-target-url", "https://api.inference.sh/apps/run"), *auth(ALICE)]
+    reply = HttpClient(proc.port).post("/api/inference/proxy", json={"app": "x"}, headers=headers)
+    assert reply.status == 403 and reply.json()["type"].endswith("/unpriced")
+    assert "apps.run" in reply.json()["detail"] and fakes.requests == []
+    proc, log = start(keyrelay_factory, tmp_path, rules_text(), name="open.log")
     reply = HttpClient(proc.port).post("/api/inference/proxy", json={"app": "x"}, headers=headers)
     assert reply.status == 200
     (line,) = log_lines(log, 1)

@@ -163,12 +163,14 @@ def elevenlabs(req: RecordedRequest, w: ResponseWriter) -> None:
 
 
 def fal_submit(req: RecordedRequest, w: ResponseWriter) -> None:
-    w.send_json({"request_id": "req-" + str(req.json().get("num_images", 1)) * 3})
+    """A request id (a UUID, as fal's) whose last group says how many units it will bill."""
+    units = int(req.json().get("num_images", 1))
+    w.send_json({"request_id": f"00000000-0000-4000-8000-{units:012d}"})
 
 
 def fal_result(req: RecordedRequest, w: ResponseWriter) -> None:
     request_id = req.path.rsplit("/", 1)[-1]
-    units = sum(c.isdigit() for c in request_id)
+    units = int(request_id.rsplit("-", 1)[-1])
     w.send_json({"images": []}, headers=[("x-fal-billable-units", str(units))])
 
 

@@ -88,3 +88,29 @@ def test_a_settlement_after_its_account_ended_releases_to_zero_not_below() -> No
 
     # Below zero, the next 50 reserved would be hidden by it and the budget overspent.
     assert asyncio.run(run()) == [{"spent": 20, "spent:p": 20, "reserved": 0, "reserved:p": 0}]
+
+
+def test_neither_store_takes_a_negative_amount() -> None:
+    """A negative reservation once freed what concurrent requests held (a negative max_tokens
+    made one); both stores refuse it before they write anything."""
+    from addon.budget.books import NegativeAmount
+    from addon.budget.redis_store import RedisBooks
+
+    async def run() -> None:
+        memory = MemoryBooks()
+        assert await memory.reserve((DAY,), "p", 90) == 0
+        redis = RedisBooks("redis://127.0.0.1:1/0", prefix="t", timeout=0.1, connections=1)
+        for books in (memory, redis):
+            for attempt in (
+                books.reserve((DAY,), "p", -50),
+                books.settle((DAY,), "p", -1, 0),
+                books.settle((DAY,), "p", 0, -1),
+            ):
+                try:
+                    await attempt
+                except NegativeAmount:
+                    continue
+                raise AssertionError(f"{type(books).__name__} took a negative amount")
+        assert await memory.reserve((DAY,), "p", 20) == 1  # the 90 held is still held
+
+    asyncio.run(run())

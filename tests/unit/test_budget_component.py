@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 from support import metered
@@ -116,5 +117,122 @@ def test_an_upstream_error_costs_what_was_metered(tmp_path: Path) -> None:
         budget.responseheaders(flow)
         budget.response(flow)
         assert flowstate.of(flow)["cost"] == 0
+
+    run(scenario)
+
+
+def call(
+    loaded: Rules, method: str, path: str, body: dict[str, Any] | None, **headers: str
+) -> tuple[http.HTTPFlow, Route]:
+    flow, _ = chat_flow(loaded, body or {})
+    flow.request.method, flow.request.path = method, path
+    if body is None:
+        flow.request.content = b""
+    flow.request.headers.update(headers)
+    route = Router(loaded).route(method, path, flow.request.headers.get)
+    assert isinstance(route, Route), route
+    return flow, route
+
+
+def refused(flow: http.HTTPFlow, route: Route, budget: Budget) -> tuple[int, str] | None:
+    """What requestheaders, then request, answer: (status, problem type) or None."""
+    result: list[Any] = []
+
+    async def scenario() -> None:
+        refusal = budget.requestheaders(flow, route) or await budget.request(flow)
+        result.append((refusal.status, refusal.reason) if refusal else None)
+
+    run(scenario)
+    return result[0]
+
+
+def test_under_a_budget_what_cannot_be_priced_is_refused_and_the_free_is_free(
+    tmp_path: Path,
+) -> None:
+    loaded, budget = setup(tmp_path)
+    gpt = {"model": "gpt-4o", "prompt": "a cat"}
+    images = call(loaded, "POST", "/api/openai/images/generations", gpt)
+    assert refused(*images, budget) == (403, "unpriced")  # no meter for images yet
+    socket = call(loaded, "GET", "/api/openai/realtime", None)
+    socket[0].request.headers.update(upgrade="websocket", connection="Upgrade")
+    assert refused(*socket, budget) == (403, "websocket-unmetered")
+    assert refused(*call(loaded, "GET", "/api/openai/models", None), budget) is None  # free
+    assert budget.books is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"max_tokens": -5},
+        {"max_tokens": 10.5},
+        {"max_tokens": "10"},
+        {"max_tokens": True},
+        {"max_completion_tokens": -1},
+        {"n": 0},
+        {"n": 2.0},
+    ],
+)
+def test_counts_are_read_as_the_provider_reads_them(tmp_path: Path, change: dict) -> None:
+    loaded, budget = setup(tmp_path)
+    flow, route = chat_flow(loaded, {**CHAT, **change})
+    assert refused(flow, route, budget) == (400, "invalid-count")
+
+
+def test_a_background_response_is_refused_under_a_budget(tmp_path: Path) -> None:
+    loaded, budget = setup(tmp_path)
+    body = {"model": "gpt-4o", "input": "hi", "max_output_tokens": 5, "background": True}
+    assert refused(*call(loaded, "POST", "/api/openai/responses", body), budget) == (
+        403,
+        "unpriced",
+    )
+
+
+def test_a_request_that_could_never_fit_is_403_not_a_wait(tmp_path: Path) -> None:
+    """$0.001 per output token, $1.00 a day: 2,000 tokens can never fit, 500 can."""
+    loaded, budget = setup(tmp_path)
+    flow, route = chat_flow(loaded, {**CHAT, "max_tokens": 2000})
+    result: list[Any] = []
+
+    async def scenario() -> None:
+        budget.requestheaders(flow, route)
+        result.append(await budget.request(flow))
+
+    run(scenario)
+    refusal = result[0]
+    assert refusal is not None and (refusal.status, refusal.reason) == (
+        403,
+        "request-exceeds-budget",
+    )
+    assert "retry-after" not in dict(refusal.headers)
+    assert "lower max_tokens" in refusal.detail and "$1.0" in refusal.detail
+    assert refused(*chat_flow(loaded, {**CHAT, "max_tokens": 500}), budget) is None
+
+
+def test_an_escaped_stream_key_still_asks_for_the_usage(tmp_path: Path) -> None:
+    loaded, budget = setup(tmp_path)
+    flow, route = chat_flow(loaded, {})
+    flow.request.content = json.dumps({**CHAT}).replace('"stream"', '"str\\u0065am"').encode()
+
+    async def scenario() -> None:
+        budget.requestheaders(flow, route)
+        assert await budget.request(flow) is None
+
+    run(scenario)
+    sent = json.loads(flow.request.content or b"")
+    assert sent["stream_options"] == {"include_usage": True}
+
+
+def test_an_answer_without_its_usage_is_charged_its_reservation(tmp_path: Path) -> None:
+    loaded, budget = setup(tmp_path)
+
+    async def scenario() -> None:
+        flow, route = chat_flow(loaded, {**CHAT, "stream": False})
+        budget.requestheaders(flow, route)
+        await budget.request(flow)
+        flow.response = http.Response.make(200, b'{"choices": []}', {})
+        budget.responseheaders(flow)
+        budget.response(flow)
+        state = flowstate.of(flow)
+        assert state["charged"] == "reservation" and state["cost"] >= 0.01
 
     run(scenario)

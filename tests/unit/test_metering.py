@@ -234,3 +234,27 @@ def test_the_worked_example_in_the_docs_loads(tmp_path: Path) -> None:
     (anthropic,) = rules.providers
     assert rules.budget.daily == 1.0 and anthropic.budget.daily == 0.5
     assert rules.limits_backend.redis and anthropic.auth.mode == "jwt"
+
+
+def test_a_dated_snapshot_costs_what_its_family_costs_unless_priced_itself() -> None:
+
+    family, snapshot, anything = (
+        Price("gpt-4o", False, input=2.5, output=10.0),
+        Price("gpt-4o-2024-05-13", False, input=5.0, output=15.0),
+        Price("*", False, input=30.0, output=60.0),
+    )
+    listed = (snapshot, family, anything)
+    assert prices.price_for(listed, "gpt-4o-2024-08-06", "") is family
+    assert prices.price_for(listed, "gpt-4o-2024-05-13", "") is snapshot
+    assert prices.price_for(listed, "o3", "") is anything
+    haiku = Price("claude-3-5-haiku", False, input=0.8, output=4.0)
+    assert prices.price_for((haiku,), "claude-3-5-haiku-20241022", "") is haiku
+    assert prices.price_for((haiku,), "claude-3-5-haiku-latest", "") is None
+    assert prices.family("gpt-4o-mini") == "gpt-4o-mini"
+
+
+def test_counts_that_set_the_worst_case_must_be_whole_numbers() -> None:
+    assert prices.invalid_count({"max_tokens": 10, "n": 2}) is None
+    assert prices.invalid_count({"max_tokens": None}) is None
+    for bad in ({"max_tokens": -1}, {"max_output_tokens": 1.5}, {"n": "2"}, {"n": False}):
+        assert prices.invalid_count(bad) is not None, bad
