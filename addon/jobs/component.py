@@ -90,14 +90,11 @@ class Ownership:
         operation = route.operation
         creates = catalogue.objects[operation.creates] if operation and operation.creates else None
         request = flow.request
-        # A file's bytes name no object: uploads are not looked into, nor bodies of other types.
+        # A file's bytes name no object: an upload's body is not looked into.
         reads_body = (
             request.method not in _BODILESS
-            and any(o.in_bodies for o in catalogue.objects.values())
+            and catalogue.body_ids is not None
             and (operation is None or operation.kind != "upload")
-            and objects.body_names_objects(
-                header_index.lookup(request.headers)("content-type") or ""
-            )
         )
         if reads_body:
             get_all = request.headers.get_all

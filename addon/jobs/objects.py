@@ -98,19 +98,10 @@ def _add(found: dict[str, Named], spec: ObjectSpec, text: str) -> None:
     found[named.key] = named
 
 
-SCANNED_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
-
-
-def body_names_objects(content_type: str) -> bool:
-    """Whether a body of this type is looked into (a JSON or form body may name objects; the
-    bytes of a file or an audio clip name none)."""
-    kind = content_type.partition(";")[0].strip().lower()
-    return kind in SCANNED_TYPES or kind.endswith("+json")
-
-
 def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]:
     """Every object a request body names: any JSON string (escaped or not, however deep), any
-    form value, that is an id of an object marked `in_bodies`. Raises Invalid for a body that
+    form value, that is an id of an object marked `in_bodies`. A body of another type is read
+    as JSON if it is JSON (a lenient server may read it so). Raises Invalid for a body that
     cannot be read as its type says, or is too large to walk."""
     if catalogue.body_ids is None or not body:
         return []
@@ -128,7 +119,9 @@ def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]
         try:
             candidates = _strings(json.loads(body))
         except ValueError as e:  # UnicodeDecodeError included
-            raise Invalid("the body is not JSON") from e
+            if kind == "application/json" or kind.endswith("+json"):
+                raise Invalid("the body is not JSON") from e
+            return []  # neither JSON nor a form: nothing in it reads as a name
     found: dict[str, Named] = {}
     assert catalogue.body_ids is not None
     _scan(found, catalogue, catalogue.body_ids, candidates, "in_bodies")
