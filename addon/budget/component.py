@@ -48,6 +48,9 @@ EXHAUSTED = "budget-exhausted"
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
 _ANSWER_METERED = ("tokens", "characters")  # meters whose own answer carries the usage
+# Output tokens a stopped stream is charged beyond what it passed on: those the provider made
+# before it saw the stop.
+CUT_MARGIN = 128
 
 
 def make_books(spec: BackendSpec) -> BudgetStore:
@@ -306,7 +309,12 @@ class Budget:
         # A cut stream, or an answer that should say its usage and does not: never under-counted.
         # (fal's submit says none: its units come with the result, and are charged there.)
         says_usage = call.operation is not None and call.operation.meter in _ANSWER_METERED
-        if (cut or (answered and says_usage and not usage)) and call.reserved > cost:
+        bound = call.stream.cut_usage(CUT_MARGIN) if cut and call.stream else None
+        if bound is not None and price is not None:
+            # A stopped stream costs what it can have used, not its whole reservation.
+            cost = max(cost, prices.cost(price, bound))
+            state["charged"] = "estimate"
+        elif (cut or (answered and says_usage and not usage)) and call.reserved > cost:
             cost = call.reserved
             state["charged"] = "reservation"
         if usage or price or call.reserved:

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from addon.metering.usage import Usage, normalise
+from addon.metering.usage import INPUT, OUTPUT, Usage, normalise
 
 MAX_LINE = 1 << 20
 _NULL_USAGE = (
@@ -26,6 +26,7 @@ _NULL_USAGE = (
     re.compile(rb'(?<=\{)\s*"usage"\s*:\s*null\s*,\s*'),
 )
 _ENDS = ("response.completed", "response.incomplete", "response.failed")
+_CONTENT = ("text", "partial_json", "thinking", "signature", "data")
 
 
 class StreamMeter:
@@ -37,6 +38,8 @@ class StreamMeter:
         self._partial = b""
         self._overlong = False  # inside a line past MAX_LINE: not parsed
         self._drop_blank = False  # after a dropped usage chunk: its blank terminator too
+        self.anthropic = False  # an Anthropic message stream (message_start seen)
+        self.streamed = 0  # UTF-8 bytes of generated content passed on (Anthropic)
 
     def __call__(self, chunk: bytes) -> bytes:
         """What goes on to the client; b"" at the end of the stream flushes."""
@@ -76,6 +79,9 @@ class StreamMeter:
             self.complete = True
         if not bare.startswith(b"data:"):
             return line + end
+        if self.anthropic and b'"content_block_' in bare:
+            self._content(_json(bare[5:]))
+            return line + end
         if b'"usage"' not in bare and not self._strip:
             if b'"message_stop"' in bare:
                 self.complete = True
@@ -97,6 +103,7 @@ class StreamMeter:
         """Meter one event; True when it is a usage-only chat completion chunk."""
         kind = event.get("type")
         if kind == "message_start" and isinstance(message := event.get("message"), dict):
+            self.anthropic = True
             self._model(message.get("model"))
             self.usage.update(normalise(message.get("usage")))
         elif kind == "message_stop":
@@ -114,6 +121,28 @@ class StreamMeter:
         elif isinstance(event.get("usage"), dict):  # message_delta, and anything alike
             self.usage.update(normalise(event["usage"]))
         return False
+
+    def _content(self, event: dict[str, Any] | None) -> None:
+        """The bytes of what a content block event carries: text, tool input, thinking, a
+        signature, redacted thinking. No token is shorter than a byte of the text it stands for,
+        so they bound the output tokens generated so far from above."""
+        if event is None:
+            return
+        part = event.get("delta") if event.get("type") == "content_block_delta" else None
+        if part is None:
+            part = event.get("content_block")
+        if isinstance(part, dict):
+            for name in _CONTENT:
+                if isinstance(value := part.get(name), str):
+                    self.streamed += len(value.encode("utf-8", "surrogatepass"))
+
+    def cut_usage(self, margin: int) -> Usage | None:
+        """For a stream cut before its final usage: the usage it cannot have exceeded, where
+        the stream tells enough (Anthropic: the input from `message_start`, the output bounded
+        by the bytes generated plus `margin` tokens not yet passed on). None: it does not."""
+        if not self.anthropic or INPUT not in self.usage:
+            return None
+        return {**self.usage, OUTPUT: max(self.usage.get(OUTPUT, 0), self.streamed + margin)}
 
     def _model(self, model: Any) -> None:
         if isinstance(model, str) and self.model is None:

@@ -2,15 +2,17 @@
 
 Anthropic and OpenAI: input tokens = characters of the last message's text, output tokens =
 max_tokens // 2, cached tokens = 7 when the text says "cached". ElevenLabs: characters = the
-text's length. fal: billable units = the digits in the request id of the result fetched.
+text's length. fal: billable units = the last group of the request id of the result fetched.
+`anthropic_words`: a stream that bills each word it made, as Anthropic bills a stopped stream.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from .upstream import RecordedRequest, ResponseWriter, UpstreamServer
+from .upstream import Handler, RecordedRequest, ResponseWriter, UpstreamServer
 
 CACHED = 7
 GAP = 0.05  # between stream events
@@ -65,6 +67,38 @@ def anthropic(req: RecordedRequest, w: ResponseWriter) -> None:
         ],
         gap=float(body.get("metadata", {}).get("gap", GAP)),
     )
+
+
+def anthropic_words(billed: list[dict[str, int]], gap: float) -> Handler:
+    """An Anthropic stream of one-token words, `gap` seconds apart, up to max_tokens. Like
+    Anthropic, it bills the input and every word it made, also when the client stopped it:
+    `billed` gets the usage once the stream ends or breaks (the word being written counts)."""
+
+    def handle(req: RecordedRequest, w: ResponseWriter) -> None:
+        body = req.json()
+        usage = {"input_tokens": len(_text(body)), "output_tokens": 0}
+        start = {"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"]}
+
+        def events() -> Iterator[dict[str, Any]]:
+            message = {**start, "content": [], "usage": {**usage, "output_tokens": 1}}
+            yield {"event": "message_start", "data": {"type": "message_start", "message": message}}
+            for _ in range(body["max_tokens"]):
+                usage["output_tokens"] += 1
+                delta = {"type": "text_delta", "text": " word"}
+                yield {
+                    "event": "content_block_delta",
+                    "data": {"type": "content_block_delta", "index": 0, "delta": delta},
+                }
+            final = {"type": "message_delta", "usage": {"output_tokens": usage["output_tokens"]}}
+            yield {"event": "message_delta", "data": final}
+            yield {"event": "message_stop", "data": {"type": "message_stop"}}
+
+        try:
+            w.send_sse(events(), gap=gap)
+        finally:
+            billed.append(dict(usage))
+
+    return handle
 
 
 def chat_events(body: dict[str, Any]) -> list[bytes]:

@@ -258,3 +258,18 @@ def test_counts_that_set_the_worst_case_must_be_whole_numbers() -> None:
     assert prices.invalid_count({"max_tokens": None}) is None
     for bad in ({"max_tokens": -1}, {"max_output_tokens": 1.5}, {"n": "2"}, {"n": False}):
         assert prices.invalid_count(bad) is not None, bad
+
+
+def test_a_cut_anthropic_stream_is_bounded_by_what_it_passed_on() -> None:
+    meter = StreamMeter()
+    start = {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 9}}}
+    text = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "héllo"}}
+    tool = {"type": "content_block_delta", "delta": {"partial_json": '{"a": 1}'}}
+    redacted = {"type": "content_block_start", "content_block": {"data": "xyz"}}
+    for event in (start, text, tool, redacted):
+        meter(b"data: " + json.dumps(event).encode() + b"\n\n")
+    assert meter.streamed == len("héllo".encode()) + len('{"a": 1}') + 3
+    assert meter.cut_usage(10) == {"input_tokens": 9, "output_tokens": meter.streamed + 10}
+    openai = StreamMeter()
+    openai(b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"hi"}}]}\n\n')
+    assert openai.cut_usage(10) is None  # hidden reasoning tokens: no bound, the reservation
