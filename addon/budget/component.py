@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 EXHAUSTED = "budget-exhausted"
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
-_ANSWER_METERED = ("tokens", "characters")  # meters whose own answer carries the usage
+_ANSWER_METERED = ("tokens", "characters", "images")  # meters whose answer carries the usage
 # Output tokens a stopped stream is charged beyond what it passed on: those the provider made
 # before it saw the stop.
 CUT_MARGIN = 128

@@ -11,6 +11,8 @@
         prices: [{model: "*", characters: 300.0}]   # per million characters
       fal:
         prices: [{endpoint: "fal-ai/flux/*", unit: 0.025, reserve: 4}]  # per billable unit
+      openai:
+        prices: [{model: "gpt-image-1", image: 0.25}]   # per image made
 
 The metering and the arithmetic are in addon/metering/; the books in addon/budget/.
 """
@@ -25,7 +27,7 @@ from addon.config.node import Node
 # Anthropic's multipliers of the input price, for a price that names none.
 CACHE_READ_FACTOR = 0.1
 CACHE_WRITE_FACTOR = 1.25
-_RATES = ("input", "output", "cache_read", "cache_write", "characters", "unit")
+_RATES = ("input", "output", "cache_read", "cache_write", "characters", "unit", "image")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class Price:
     cache_write: float = 0.0
     characters: float = 0.0
     unit: float = 0.0
+    image: float = 0.0  # per image made (OpenAI images: set the dearest size and quality you allow)
     reserve: float = 0.0  # units reserved before a request to a matching endpoint
 
     def matches(self, model: str | None, endpoint: str) -> bool:

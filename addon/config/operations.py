@@ -38,7 +38,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 # How a call is metered under a budget (addon/budget/): what its answer says it used, priced by
 # the provider's `prices:`. `free`: costs nothing. An operation with none cannot be priced: under
 # a budget it is refused (403 unpriced), never free.
-Meter = Literal["tokens", "characters", "units", "free"]
+Meter = Literal["tokens", "characters", "units", "images", "free"]
 METERS: tuple[str, ...] = get_args(Meter)
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")

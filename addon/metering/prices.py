@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from addon.config.budget import Price
-from addon.metering.usage import CACHE_READ, CACHE_WRITE, CHARACTERS, INPUT, OUTPUT, UNITS, Usage
+from addon.metering.usage import (
+    CACHE_READ,
+    CACHE_WRITE,
+    CHARACTERS,
+    IMAGES,
+    INPUT,
+    OUTPUT,
+    UNITS,
+    Usage,
+)
 
 NANO = 1_000_000_000  # nano-dollars per dollar
 _PER_MILLION = NANO // 1_000_000
@@ -70,7 +79,8 @@ def cost(price: Price, usage: Usage) -> int:
         + usage.get(CACHE_WRITE, 0) * price.cache_write
         + usage.get(CHARACTERS, 0) * price.characters
     )
-    return round(per_million * _PER_MILLION + usage.get(UNITS, 0) * price.unit * NANO)
+    each = usage.get(UNITS, 0) * price.unit + usage.get(IMAGES, 0) * price.image
+    return round(per_million * _PER_MILLION + each * NANO)
 
 
 def usd(nano: int) -> float:
@@ -102,7 +112,7 @@ def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
     caps = [
         v for f in TOKEN_FIELDS if isinstance(v := data.get(f), int) and not isinstance(v, bool)
     ]
-    text = data.get("text")
+    text = data.get("text", data.get("input"))  # ElevenLabs' `text`, OpenAI speech's `input`
     n = data.get("n")
     return (
         RequestFacts(
@@ -139,6 +149,8 @@ def worst_case(
         return 0
     if price.by_endpoint:
         return math.ceil(price.reserve * price.unit * NANO) if method == "POST" else 0
+    if price.image:
+        return math.ceil(facts.choices * price.image * NANO)
     if price.characters:
         chars = facts.text_chars if facts.text_chars is not None else facts.input_bound
         return math.ceil(chars * price.characters * _PER_MILLION)

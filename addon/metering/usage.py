@@ -18,7 +18,8 @@ CACHE_READ = "cache_read_input_tokens"
 CACHE_WRITE = "cache_creation_input_tokens"
 CHARACTERS = "characters"
 UNITS = "units"
-NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS)
+IMAGES = "images"
+NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS, IMAGES)
 
 MAX_JSON_BODY = 8 << 20  # a buffered answer larger than this is not parsed for usage
 
@@ -83,4 +84,17 @@ def from_body(body: bytes) -> tuple[Usage, str | None]:
     if not isinstance(data, dict):
         return {}, None
     model = data.get("model")
-    return normalise(data.get("usage")), model if isinstance(model, str) else None
+    usage = normalise(data.get("usage"))
+    if (images := _images(data)) is not None:
+        usage[IMAGES] = images
+    return usage, model if isinstance(model, str) else None
+
+
+def _images(data: dict[str, Any]) -> int | None:
+    """OpenAI's images answer: `data`, a list of images (`b64_json` or `url`), no `object`."""
+    items = data.get("data")
+    if "object" in data or not isinstance(items, list):
+        return None
+    if all(isinstance(i, dict) and ("b64_json" in i or "url" in i) for i in items):
+        return len(items)
+    return None

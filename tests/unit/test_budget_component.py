@@ -150,9 +150,9 @@ def test_under_a_budget_what_cannot_be_priced_is_refused_and_the_free_is_free(
     tmp_path: Path,
 ) -> None:
     loaded, budget = setup(tmp_path)
-    gpt = {"model": "gpt-4o", "prompt": "a cat"}
-    images = call(loaded, "POST", "/api/openai/images/generations", gpt)
-    assert refused(*images, budget) == (403, "unpriced")  # no meter for images yet
+    whisper = {"model": "whisper-1"}
+    transcription = call(loaded, "POST", "/api/openai/audio/transcriptions", whisper)
+    assert refused(*transcription, budget) == (403, "unpriced")  # no meter for audio yet
     socket = call(loaded, "GET", "/api/openai/realtime", None)
     socket[0].request.headers.update(upgrade="websocket", connection="Upgrade")
     assert refused(*socket, budget) == (403, "websocket-unmetered")

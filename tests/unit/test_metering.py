@@ -273,3 +273,20 @@ def test_a_cut_anthropic_stream_is_bounded_by_what_it_passed_on() -> None:
     openai = StreamMeter()
     openai(b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"hi"}}]}\n\n')
     assert openai.cut_usage(10) is None  # hidden reasoning tokens: no bound, the reservation
+
+
+def test_images_are_priced_per_image_made_and_reserved_per_image_asked() -> None:
+    price = Price("gpt-image-1", False, image=0.25)
+    facts, _ = prices.read_body(json.dumps({"model": "gpt-image-1", "n": 3}).encode())
+    assert prices.worst_case(price, facts, None, "POST") == 3 * prices.NANO // 4
+    answer = {"created": 1, "data": [{"b64_json": "x"}, {"b64_json": "y"}], "usage": {}}
+    usage, _ = from_body(json.dumps(answer).encode())
+    assert usage == {"images": 2} and prices.cost(price, usage) == prices.NANO // 2
+    embeddings = {"object": "list", "data": [{"embedding": [0.1]}], "model": "e"}
+    assert "images" not in from_body(json.dumps(embeddings).encode())[0]
+
+
+def test_openai_speech_reserves_its_input_characters() -> None:
+    price = Price("tts-1", False, characters=15.0)
+    facts, _ = prices.read_body(json.dumps({"model": "tts-1", "input": "x" * 1000}).encode())
+    assert prices.worst_case(price, facts, None, "POST") == 15 * prices.NANO // 1000  # $0.015
