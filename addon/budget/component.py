@@ -51,6 +51,19 @@ _ANSWER_METERED = ("tokens", "characters", "images")  # meters whose answer carr
 # Output tokens a stopped stream is charged beyond what it passed on: those the provider made
 # before it saw the stop.
 CUT_MARGIN = 128
+# Tools the provider runs and bills per use, beyond tokens (Anthropic's server tools, OpenAI's
+# built-in tools); client tools (functions, bash, text editor) cost only their tokens.
+_PAID_TOOLS = (
+    "web_search",
+    "web_fetch",
+    "code_execution",
+    "code_interpreter",
+    "file_search",
+    "image_generation",
+    "mcp",
+)
+# Fields that add a stored context, billed as input, that the body does not show (Responses API).
+_STORED_CONTEXT = ("previous_response_id", "conversation")
 
 
 def make_books(spec: BackendSpec) -> BudgetStore:
@@ -406,6 +419,24 @@ def _unreadable(data: dict[str, Any]) -> Refusal | None:
             "a background response's usage arrives after its answer, so under a budget it is "
             "refused",
         )
+    tools = data.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind.startswith(_PAID_TOOLS):
+            return Refusal(
+                403,
+                "unpriced",
+                f"the {kind[:60]!r} tool is billed per use, which keyrelay does not meter, so "
+                "under a budget it is refused",
+            )
+    for name in _STORED_CONTEXT:
+        if data.get(name) is not None:
+            return Refusal(
+                403,
+                "unpriced",
+                f"{name} bills a stored context of unknown size as input, so under a budget it is "
+                "refused: send the conversation in the request instead",
+            )
     return None
 
 

@@ -178,13 +178,27 @@ def test_counts_are_read_as_the_provider_reads_them(tmp_path: Path, change: dict
     assert refused(flow, route, budget) == (400, "invalid-count")
 
 
-def test_a_background_response_is_refused_under_a_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"background": True},
+        {"previous_response_id": "resp_0123456789"},
+        {"conversation": "c"},
+        {"tools": [{"type": "web_search_preview"}]},
+        {"tools": [{"type": "function", "name": "f"}, {"type": "code_interpreter"}]},
+    ],
+)
+def test_what_bills_beyond_its_body_is_refused_under_a_budget(
+    tmp_path: Path, extra: dict[str, Any]
+) -> None:
     loaded, budget = setup(tmp_path)
-    body = {"model": "gpt-4o", "input": "hi", "max_output_tokens": 5, "background": True}
+    body = {"model": "gpt-4o", "input": "hi", "max_output_tokens": 5, **extra}
     assert refused(*call(loaded, "POST", "/api/openai/responses", body), budget) == (
         403,
         "unpriced",
     )
+    plain = {"model": "gpt-4o", "input": "hi", "max_output_tokens": 5}
+    assert refused(*call(loaded, "POST", "/api/openai/responses", plain), budget) is None
 
 
 def test_a_request_that_could_never_fit_is_403_not_a_wait(tmp_path: Path) -> None:
