@@ -66,12 +66,12 @@ class OperationPattern:
 
     @property
     def opens_everything(self) -> bool:
-        """`* host/**`: every call the key can make on that host."""
-        return (
-            self.methods is None
-            and self.regex.pattern.endswith("(?:/.*)?")
-            and (self.regex.pattern == _host_regex(self.host).pattern + "(?:/.*)?")
-        )
+        """`* host/**` (or `* host/v1/**`): every call the key can make there."""
+        target = self.text.partition(" ")[2].strip()
+        if target.lower().startswith("https://"):
+            target = target[8:]
+        path = target.partition("/")[2]
+        return self.methods is None and path.count("/") <= 1 and path.endswith("**")
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
         """The placeholders' segments when the request is this operation, else None.

@@ -38,6 +38,9 @@ def test_globs_and_the_whole_host() -> None:
     assert everything.opens_everything
     assert everything.match("DELETE", "fal.run", "/") is not None
     assert everything.match("GET", "fal.run", "/a/b/c") is not None
+    assert compile_operation("* api.openai.com/v1/**").opens_everything
+    assert compile_operation("* https://api.openai.com/**").opens_everything
+    assert not compile_operation("POST fal.run/**").opens_everything
     one = compile_operation("POST api.elevenlabs.io/v1/text-to-speech/*")
     assert not one.opens_everything
     assert one.match("POST", "api.elevenlabs.io", "/v1/text-to-speech/abc") is not None
