@@ -186,3 +186,18 @@ def test_the_host_header_names_a_non_default_port_and_brackets_ipv6(
     route = routed(routing, flow)
     routing.forward(flow, Route(route.provider, scheme, host, port, "/models"), KEY)
     assert flow.request.headers["host"] == expected
+
+
+def test_opening_a_whole_api_is_logged_at_start(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    quiet = Routing()
+    with caplog.at_level("WARNING"):
+        quiet.configure_rules(load(RULES, {}), "127.0.0.1")
+    assert "opens every call" not in caplog.text  # the default rules open no whole API
+    opened = RULES.read_text().replace(
+        "    profile: openai\n",
+        "    profile: openai\n    allow: [browser, '* api.openai.com/**']\n",
+    )
+    (tmp_path / "rules.yaml").write_text(opened)
+    with caplog.at_level("WARNING"):
+        Routing().configure_rules(load(tmp_path / "rules.yaml", {}), "127.0.0.1")
+    assert "openai: allow '* api.openai.com/**' opens every call" in caplog.text
