@@ -22,6 +22,11 @@ def lookup(headers: http.Headers) -> Callable[[str], str | None]:
     return index(headers).get
 
 
+def asks_for_websocket(headers: http.Headers) -> bool:
+    """Whether a request head asks to upgrade to a WebSocket."""
+    return (lookup(headers)("upgrade") or "").lower() == "websocket"
+
+
 def content(message: http.Message) -> bytes | None:
     """`message.get_content(strict=False)`, without its scan of the headers when nothing is
     encoded (the common case: keyrelay asks upstreams for identity)."""

@@ -389,7 +389,7 @@ def _tightest(account: Account) -> int | None:
 
 def _unmeterable(request: http.Request, route: Route) -> Refusal | None:
     """Under a budget: what keyrelay cannot meter is refused, never free."""
-    if (request.headers.get("upgrade") or "").lower() == "websocket":
+    if header_index.asks_for_websocket(request.headers):
         return Refusal(
             403,
             "websocket-unmetered",

@@ -98,7 +98,7 @@ class Guard:
             request.headers.fields = tuple(f for f in fields if f[0].lower() != name)
 
         path, _, query = route.path.partition("?")
-        websocket = (header("upgrade") or "").lower() == "websocket"
+        websocket = header_index.asks_for_websocket(request.headers)
         if refusal := body_rules.check_query(provider.validation, query, websocket=websocket):
             return refusal
         mints_token = _mints_token(provider, request.method, route.host, route.path)

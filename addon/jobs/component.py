@@ -27,6 +27,7 @@ from addon.guard import body_rules
 from addon.guard.component import buffer_limit
 from addon.jobs import objects
 from addon.jobs.owners import Owners, OwnersUnavailable, fingerprint, make_owners
+from addon.memo import Memo
 from addon.problems import Refusal
 from addon.redis_client import Every
 from addon.resources import Generation
@@ -58,7 +59,9 @@ class Ownership:
         self.backend = BackendSpec()
         self._calls: dict[str, _Call] = {}  # flow id -> what is left to check or record
         # (provider, method, host, path) -> what it names; per rules load (install clears it)
-        self._paths: dict[tuple[str, str, str, str], tuple[objects.Named, ...] | None] = {}
+        self._paths: Memo[tuple[str, str, str, str], tuple[objects.Named, ...] | None] = Memo(
+            _REMEMBERED, _REMEMBERED_BYTES
+        )
         self._log = Every(LOG_EVERY)
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
@@ -192,10 +195,7 @@ class Ownership:
             )
         except objects.Invalid:
             named = None
-        if len(path) <= _REMEMBERED_BYTES:
-            if len(self._paths) >= _REMEMBERED:
-                self._paths.clear()
-            self._paths[key] = named
+        self._paths.remember(key, named, len(path))
         return named
 
     async def _check(

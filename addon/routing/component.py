@@ -87,8 +87,7 @@ class Routing:
             provider,
             provider.credential.header,
             provider.credential.header_value(key),
-            websocket=(header_index.lookup(request.headers)("upgrade") or "").lower()
-            == "websocket",
+            websocket=header_index.asks_for_websocket(request.headers),
         )
         host = (b"host", authority.encode("utf-8", "surrogateescape"))
         request.headers.fields = (host, *(f for f in fields if f[0].lower() != b"host"))

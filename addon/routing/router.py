@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 from addon.config.operations import Operation
 from addon.config.provider import Provider
 from addon.config.rules import Rules
+from addon.memo import Memo
 from addon.problems import Refusal
 from addon.targets import Target, TargetError, normalise_path, parse_target, path_under
 
@@ -48,7 +49,9 @@ class Router:
         # A decision depends on the method, the target and the target headers alone, and
         # Routes and Refusals are immutable: the same request line is decided once.
         self._target_headers = tuple(p.target_header for p in self.header_routed if p.target_header)
-        self._decided: dict[tuple[str | None, ...], Route | Refusal] = {}
+        self._decided: Memo[tuple[str | None, ...], Route | Refusal] = Memo(
+            _REMEMBERED, _REMEMBERED_BYTES
+        )
 
     def route(self, method: str, path: str, header: Callable[[str], str | None]) -> Route | Refusal:
         """`path` is the request target as received (path and query); `header` looks up by name."""
@@ -56,10 +59,7 @@ class Router:
         decided = self._decided.get(key)
         if decided is None:
             decided = self._route(method, path, header)
-            if sum(len(part or "") for part in key) <= _REMEMBERED_BYTES:  # memory stays small
-                if len(self._decided) >= _REMEMBERED:
-                    self._decided.clear()  # targets can be as many as the clients make
-                self._decided[key] = decided
+            self._decided.remember(key, decided, sum(len(part or "") for part in key))
         return decided
 
     def _route(

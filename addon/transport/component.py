@@ -143,7 +143,7 @@ class Transport:
         self._flows[flow.id] = transport
         self.clock.routed(flow, connection, provider.name, transport.timeouts)
         # A WebSocket handshake needs HTTP/1.1: HTTP/2 has no Upgrade.
-        websocket = (header("upgrade") or "").lower() == "websocket"
+        websocket = header_index.asks_for_websocket(request.headers)
         self._offer_h2[connection] = transport.upstream_http2 and not websocket
         if plan:
             request.stream = BodyLimit(
