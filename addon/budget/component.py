@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,7 @@ from addon.ratelimit.limiter import RELEASE_RETRIES
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import is_event_stream, websocket_open
+from addon.transport.component import add_stage, is_event_stream, websocket_open
 
 logger = logging.getLogger(__name__)
 
@@ -247,18 +247,8 @@ class Budget:
             return
         if not is_event_stream(response.headers):
             return
-        meter = call.stream = StreamMeter(strip=call.strip)
-        inner = response.stream
-
-        def metered(chunk: bytes) -> bytes | Iterable[bytes]:
-            out = inner(chunk) if callable(inner) else chunk
-            data = out if isinstance(out, bytes) else b"".join(out)
-            passed = meter(data) if data else b""
-            if not chunk:
-                passed += meter(b"")
-            return passed if passed or not chunk else []  # an empty chunk would end HTTP/1 early
-
-        response.stream = metered
+        call.stream = StreamMeter(strip=call.strip)
+        add_stage(response, call.stream)
 
     def response(self, flow: http.HTTPFlow) -> None:
         if websocket_open(flow):

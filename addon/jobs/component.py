@@ -32,7 +32,7 @@ from addon.problems import Refusal
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import is_event_stream, observe_stream
+from addon.transport.component import add_stage, is_event_stream
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Ownership:
             return
         if 200 <= response.status_code < 300:
             call.tap = objects.StreamTap(call.creates)
-            observe_stream(response, call.tap)
+            add_stage(response, call.tap)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Record a created object's owner (before a whole answer reaches the client)."""

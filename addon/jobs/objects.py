@@ -129,7 +129,7 @@ def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]
 
 
 def _strings(data: Any) -> Iterator[str]:
-    """Every string in a JSON value (keys too: an id may stand as a key), breadth first."""
+    """Every string in a JSON value (keys too: an id may stand as a key)."""
     pending, seen = [data], 0
     while pending:
         value = pending.pop()
@@ -157,7 +157,7 @@ def id_in_answer(spec: ObjectSpec, body: bytes, header: Callable[[str], str | No
 
 class StreamTap:
     """Finds a created object's id in a server-sent event stream as it passes (the first event
-    that carries one, within MAX_TAP bytes); never changes a byte."""
+    that carries one, within MAX_TAP bytes): a stream stage that passes every byte on."""
 
     def __init__(self, spec: ObjectSpec) -> None:
         self.spec = spec
@@ -165,9 +165,12 @@ class StreamTap:
         self._partial = b""
         self._seen = 0
 
-    def __call__(self, chunk: bytes) -> None:
-        if self.id is not None or self._seen > MAX_TAP:
-            return
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.id is None and self._seen <= MAX_TAP:
+            self._look(chunk)
+        return chunk
+
+    def _look(self, chunk: bytes) -> None:
         self._seen += len(chunk)
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop() if chunk else b""

@@ -71,20 +71,20 @@ def is_event_stream(headers: http.Headers) -> bool:
     return content_type.lower().startswith("text/event-stream")
 
 
-def observe_stream(response: http.Response, observe: Callable[[bytes], None]) -> None:
-    """A stage that sees every chunk of the streamed body as the earlier stages pass it on
-    (b"" at the end), and changes nothing."""
+def add_stage(response: http.Response, stage: Callable[[bytes], bytes]) -> None:
+    """A stage after the streamed body's earlier ones: it gets what they pass on (when they pass
+    anything) and once b"" at the end to flush, and returns what goes on."""
     inner = response.stream
 
-    def observed(chunk: bytes) -> bytes | Iterable[bytes]:
+    def staged(chunk: bytes) -> bytes | Iterable[bytes]:
         out = inner(chunk) if callable(inner) else chunk
         data = out if isinstance(out, bytes) else b"".join(out)
-        observe(data)
+        passed = stage(data) if data else b""
         if not chunk:
-            observe(b"")
-        return data if data or not chunk else []  # an empty chunk would end HTTP/1 early
+            passed += stage(b"")
+        return passed if passed or not chunk else []  # an empty chunk would end HTTP/1 early
 
-    response.stream = observed
+    response.stream = staged
 
 
 def _drops_any(index: dict[str, str]) -> bool:
