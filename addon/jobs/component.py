@@ -124,10 +124,11 @@ class Ownership:
         content_type = header_index.lookup(request.headers)("content-type") or ""
         body = request.raw_content or b""
         try:
-            named = objects.in_body(call.provider.catalogue, content_type, body)
+            named, data = objects.in_body(call.provider.catalogue, content_type, body)
         except objects.Invalid as e:
             return Refusal(400, "unreadable-body", f"the request body cannot be checked: {e}")
-        if call.creates_if is not None and not objects.flag_set(body, call.creates_if):
+        flag = call.creates_if
+        if flag is not None and not (isinstance(data, dict) and data.get(flag) is True):
             call.creates = None  # e.g. a chat completion not stored: no object to own
         return await self._check(call.provider, call.identity, named, flowstate.of(flow))
 

@@ -98,15 +98,17 @@ def _add(found: dict[str, Named], spec: ObjectSpec, text: str) -> None:
     found[named.key] = named
 
 
-def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]:
+def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> tuple[list[Named], Any]:
     """Every object a request body names: any JSON string (escaped or not, however deep), any
     form value, that is an id of an object marked `in_bodies`. A body of another type is read
     as JSON if it is JSON (a lenient server may read it so). Raises Invalid for a body that
-    cannot be read as its type says, or is too large to walk."""
+    cannot be read as its type says, or is too large to walk. Also the body's JSON value (None
+    when it is not JSON), so that nothing parses it twice."""
     if catalogue.body_ids is None or not body:
-        return []
+        return [], None
     kind = content_type.partition(";")[0].strip().lower()
     candidates: Iterable[str]
+    data: Any = None
     if kind == "multipart/form-data":
         fields = multipart.form_fields(content_type, body)
         if isinstance(fields, Refusal):
@@ -117,15 +119,16 @@ def in_body(catalogue: Catalogue, content_type: str, body: bytes) -> list[Named]
         candidates = (word for pair in pairs for word in pair)
     else:
         try:
-            candidates = _strings(json.loads(body))
+            data = json.loads(body)
         except ValueError as e:  # UnicodeDecodeError included
             if kind == "application/json" or kind.endswith("+json"):
                 raise Invalid("the body is not JSON") from e
-            return []  # neither JSON nor a form: nothing in it reads as a name
+            return [], None  # neither JSON nor a form: nothing in it reads as a name
+        candidates = _strings(data)
     found: dict[str, Named] = {}
     assert catalogue.body_ids is not None
     _scan(found, catalogue, catalogue.body_ids, candidates, "in_bodies")
-    return list(found.values())
+    return list(found.values()), data
 
 
 def _strings(data: Any) -> Iterator[str]:
@@ -180,12 +183,6 @@ class StreamTap:
                 if found is not None:
                     self.id = found
                     return
-
-
-def flag_set(body: bytes, field: str) -> bool:
-    """Whether a JSON body's top-level `field` is true."""
-    data = _json(body)
-    return isinstance(data, dict) and data.get(field) is True
 
 
 def _at(data: Any, place: str) -> Any:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from addon.config.operations import Catalogue
 from addon.config.profiles import load
 from addon.config.rules import Rules
 from addon.jobs import objects
@@ -17,11 +18,13 @@ JSON = "application/json"
 JOB = "0b6c2a1e-4f3d-4e2a-9c1b-7a8d9e0f1a2b"
 
 
-def catalogue(profile_name: str):
-    from addon.config.operations import Catalogue
-
+def catalogue(profile_name: str) -> Catalogue:
     profile = load(profile_name)
     return Catalogue(profile.operations, profile.objects, (), profile.name)
+
+
+def body_names(cat: Catalogue, content_type: str, body: bytes) -> list[objects.Named]:
+    return objects.in_body(cat, content_type, body)[0]
 
 
 def keys(named: list[objects.Named]) -> set[str]:
@@ -79,7 +82,7 @@ def test_a_placeholder_that_is_not_an_id_names_nothing_anyone_owns() -> None:
     ],
 )
 def test_an_id_anywhere_in_a_json_body_names_the_object(body: dict) -> None:
-    assert keys(objects.in_body(catalogue("openai"), JSON, json.dumps(body).encode())) == {
+    assert keys(body_names(catalogue("openai"), JSON, json.dumps(body).encode())) == {
         f"openai.response:{RESP.lower()}"
     }
 
@@ -87,28 +90,28 @@ def test_an_id_anywhere_in_a_json_body_names_the_object(body: dict) -> None:
 def test_escapes_forms_and_bodies_that_name_nothing() -> None:
     openai = catalogue("openai")
     escaped = ('{"previous_response_id": "\\u0072esp_' + RESP[5:] + '"}').encode()
-    assert keys(objects.in_body(openai, JSON, escaped)) == {f"openai.response:{RESP}"}
+    assert keys(body_names(openai, JSON, escaped)) == {f"openai.response:{RESP}"}
     form = f'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n{RESP}\r\n--b--'.encode()
     multipart = "multipart/form-data; boundary=b"
-    assert keys(objects.in_body(openai, multipart, form)) == {f"openai.response:{RESP}"}
+    assert keys(body_names(openai, multipart, form)) == {f"openai.response:{RESP}"}
     urlencoded = f"a=1&previous_response_id={RESP}".encode()
-    named = objects.in_body(openai, "application/x-www-form-urlencoded", urlencoded)
+    named = body_names(openai, "application/x-www-form-urlencoded", urlencoded)
     assert keys(named) == {f"openai.response:{RESP}"}
     prose = json.dumps({"input": f"what is {RESP}?"}).encode()  # a mention is not a reference
-    assert objects.in_body(openai, JSON, prose) == []
+    assert body_names(openai, JSON, prose) == []
     for content_type, body in [(JSON, b"{not json"), (multipart, b"no parts")]:
         with pytest.raises(objects.Invalid):
-            objects.in_body(openai, content_type, body)
+            body_names(openai, content_type, body)
     # Another type: read as JSON when it is JSON (a lenient server may), else it names nothing.
     plain = json.dumps({"previous_response_id": RESP}).encode()
-    assert keys(objects.in_body(openai, "text/plain", plain)) == {f"openai.response:{RESP}"}
-    assert objects.in_body(openai, "audio/mpeg", b"\xff\xfb" + RESP.encode()) == []
+    assert keys(body_names(openai, "text/plain", plain)) == {f"openai.response:{RESP}"}
+    assert body_names(openai, "audio/mpeg", b"\xff\xfb" + RESP.encode()) == []
 
 
 def test_a_body_too_large_to_walk_is_refused() -> None:
     body = json.dumps([0] * (objects.MAX_WALK + 1)).encode()
     with pytest.raises(objects.Invalid):
-        objects.in_body(catalogue("openai"), JSON, body)
+        body_names(catalogue("openai"), JSON, body)
 
 
 def test_the_created_id_from_a_body_a_header_or_a_stream() -> None:
