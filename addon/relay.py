@@ -213,9 +213,9 @@ class KeyRelay:
         path = Path(ctx.options.keyrelay_rules)
         stamp = _stamp(path)
         rules = load_rules(path, dict(os.environ))
-        # What the files were before they were read: a change while reading is seen next time.
-        self._rules_stamp = stamp + _stamp_files(rules.watched_files())
         self._watched = rules.watched_files()
+        # What the files were before they were read: a change while reading is seen next time.
+        self._rules_stamp = stamp + _stamp_files(self._watched)
         return rules
 
     def _install(self, rules: Rules) -> None:

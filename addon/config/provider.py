@@ -53,6 +53,11 @@ class EndpointAllowlist:
     # POSTs that mint tokens for allowed apps only (a body rule: addon/guard/token_grants.py)
     token_urls: tuple[str, ...] = TOKEN_URLS
     max_token_seconds: int = MAX_TOKEN_SECONDS
+    apps: frozenset[str] = field(init=False, compare=False)  # `owner/alias` of each endpoint
+
+    def __post_init__(self) -> None:
+        apps = frozenset("/".join(e.split("/")[:2]) for e in self.allow)
+        object.__setattr__(self, "apps", apps)
 
     def allows(self, method: str, host: str, path: str) -> bool:
         if method not in self.methods or (self.hosts and host not in self.hosts):
@@ -61,11 +66,6 @@ class EndpointAllowlist:
             return True
         segments = path.split("/")
         return segments[3:4] == ["requests"] and "/".join(segments[1:3]) in self.apps
-
-    @property
-    def apps(self) -> frozenset[str]:
-        """`owner/alias` of every allowed endpoint."""
-        return frozenset("/".join(e.split("/")[:2]) for e in self.allow)
 
 
 @dataclass(frozen=True, slots=True)

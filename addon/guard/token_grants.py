@@ -58,7 +58,7 @@ def check(
         return _refused("the token request must list its allowed_apps")
     if not all(isinstance(app, str) for app in apps):
         return _refused("allowed_apps lists app ids")
-    if endpoints is not None and not set(apps) <= _apps(endpoints.allow):
+    if endpoints is not None and not set(apps) <= _apps(endpoints):
         return _refused("a token may only be granted for apps in the endpoint allowlist")
     seconds = fields.get("token_expiration")
     cap = endpoints.max_token_seconds if endpoints is not None else MAX_TOKEN_SECONDS
@@ -67,15 +67,10 @@ def check(
     return None
 
 
-def _apps(allow: Sequence[str]) -> frozenset[str]:
-    """What may stand in allowed_apps for these endpoint ids (`owner/alias/path...`)."""
-    apps: set[str] = set()
-    for endpoint in allow:
-        segments = endpoint.split("/")
-        apps.add(endpoint)
-        if len(segments) >= 2:
-            apps.update({"/".join(segments[:2]), segments[1]})
-    return frozenset(apps)
+def _apps(endpoints: EndpointAllowlist) -> frozenset[str]:
+    """What may stand in allowed_apps: an endpoint id, its app (`owner/alias`), its alias."""
+    aliases = (app.split("/")[1] for app in endpoints.apps if "/" in app)
+    return frozenset({*endpoints.allow, *endpoints.apps, *aliases})
 
 
 def _refused(detail: str) -> Refusal:
