@@ -60,33 +60,25 @@ class OperationPattern:
     regex: re.Pattern[str]  # host + path, with a named group per placeholder
     placeholders: tuple[str, ...]  # object types, in path order
     loose: re.Pattern[str]  # `regex` without case, for `resembles`
+    opens_everything: bool  # `* host/**` (or `* host/v1/**`): every call the key can make there
 
     def host_matches(self, host: str) -> bool:
         return _host_regex(self.host).fullmatch(host) is not None
 
-    @property
-    def opens_everything(self) -> bool:
-        """`* host/**` (or `* host/v1/**`): every call the key can make there."""
-        target = self.text.partition(" ")[2].strip()
-        if target.lower().startswith("https://"):
-            target = target[8:]
-        path = target.partition("/")[2]
-        return self.methods is None and path.count("/") <= 1 and path.endswith("**")
-
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
         """The placeholders' segments when the request is this operation, else None.
         `path` has no query."""
-        if self.methods is not None and method not in self.methods:
-            return None
-        found = self.regex.fullmatch(f"{host}{path}")
-        return None if found is None else found.groupdict()
+        return self._groups(self.regex, method, f"{host}{path}")
 
     def resembles(self, method: str, host: str, loose_path: str) -> dict[str, str] | None:
         """Like `match`, without case, on a path with parameters and empty segments dropped
         (`loosen`): what a lenient server might take for this operation."""
+        return self._groups(self.loose, method, f"{host}{loose_path}")
+
+    def _groups(self, regex: re.Pattern[str], method: str, subject: str) -> dict[str, str] | None:
         if self.methods is not None and method not in self.methods:
             return None
-        found = self.loose.fullmatch(f"{host}{loose_path}")
+        found = regex.fullmatch(subject)
         return None if found is None else found.groupdict()
 
 
@@ -131,6 +123,7 @@ def compile_operation(text: str) -> OperationPattern:
         regex=re.compile(whole),
         placeholders=placeholders,
         loose=re.compile(whole, re.IGNORECASE),
+        opens_everything=methods is None and path.count("/") <= 1 and path.endswith("**"),
     )
 
 
