@@ -163,7 +163,11 @@ class Budget:
         if call is None or flow.response is not None:
             return None
         body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
-        chat = self.ask_for_usage and _chat(call.endpoint)
+        # A stream key is `"stream"` or spelt with a \u escape: only such a body is parsed to
+        # find out (parsed, not byte-searched: `"str\u0065am"` is a stream too).
+        chat = (
+            self.ask_for_usage and _chat(call.endpoint) and (b'"stream"' in body or b"\\u" in body)
+        )
         limited = self.limited(call.provider)
         facts, data = prices.RequestFacts(), None
         if chat or limited or (call.provider.prices and body):  # else nothing depends on it
