@@ -4,6 +4,12 @@ An account is one identity's hash for one period (a UTC day or month) with the f
 `reserved`, and `spent:<provider>` / `reserved:<provider>`, in nano-dollars. A reservation fits
 when, in every account, what is spent and reserved plus it stays within the limit (all
 providers, and the provider's own).
+
+Every reservation is a lease. It is settled when its call ends, renewed while the call lasts,
+and otherwise expires: a flow's lease is then released (a crash or a kill frees what it held
+within LEASE_SECONDS), a job's is charged (the provider bills a job whose result nobody fetched).
+A job's lease that expired and was charged leaves a note, so that a late settlement charges
+only what the expiry did not.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Literal, Protocol
 
 PeriodName = Literal["daily", "monthly"]
 GRACE = 86400  # seconds an account outlives its period (a late settlement still lands)
+LEASE_SECONDS = 120  # a flow's reservation outlives its last renewal by this much
+RENEW_EVERY = 40.0  # seconds between renewals of the leases of calls still running
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,8 @@ class Account:
     ttl: int  # seconds the account is kept
     limit: int | None  # nano-dollars, all providers; None: none
     provider_limit: int | None  # nano-dollars, this provider
+    identity: str = ""  # whose (the admin's top view ranks identities by spend)
+    period: str = ""  # which (Period.ident)
 
 
 def who(identity: str) -> str:
@@ -56,16 +66,39 @@ def account_key(identity: str, period: Period) -> str:
     return f"{{{who(identity)}}}:{period.ident}"  # {hash tag}: one Redis Cluster slot
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    id: str  # unique within an account: a flow's id, or `job:<object key>`
+    seconds: int  # from now until it expires
+    charge: bool = False  # on expiry: charged (a job), not released (a flow)
+
+
 class BudgetStore(Protocol):
-    async def reserve(self, accounts: tuple[Account, ...], provider: str, amount: int) -> int:
-        """0 when reserved in every account; else the (1-based) account that cannot cover it,
-        and nothing was reserved."""
+    async def reserve(
+        self, accounts: tuple[Account, ...], provider: str, amount: int, lease: Lease
+    ) -> int:
+        """0 when reserved in every account under `lease`; else the (1-based) account that
+        cannot cover it, and nothing was reserved."""
         ...
 
     async def settle(
-        self, accounts: tuple[Account, ...], provider: str, reserved: int, spent: int
+        self, accounts: tuple[Account, ...], provider: str, lease: str | None, spent: int
     ) -> None:
-        """Release `reserved` and add `spent`, in every account."""
+        """Release the lease (if still held) and add `spent`, in every account (less what the
+        lease's expiry charged, if it expired as a job's)."""
+        ...
+
+    async def renew(self, accounts: tuple[Account, ...], leases: tuple[str, ...]) -> None:
+        """The leases still held run LEASE_SECONDS from now (their calls are running)."""
+        ...
+
+    async def retain(self, accounts: tuple[Account, ...], lease: str, job: Lease) -> bool:
+        """A flow's lease becomes a job's (its answer created a job that bills later): False
+        when it was no longer held."""
+        ...
+
+    async def top(self, period: str, n: int) -> list[tuple[str, int]]:
+        """The n identities that spent most in the period (`d20261124`), with their spend."""
         ...
 
     async def read(self, keys: tuple[str, ...]) -> list[dict[str, int]]: ...
@@ -95,11 +128,15 @@ def non_negative(*amounts: int) -> None:
         raise NegativeAmount(f"the books take no negative amount ({min(amounts)})")
 
 
-def entries(provider: str, reserved: int, spent: int) -> dict[str, int]:
-    """The field increments of a settlement (a reservation: spent 0, reserved negative)."""
+def entries(provider: str, released: int, spent: int) -> dict[str, int]:
+    """The field increments of a settlement (a reservation: spent 0, released negative)."""
     return {
-        "reserved": -reserved,
-        f"reserved:{provider}": -reserved,
+        "reserved": -released,
+        f"reserved:{provider}": -released,
         "spent": spent,
         f"spent:{provider}": spent,
     }
+
+
+def rank_key(period: str) -> str:
+    return f"rank:{period}"

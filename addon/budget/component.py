@@ -13,15 +13,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from mitmproxy import http
 
 from addon import flowstate, header_index, tasks
-from addon.budget.books import GRACE, Account, BudgetStore, Period, account_key, periods
+from addon.budget.books import (
+    GRACE,
+    LEASE_SECONDS,
+    RENEW_EVERY,
+    Account,
+    BudgetStore,
+    Lease,
+    Period,
+    account_key,
+    periods,
+)
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
 from addon.config.budget import BudgetSpec
@@ -31,6 +42,7 @@ from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.guard import body_rules
 from addon.guard.component import buffer_limit
+from addon.jobs import objects
 from addon.metering import prices
 from addon.metering.stream import StreamMeter
 from addon.metering.usage import Usage, from_body, from_headers
@@ -47,7 +59,8 @@ logger = logging.getLogger(__name__)
 EXHAUSTED = "budget-exhausted"
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
-_ANSWER_METERED = ("tokens", "characters", "images")  # meters whose answer carries the usage
+# Meters whose answer carries the usage (a job's, its result: the submit holds for it).
+_ANSWER_METERED = ("tokens", "characters", "images", "units")
 # Output tokens a stopped stream is charged beyond what it passed on: those the provider made
 # before it saw the stop.
 CUT_MARGIN = 128
@@ -64,6 +77,10 @@ _PAID_TOOLS = (
 )
 # Fields that add a stored context, billed as input, that the body does not show (Responses API).
 _STORED_CONTEXT = ("previous_response_id", "conversation")
+# How long a job's reservation is held for its result (fal bills a job when it runs, and its
+# units arrive with the result): fetched later, the expiry has charged the reservation and the
+# result is charged only what it costs beyond.
+JOB_HOLD = 3600
 
 
 def make_books(spec: BackendSpec) -> BudgetStore:
@@ -89,6 +106,7 @@ class _Call:
     stream: StreamMeter | None = None
     accounts: tuple[Account, ...] = ()
     reserved: int = 0  # nano-dollars
+    lease: str | None = None  # what it reserved under: its own lease, or its job's (a result)
 
 
 class Budget:
@@ -96,6 +114,7 @@ class Budget:
         self.rules: Rules | None = None
         self.books: BudgetStore | None = None
         self._calls: dict[str, _Call] = {}
+        self._renewing: asyncio.Task[None] | None = None
         self._warned: set[tuple[str, str]] = set()
         self._log = Every(LOG_EVERY)
         # Off in replay mode: a recording holds what clients sent, and the replay matches on it.
@@ -125,6 +144,8 @@ class Budget:
                 period.seconds_left(now) + GRACE,
                 _nano(getattr(top, period.name)),
                 _nano(getattr(provider.budget, period.name)),
+                identity,
+                period.ident,
             )
             for period in periods(now)
         )
@@ -201,10 +222,16 @@ class Budget:
             self._calls.pop(flow.id, None)
             return _unpriced(flow, call, facts.model or call.endpoint)
         if method not in body_rules.BODY_METHODS:
-            return None  # a read whose answer carries the cost (fal's result): settled then
+            # A read whose answer carries the cost (fal's result): settled then, against what
+            # its job holds (its submit's worst case).
+            call.lease = _job_lease(flow, call)
+            if call.lease:
+                call.reserved = prices.worst_case(price, facts, None, "POST")
+            return None
         amount = prices.worst_case(price, facts, provider.validation.max_tokens, method)
         try:
-            blocked = await self.books.reserve(call.accounts, provider.name, amount)
+            lease = Lease(flow.id, LEASE_SECONDS)
+            blocked = await self.books.reserve(call.accounts, provider.name, amount, lease)
         except StoreError as e:
             return self.unavailable(e, call)
         if blocked:
@@ -214,8 +241,31 @@ class Budget:
             if (limit := _tightest(account)) is not None and amount > limit:
                 return await self._exceeds(account, provider.name, period, amount, limit)
             return exhausted(period, now)
-        call.reserved = amount
+        call.reserved, call.lease = amount, flow.id
+        if self._renewing is None:
+            self._renewing = tasks.spawn(self._renew())
         return None
+
+    async def _renew(self) -> None:
+        """While calls run, their leases are renewed; when none holds one, this ends (the
+        next reservation starts it again)."""
+        try:
+            while True:
+                await asyncio.sleep(RENEW_EVERY)
+                held: dict[tuple[Account, ...], list[str]] = {}
+                for flow_id, call in self._calls.items():
+                    if call.lease == flow_id:
+                        held.setdefault(call.accounts, []).append(flow_id)
+                if not held or self.books is None:
+                    return
+                for accounts, leases in held.items():
+                    try:
+                        await self.books.renew(accounts, tuple(leases))
+                    except StoreError as e:
+                        if self._log(e.kind):
+                            logger.error("keyrelay: budget: leases not renewed (%s)", e)
+        finally:
+            self._renewing = None
 
     async def _exceeds(
         self, account: Account, provider: str, period: Period, amount: int, limit: int
@@ -258,9 +308,16 @@ class Budget:
         if websocket_open(flow):
             return
         call = self._calls.pop(flow.id, None)
-        if call is not None:
-            self._read_buffered(flow, call)
-            self._settle(flow, call, cut=_cut(call, ended=True))
+        if call is None:
+            return
+        self._read_buffered(flow, call)
+        if job := _created_job(flow, call):
+            # The job bills when it runs; its units come with its result: the reservation is
+            # held for it (charged if nobody fetches it).
+            flowstate.of(flow)["charged"] = "held"
+            tasks.spawn(self._hold(call, job))
+            return
+        self._settle(flow, call, cut=_cut(call, ended=True))
 
     def error(self, flow: http.HTTPFlow) -> None:
         """A flow that failed: upstream failures cost what was metered; a stream cut before its
@@ -314,7 +371,6 @@ class Budget:
         response = flow.response
         answered = response is not None and 200 <= response.status_code < 300
         # A cut stream, or an answer that should say its usage and does not: never under-counted.
-        # (fal's submit says none: its units come with the result, and are charged there.)
         says_usage = call.operation is not None and call.operation.meter in _ANSWER_METERED
         bound = call.stream.cut_usage(CUT_MARGIN) if cut and call.stream else None
         if bound is not None and price is not None:
@@ -328,15 +384,27 @@ class Budget:
             state["usage"] = usage
             state["cost"] = prices.usd(cost)
             state["model"] = _label(model, call.endpoint, provider)
+        if call.lease != flow.id and not answered:
+            call.lease = None  # not a job's result yet: its job's lease stays
         if call.accounts:
             tasks.spawn(self._record(call, cost))
 
-    async def _record(self, call: _Call, cost: int) -> None:
+    async def _record(self, call: _Call, spent: int) -> None:
         assert self.books is not None
-        books = self.books
+        books, name = self.books, call.provider.name
+        await self._retrying(lambda: books.settle(call.accounts, name, call.lease, spent))
+
+    async def _hold(self, call: _Call, job: Lease) -> None:
+        assert self.books is not None and call.lease is not None
+        books, lease = self.books, call.lease
+        await self._retrying(lambda: books.retain(call.accounts, lease, job))
+
+    async def _retrying(self, write: Callable[[], Awaitable[object]]) -> None:
+        """A settlement retried a few times: lost, its lease still ends (a flow's is released,
+        a job's charged)."""
         for pause in (*RELEASE_RETRIES, None):
             try:
-                await books.settle(call.accounts, call.provider.name, call.reserved, cost)
+                await write()
                 return
             except StoreError as e:
                 if pause is None:
@@ -374,6 +442,39 @@ def _cut(call: _Call, *, ended: bool) -> bool:
     if meter is None or meter.complete or call.usage:
         return False
     return not ended or bool(meter.usage)
+
+
+def _job_lease(flow: http.HTTPFlow, call: _Call) -> str | None:
+    """The lease of the job whose result a read fetches (fal's `GET .../requests/{id}`)."""
+    operation = call.operation
+    if operation is None or operation.meter != "units":
+        return None
+    request = flow.request
+    found = operation.match(request.method, request.pretty_host, request.path) or {}
+    specs = call.provider.catalogue.objects
+    for kind, value in found.items():
+        return f"job:{specs[kind].key(unquote(value).lower())}"
+    return None
+
+
+def _created_job(flow: http.HTTPFlow, call: _Call) -> Lease | None:
+    """The job a reserved call's answer created, when the job's usage comes later (with its
+    result): its lease holds the reservation."""
+    operation, response = call.operation, flow.response
+    if (
+        operation is None
+        or operation.creates is None
+        or operation.meter != "units"
+        or call.lease != flow.id
+        or response is None
+        or not 200 <= response.status_code < 300
+        or call.usage
+    ):
+        return None
+    spec = call.provider.catalogue.objects[operation.creates]
+    body = b"" if response.stream else header_index.content(response) or b""
+    job = objects.id_in_answer(spec, body, header_index.lookup(response.headers))
+    return Lease(f"job:{spec.key(job)}", JOB_HOLD, charge=True) if job else None
 
 
 def _tightest(account: Account) -> int | None:

@@ -1,4 +1,5 @@
-"""What `GET /_keyrelay/usage` answers: one identity's books for the current day and month."""
+"""What `GET /_keyrelay/usage` answers: one identity's books for the current day and month, or
+(`?top=N`) the identities that spent most."""
 
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ def _figures(spent: int, reserved: int, limit: float | None) -> dict[str, Any]:
         "reserved": usd(max(0, reserved)),
         "budget": limit,
         "remaining": None if limit is None else max(0.0, round(limit - usd(spent + reserved), 9)),
+    }
+
+
+def ranking(period: Period, ranked: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """`?top=N`: the period and its identities by spend, most first."""
+    return {
+        "period": period.name,
+        "starts_at": _iso(period.start),
+        "resets_at": _iso(period.resets),
+        "identities": [{"identity": who, "spent": usd(spent)} for who, spent in ranked],
     }
 
 

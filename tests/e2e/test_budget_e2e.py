@@ -286,23 +286,32 @@ def test_elevenlabs_characters(keyrelay_factory, fakes, tmp_path, path) -> None:
     assert mine["spent"] == pytest.approx(usd(300.0, len(text))) and mine["budget"] is None
 
 
-def test_fal_units_charged_to_whoever_fetched(keyrelay_factory, fakes, tmp_path) -> None:
-    proc, log = start(keyrelay_factory, tmp_path, rules_text(budget={"daily": 5.0}))
+def test_a_fal_submit_holds_its_reserve_until_its_result(keyrelay_factory, fakes, tmp_path) -> None:
+    """fal bills a job when it runs, and says what it cost only with its result: each submit's
+    reserve (4 units of $0.025) is held until then, so submits cannot outrun the budget."""
+    proc, log = start(keyrelay_factory, tmp_path, rules_text(budget={"daily": 0.25}))
     client = HttpClient(proc.port)
 
-    def fal(method: str, path: str, token: str, body: Any = None) -> Reply:
-        headers = [("x-fal-target-url", "https://queue.fal.run" + path), *auth(token)]
+    def fal(method: str, path: str, body: Any = None) -> Reply:
+        headers = [("x-fal-target-url", "https://queue.fal.run" + path), *auth(ALICE)]
         return client.request(method, "/api/fal/proxy", json=body, headers=headers)
 
-    submitted = fal("POST", "/fal-ai/flux/dev", ALICE, {"prompt": "p", "num_images": 3})
-    request_id = submitted.json()["request_id"]  # ...-000000000003: 3 units
-    assert fal("GET", f"/fal-ai/flux/requests/{request_id}", BOB).status == 200
-    lines = log_lines(log, 2)
-    assert "usage" not in lines[0] or lines[0]["usage"] == {}
-    assert lines[1]["usage"] == {"units": 3} and lines[1]["cost"] == pytest.approx(0.075)
-    assert lines[1]["identity"] == "token:bob"
-    assert usage_of(proc.port, BOB).json()["spent"] == pytest.approx(0.075)
-    assert usage_of(proc.port, ALICE).json()["spent"] == 0
+    def submit() -> Reply:
+        return fal("POST", "/fal-ai/flux/dev", {"prompt": "p", "num_images": 1})
+
+    first, second = submit(), submit()
+    assert first.status == second.status == 200
+    held = usage_of(proc.port, ALICE).json()
+    assert held["reserved"] == pytest.approx(0.2) and held["spent"] == 0
+    assert submit().status == 429  # 0.2 held + 0.1 > 0.25
+    request_id = first.json()["request_id"]  # ...-000000000001: it billed 1 unit
+    assert fal("GET", f"/fal-ai/flux/requests/{request_id}").status == 200
+    lines = log_lines(log, 4)
+    assert lines[0]["charged"] == "held" and lines[3]["usage"] == {"units": 1}
+    assert lines[3]["cost"] == pytest.approx(0.025)
+    settled = usage_of(proc.port, ALICE).json()
+    assert settled["spent"] == pytest.approx(0.025) and settled["reserved"] == pytest.approx(0.1)
+    assert submit().status == 200  # 0.025 + 0.1 + 0.1 fits
 
 
 # -- budgets ------------------------------------------------------------------------------------
@@ -437,6 +446,19 @@ def test_usage_endpoint_authentication(keyrelay_factory, fakes, tmp_path) -> Non
     assert bob["identity"] == "token:bob" and bob["spent"] == pytest.approx(0.005)
     daily = bob["periods"]["daily"]
     assert daily["resets_at"].endswith("T00:00:00Z") and daily["budget"] == 1.0
+    assert chat(client, ALICE, cap=20).status == 200
+    assert usage_of(proc.port, BOB, "?top=5").status == 403  # only the admin lists identities
+    top = usage_of(proc.port, ADMIN, "?top=5").json()
+    assert top["period"] == "daily"
+    assert [(i["identity"], i["spent"]) for i in top["identities"]] == [
+        ("token:alice", pytest.approx(0.01)),
+        ("token:bob", pytest.approx(0.005)),
+    ]
+    assert usage_of(proc.port, ADMIN, "?top=5&period=monthly").json()["identities"][1] == {
+        "identity": "token:bob",
+        "spent": pytest.approx(0.005),
+    }
+    assert usage_of(proc.port, ADMIN, "?top=0").status == 400
 
 
 def test_memory_books_reset_on_restart(keyrelay_factory, fakes, tmp_path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -248,5 +249,39 @@ def test_an_answer_without_its_usage_is_charged_its_reservation(tmp_path: Path) 
         budget.response(flow)
         state = flowstate.of(flow)
         assert state["charged"] == "reservation" and state["cost"] >= 0.01
+
+    run(scenario)
+
+
+def test_a_running_call_keeps_its_lease_and_a_finished_one_stops_the_renewals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease outlives a crash by LEASE_SECONDS only: a call that runs longer is renewed."""
+    from addon.budget import component
+    from addon.budget.books import LEASE_SECONDS, account_key, periods
+    from addon.budget.memory import MemoryBooks
+
+    monkeypatch.setattr(component, "RENEW_EVERY", 0.01)
+    loaded, budget = setup(tmp_path)
+    now = [1_000_000.0]
+    budget.books = books = MemoryBooks(clock=lambda: now[0])
+
+    async def reserved() -> int:
+        keys = tuple(account_key("token:alice", p) for p in periods(component.datetime.now(UTC)))
+        return (await books.read(keys))[0].get("reserved", 0)
+
+    async def scenario() -> None:
+        flow, route = chat_flow(loaded, {**CHAT, "stream": False})
+        assert budget.requestheaders(flow, route) is None and await budget.request(flow) is None
+        held = await reserved()
+        assert held > 0
+        for _ in range(3):  # three lease lengths: alive only because it was renewed
+            now[0] += LEASE_SECONDS - 1
+            await asyncio.sleep(0.05)
+        assert await reserved() == held
+        flow.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
+        budget.response(flow)
+        await asyncio.sleep(0.05)
+        assert await reserved() == 0 and budget._renewing is None
 
     run(scenario)
