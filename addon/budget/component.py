@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 from mitmproxy import http
 
 from addon import flowstate, header_index, tasks
+from addon.budget import jobs, reading, refusals
 from addon.budget.books import (
     GRACE,
     LEASE_SECONDS,
@@ -42,7 +42,6 @@ from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.guard import body_rules
 from addon.guard.component import buffer_limit
-from addon.jobs import objects
 from addon.metering import prices
 from addon.metering.stream import StreamMeter
 from addon.metering.usage import Usage, from_body, from_headers
@@ -56,7 +55,6 @@ from addon.transport.component import add_stage, is_event_stream, websocket_open
 
 logger = logging.getLogger(__name__)
 
-EXHAUSTED = "budget-exhausted"
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
 # Meters whose answer carries the usage (a job's, its result: the submit holds for it).
@@ -64,23 +62,6 @@ _ANSWER_METERED = ("tokens", "characters", "images", "units")
 # Output tokens a stopped stream is charged beyond what it passed on: those the provider made
 # before it saw the stop.
 CUT_MARGIN = 128
-# Tools the provider runs and bills per use, beyond tokens (Anthropic's server tools, OpenAI's
-# built-in tools); client tools (functions, bash, text editor) cost only their tokens.
-_PAID_TOOLS = (
-    "web_search",
-    "web_fetch",
-    "code_execution",
-    "code_interpreter",
-    "file_search",
-    "image_generation",
-    "mcp",
-)
-# Fields that add a stored context, billed as input, that the body does not show (Responses API).
-_STORED_CONTEXT = ("previous_response_id", "conversation")
-# How long a job's reservation is held for its result (fal bills a job when it runs, and its
-# units arrive with the result): fetched later, the expiry has charged the reservation and the
-# result is charged only what it costs beyond.
-JOB_HOLD = 3600
 
 
 def make_books(spec: BackendSpec) -> BudgetStore:
@@ -98,6 +79,7 @@ class _Call:
     provider: Provider
     identity: str
     endpoint: str  # upstream path without the leading "/" (fal prices match it)
+    host: str  # upstream host
     operation: Operation | None = None  # what the profile knows the call as (its meter)
     model: str | None = None  # from the request body; the answer's own wins
     strip: bool = False  # keyrelay asked for a chat stream's usage: take it out again
@@ -158,8 +140,8 @@ class Budget:
         request, provider = flow.request, route.provider
         state = flowstate.of(flow)
         endpoint = route.path.partition("?")[0][1:]
-        call = _Call(provider, state.get("identity", "-"), endpoint, route.operation)
-        if self.limited(provider) and (refusal := _unmeterable(request, route)):
+        call = _Call(provider, state.get("identity", "-"), endpoint, route.host, route.operation)
+        if self.limited(provider) and (refusal := refusals.unmeterable(request, route)):
             return refusal
         self._calls[flow.id] = call
         if request.method not in body_rules.BODY_METHODS:
@@ -190,16 +172,22 @@ class Budget:
             self.ask_for_usage and _chat(call.endpoint) and (b'"stream"' in body or b"\\u" in body)
         )
         limited = self.limited(call.provider)
-        facts, data = prices.RequestFacts(), None
+        facts, data, form = prices.RequestFacts(), None, False
         if chat or limited or (call.provider.prices and body):  # else nothing depends on it
-            facts, data = prices.read_body(body)  # parsed, never byte-searched
+            read = reading.read(request, body, call.operation)  # parsed, never byte-searched
+            if isinstance(read, Refusal):
+                if limited:
+                    self._calls.pop(flow.id, None)
+                    return read
+            else:
+                facts, data, form = read
         call.model = facts.model
-        if limited and data is not None and (refusal := _unreadable(data)):
+        if limited and data is not None and (refusal := refusals.unreadable(data)):
             self._calls.pop(flow.id, None)
             return refusal
         if refusal := await self._reserve(flow, call, facts, limited):
             return refusal
-        if chat and data is not None and _wants_usage(data):
+        if chat and data is not None and not form and _wants_usage(data):
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
             call.client_body = body
             request.content = json.dumps(data).encode()
@@ -220,11 +208,14 @@ class Budget:
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
         if price is None:  # never free: what cannot be priced is refused
             self._calls.pop(flow.id, None)
-            return _unpriced(flow, call, facts.model or call.endpoint)
+            name = call.operation.name if call.operation else method
+            return refusals.unpriced(provider.name, name, facts.model or call.endpoint)
         if method not in body_rules.BODY_METHODS:
             # A read whose answer carries the cost (fal's result): settled then, against what
             # its job holds (its submit's worst case).
-            call.lease = _job_lease(flow, call)
+            call.lease = jobs.lease_fetched(
+                provider, call.operation, method, call.host, "/" + call.endpoint
+            )
             if call.lease:
                 call.reserved = prices.worst_case(price, facts, None, "POST")
             return None
@@ -240,7 +231,7 @@ class Budget:
             period = periods(now)[blocked - 1]
             if (limit := _tightest(account)) is not None and amount > limit:
                 return await self._exceeds(account, provider.name, period, amount, limit)
-            return exhausted(period, now)
+            return refusals.exhausted(period, now)
         call.reserved, call.lease = amount, flow.id
         if self._renewing is None:
             self._renewing = tasks.spawn(self._renew())
@@ -270,8 +261,7 @@ class Budget:
     async def _exceeds(
         self, account: Account, provider: str, period: Period, amount: int, limit: int
     ) -> Refusal:
-        """403: no wait makes this request fit (429 with Retry-After would have clients wait for
-        nothing). With what is left, read from the books."""
+        """The 403 for a request no wait makes fit, with what is left, read from the books."""
         assert self.books is not None
         try:
             fields = (await self.books.read((account.key,)))[0]
@@ -281,14 +271,7 @@ class Budget:
             fields.get("spent", 0) + fields.get("reserved", 0),
             fields.get(f"spent:{provider}", 0) + fields.get(f"reserved:{provider}", 0),
         )
-        left = max(0, limit - held)
-        return Refusal(
-            403,
-            "request-exceeds-budget",
-            f"this request may cost up to ${prices.usd(amount)}, more than the whole "
-            f"{period.name} budget (${prices.usd(limit)}; ${prices.usd(left)} left): lower "
-            "max_tokens (or the request's other counts)",
-        )
+        return refusals.exceeds(period, amount, limit, max(0, limit - held))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Usage in the head; a stream metered chunk by chunk, after decoding, before masking."""
@@ -311,7 +294,11 @@ class Budget:
         if call is None:
             return
         self._read_buffered(flow, call)
-        if job := _created_job(flow, call):
+        response = flow.response
+        job = None
+        if response is not None and call.lease == flow.id and not call.usage:
+            job = jobs.created(call.provider, call.operation, response)
+        if job is not None:
             # The job bills when it runs; its units come with its result: the reservation is
             # held for it (charged if nobody fetches it).
             flowstate.of(flow)["charged"] = "held"
@@ -444,116 +431,9 @@ def _cut(call: _Call, *, ended: bool) -> bool:
     return not ended or bool(meter.usage)
 
 
-def _job_lease(flow: http.HTTPFlow, call: _Call) -> str | None:
-    """The lease of the job whose result a read fetches (fal's `GET .../requests/{id}`)."""
-    operation = call.operation
-    if operation is None or operation.meter != "units":
-        return None
-    request = flow.request
-    found = operation.match(request.method, request.pretty_host, request.path) or {}
-    specs = call.provider.catalogue.objects
-    for kind, value in found.items():
-        return f"job:{specs[kind].key(unquote(value).lower())}"
-    return None
-
-
-def _created_job(flow: http.HTTPFlow, call: _Call) -> Lease | None:
-    """The job a reserved call's answer created, when the job's usage comes later (with its
-    result): its lease holds the reservation."""
-    operation, response = call.operation, flow.response
-    if (
-        operation is None
-        or operation.creates is None
-        or operation.meter != "units"
-        or call.lease != flow.id
-        or response is None
-        or not 200 <= response.status_code < 300
-        or call.usage
-    ):
-        return None
-    spec = call.provider.catalogue.objects[operation.creates]
-    body = b"" if response.stream else header_index.content(response) or b""
-    job = objects.id_in_answer(spec, body, header_index.lookup(response.headers))
-    return Lease(f"job:{spec.key(job)}", JOB_HOLD, charge=True) if job else None
-
-
 def _tightest(account: Account) -> int | None:
     limits = [x for x in (account.limit, account.provider_limit) if x is not None]
     return min(limits) if limits else None
-
-
-def _unmeterable(request: http.Request, route: Route) -> Refusal | None:
-    """Under a budget: what keyrelay cannot meter is refused, never free."""
-    if header_index.asks_for_websocket(request.headers):
-        return Refusal(
-            403,
-            "websocket-unmetered",
-            f"{route.provider.name}: a WebSocket's usage is not metered, so under a budget it "
-            "is refused",
-        )
-    operation = route.operation
-    if operation is None or operation.meter is None:
-        what = operation.name if operation else f"{request.method} {route.host}"
-        return Refusal(
-            403,
-            "unpriced",
-            f"{route.provider.name}: {what} cannot be priced by keyrelay, so under a budget it "
-            "is refused",
-        )
-    return None
-
-
-def _unreadable(data: dict[str, Any]) -> Refusal | None:
-    """Counts that set the worst case, read as the provider reads them; a background job."""
-    if problem := prices.invalid_count(data):
-        return Refusal(400, "invalid-count", problem)
-    if data.get("background") is True:
-        return Refusal(
-            403,
-            "unpriced",
-            "a background response's usage arrives after its answer, so under a budget it is "
-            "refused",
-        )
-    tools = data.get("tools")
-    for tool in tools if isinstance(tools, list) else ():
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if isinstance(kind, str) and kind.startswith(_PAID_TOOLS):
-            return Refusal(
-                403,
-                "unpriced",
-                f"the {kind[:60]!r} tool is billed per use, which keyrelay does not meter, so "
-                "under a budget it is refused",
-            )
-    for name in _STORED_CONTEXT:
-        if data.get(name) is not None:
-            return Refusal(
-                403,
-                "unpriced",
-                f"{name} bills a stored context of unknown size as input, so under a budget it is "
-                "refused: send the conversation in the request instead",
-            )
-    return None
-
-
-def _unpriced(flow: http.HTTPFlow, call: _Call, what: str) -> Refusal:
-    name = call.operation.name if call.operation else flow.request.method
-    return Refusal(
-        403,
-        "unpriced",
-        f"{call.provider.name}: {name} for {what[:100]!r} has no price in rules.yaml, so under a "
-        "budget it is refused",
-    )
-
-
-def exhausted(period: Period, now: datetime) -> Refusal:
-    wait = period.seconds_left(now)
-    resets = period.resets.isoformat().replace("+00:00", "Z")
-    return Refusal(
-        429,
-        EXHAUSTED,
-        f"the {period.name} budget cannot cover this request; it resets at {resets}",
-        headers=(("retry-after", str(wait)),),
-    )
 
 
 def _nano(usd: float | None) -> int | None:

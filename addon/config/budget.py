@@ -13,6 +13,7 @@
         prices: [{endpoint: "fal-ai/flux/*", unit: 0.025, reserve: 4}]  # per billable unit
       openai:
         prices: [{model: "gpt-image-1", image: 0.25}]   # per image made
+        # also {model: "sora-2", second: 0.10}, {model: "whisper-1", second: 0.0001}
 
 The metering and the arithmetic are in addon/metering/; the books in addon/budget/.
 """
@@ -27,7 +28,7 @@ from addon.config.node import Node
 # Anthropic's multipliers of the input price, for a price that names none.
 CACHE_READ_FACTOR = 0.1
 CACHE_WRITE_FACTOR = 1.25
-_RATES = ("input", "output", "cache_read", "cache_write", "characters", "unit", "image")
+_RATES = ("input", "output", "cache_read", "cache_write", "characters", "unit", "image", "second")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Price:
     characters: float = 0.0
     unit: float = 0.0
     image: float = 0.0  # per image made (OpenAI images: set the dearest size and quality you allow)
+    second: float = 0.0  # per second of audio heard or video made
     reserve: float = 0.0  # units reserved before a request to a matching endpoint
 
     def matches(self, model: str | None, endpoint: str) -> bool:

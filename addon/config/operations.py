@@ -38,7 +38,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 # How a call is metered under a budget (addon/budget/): what its answer says it used, priced by
 # the provider's `prices:`. `free`: costs nothing. An operation with none cannot be priced: under
 # a budget it is refused (403 unpriced), never free.
-Meter = Literal["tokens", "characters", "units", "images", "free"]
+Meter = Literal["tokens", "characters", "units", "images", "seconds", "free"]
 METERS: tuple[str, ...] = get_args(Meter)
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")
@@ -195,6 +195,7 @@ class Operation:
     creates: str | None = None  # the object type its answer creates
     creates_if: str | None = None  # ...only when this top-level body field is true (`store`)
     meter: Meter | None = None  # how a budget prices it; None: it cannot be priced
+    reserve: float | None = None  # in the meter's unit, when the request names no count
     clients: tuple[str, ...] = ()  # which clients call it (docs)
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
@@ -322,6 +323,9 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
         creates_if = entry.text("creates_if", None)
         if creates_if is not None and creates is None:
             entry.fail("only applies with creates", "creates_if")
+        reserve = entry.number("reserve", None)
+        if reserve is not None and (meter != "seconds" or reserve <= 0):
+            entry.fail("a positive number of seconds, for `meter: seconds` only", "reserve")
         operations.append(
             Operation(
                 name=name,
@@ -332,6 +336,7 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
                 creates=creates,
                 creates_if=creates_if,
                 meter=meter,
+                reserve=reserve,
                 clients=entry.texts("clients", ()),
             )
         )

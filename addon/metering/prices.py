@@ -21,8 +21,10 @@ from addon.metering.usage import (
     IMAGES,
     INPUT,
     OUTPUT,
+    SECONDS,
     UNITS,
     Usage,
+    seconds_of,
 )
 
 NANO = 1_000_000_000  # nano-dollars per dollar
@@ -31,6 +33,9 @@ TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 DEFAULT_OUTPUT_TOKENS = 4096  # a body that names no cap, under a provider with no validation cap
 IMAGE_TOKENS = 1600  # the most an image costs as input (Anthropic: ~1,600 tokens at 1.15 MP)
 _INLINE_DATA = 1024  # a string this long under `data` or as a data: URL is an image or a file
+# The fewest bytes a second of uploaded audio takes (Opus at 6 kbit/s, the lowest rate the
+# formats OpenAI reads are made at): an upload's size bounds the seconds it can be billed for.
+AUDIO_BYTES_PER_SECOND = 750
 
 
 _SNAPSHOT = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
@@ -67,6 +72,8 @@ def invalid_count(data: dict[str, Any]) -> str | None:
         value = data[name]
         if type(value) is not int or value < least:
             return f"{name} must be a whole number of at least {least}"
+    if data.get("seconds") is not None and seconds_of(data["seconds"]) is None:
+        return "seconds must be a number of at least 0"
     return None
 
 
@@ -79,7 +86,11 @@ def cost(price: Price, usage: Usage) -> int:
         + usage.get(CACHE_WRITE, 0) * price.cache_write
         + usage.get(CHARACTERS, 0) * price.characters
     )
-    each = usage.get(UNITS, 0) * price.unit + usage.get(IMAGES, 0) * price.image
+    each = (
+        usage.get(UNITS, 0) * price.unit
+        + usage.get(IMAGES, 0) * price.image
+        + usage.get(SECONDS, 0) * price.second
+    )
     return round(per_million * _PER_MILLION + each * NANO)
 
 
@@ -96,6 +107,8 @@ class RequestFacts:
     input_bound: int = 0  # input tokens cannot exceed this
     text_chars: int | None = None  # ElevenLabs: the `text` to speak
     choices: int = 1  # OpenAI's `n`: that many outputs, each up to the cap
+    seconds: float | None = None  # of video asked for (OpenAI's `seconds`)
+    size: int = 0  # the body's bytes (an upload's bound its audio's seconds)
 
 
 def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
@@ -107,22 +120,27 @@ def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
         except (ValueError, UnicodeDecodeError):
             data = None
     if not isinstance(data, dict):
-        return RequestFacts(input_bound=len(body)), None
+        return RequestFacts(input_bound=len(body), size=len(body)), None
+    return facts_of(data, len(body)), data
+
+
+def facts_of(data: dict[str, Any], size: int, *, form: bool = False) -> RequestFacts:
+    """What a request's fields say (a JSON body's, or a form's: `form`, whose input is bounded
+    by its size, files included)."""
     model = data.get("model", data.get("model_id"))
     caps = [
         v for f in TOKEN_FIELDS if isinstance(v := data.get(f), int) and not isinstance(v, bool)
     ]
     text = data.get("text", data.get("input"))  # ElevenLabs' `text`, OpenAI speech's `input`
     n = data.get("n")
-    return (
-        RequestFacts(
-            model=model if isinstance(model, str) else None,
-            max_output=max(caps) if caps else None,
-            input_bound=_input_bound(data),
-            text_chars=len(text) if isinstance(text, str) else None,
-            choices=n if type(n) is int and n > 1 else 1,
-        ),
-        data,
+    return RequestFacts(
+        model=model if isinstance(model, str) else None,
+        max_output=max(caps) if caps else None,
+        input_bound=size if form else _input_bound(data),
+        text_chars=len(text) if isinstance(text, str) else None,
+        choices=n if type(n) is int and n > 1 else 1,
+        seconds=seconds_of(data.get("seconds")),
+        size=size,
     )
 
 
@@ -151,6 +169,11 @@ def worst_case(
         return math.ceil(price.reserve * price.unit * NANO) if method == "POST" else 0
     if price.image:
         return math.ceil(facts.choices * price.image * NANO)
+    if price.second:  # video asked for by length; else audio, bounded by the upload's size
+        seconds = facts.seconds
+        if seconds is None:
+            seconds = facts.size / AUDIO_BYTES_PER_SECOND
+        return math.ceil(facts.choices * seconds * price.second * NANO)
     if price.characters:
         chars = facts.text_chars if facts.text_chars is not None else facts.input_bound
         return math.ceil(chars * price.characters * _PER_MILLION)

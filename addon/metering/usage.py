@@ -19,7 +19,8 @@ CACHE_WRITE = "cache_creation_input_tokens"
 CHARACTERS = "characters"
 UNITS = "units"
 IMAGES = "images"
-NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS, IMAGES)
+SECONDS = "seconds"
+NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS, IMAGES, SECONDS)
 
 MAX_JSON_BODY = 8 << 20  # a buffered answer larger than this is not parsed for usage
 
@@ -87,7 +88,32 @@ def from_body(body: bytes) -> tuple[Usage, str | None]:
     usage = normalise(data.get("usage"))
     if (images := _images(data)) is not None:
         usage[IMAGES] = images
+    if (seconds := _seconds(data)) is not None:
+        usage[SECONDS] = seconds
     return usage, model if isinstance(model, str) else None
+
+
+def _seconds(data: dict[str, Any]) -> float | None:
+    """OpenAI's transcription usage (`{"type": "duration", "seconds": 9}`), or a video job
+    (`"object": "video"`, `"seconds": "8"`: a string, as the API names it)."""
+    usage = data.get("usage")
+    if isinstance(usage, Mapping) and usage.get("type") == "duration":
+        return seconds_of(usage.get("seconds"))
+    if data.get("object") == "video":
+        return seconds_of(data.get("seconds"))
+    return None
+
+
+def seconds_of(value: Any) -> float | None:
+    """A count of seconds as OpenAI takes one: a number or a numeric string; None if neither."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value < float("inf") else None
 
 
 def _images(data: dict[str, Any]) -> int | None:

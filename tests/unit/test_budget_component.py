@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,11 @@ CHAT = {
 }
 
 
-def setup(tmp_path: Path) -> tuple[Rules, Budget]:
+def setup(
+    tmp_path: Path, prices: list[dict[str, Any]] = FLAT, daily: float = 1.0
+) -> tuple[Rules, Budget]:
     path = tmp_path / "rules.yaml"
-    path.write_text(rules(top={"budget": {"daily": 1.0}}, openai={"prices": FLAT}))
+    path.write_text(rules(top={"budget": {"daily": daily}}, openai={"prices": prices}))
     loaded = load(path, {})
     budget = Budget()
     with Resources().reload() as live:
@@ -151,9 +153,9 @@ def test_under_a_budget_what_cannot_be_priced_is_refused_and_the_free_is_free(
     tmp_path: Path,
 ) -> None:
     loaded, budget = setup(tmp_path)
-    whisper = {"model": "whisper-1"}
-    transcription = call(loaded, "POST", "/api/openai/audio/transcriptions", whisper)
-    assert refused(*transcription, budget) == (403, "unpriced")  # no meter for audio yet
+    secret = {"session": {"type": "realtime", "model": "gpt-realtime"}}
+    minted = call(loaded, "POST", "/api/openai/realtime/client_secrets", secret)
+    assert refused(*minted, budget) == (403, "unpriced")  # a key that spends unmetered
     socket = call(loaded, "GET", "/api/openai/realtime", None)
     socket[0].request.headers.update(upgrade="websocket", connection="Upgrade")
     assert refused(*socket, budget) == (403, "websocket-unmetered")
@@ -285,3 +287,103 @@ def test_a_running_call_keeps_its_lease_and_a_finished_one_stops_the_renewals(
         assert await reserved() == 0 and budget._renewing is None
 
     run(scenario)
+
+
+PER_UNIT = [
+    {"model": "sora-2", "second": 0.1},
+    {"model": "whisper-1", "second": 0.0001},
+    {"model": "gpt-image-1", "image": 0.25},
+]
+
+
+def form(fields: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart body as the SDKs send one, and its content type."""
+    boundary = "----keyrelay-test"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        + value
+        + b"\r\n"
+        for name, value in fields
+    ]
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def priced(
+    budget: Budget, flow: http.HTTPFlow, route: Route, answer: dict[str, Any]
+) -> tuple[float, float]:
+    """(what was reserved, what was charged), in USD."""
+    from addon.budget.books import account_key, periods
+    from addon.metering.prices import usd
+
+    seen: list[float] = []
+
+    async def scenario() -> None:
+        assert budget.requestheaders(flow, route) is None and await budget.request(flow) is None
+        assert budget.books is not None
+        keys = tuple(account_key("token:alice", p) for p in periods(datetime.now(UTC)))
+        seen.append(usd((await budget.books.read(keys))[0].get("reserved", 0)))
+        headers = {"content-type": "application/json"}
+        flow.response = http.Response.make(200, json.dumps(answer).encode(), headers)
+        budget.responseheaders(flow)
+        budget.response(flow)
+        seen.append(flowstate.of(flow)["cost"])
+        await asyncio.sleep(0)  # the settlement, before the next call reads the books
+
+    run(scenario)
+    return seen[0], seen[1]
+
+
+def with_form(flow: http.HTTPFlow, fields: list[tuple[str, bytes]]) -> http.HTTPFlow:
+    flow.request.content, flow.request.headers["content-type"] = form(fields)
+    return flow
+
+
+@pytest.mark.parametrize(
+    ("body", "reserved", "answered", "charged"),
+    [
+        ({"seconds": "8"}, 0.8, "8", 0.8),
+        ({"seconds": 4}, 0.4, "4", 0.4),
+        ({}, 1.2, "4", 0.4),  # OpenAI makes 4 s by default; the longest (12) is reserved
+    ],
+)
+def test_a_video_reserves_its_seconds_and_costs_what_its_job_says(
+    tmp_path: Path, body: dict[str, Any], reserved: float, answered: str, charged: float
+) -> None:
+    loaded, budget = setup(tmp_path, PER_UNIT, daily=10.0)
+    flow, route = call(loaded, "POST", "/api/openai/videos", {"model": "sora-2", **body})
+    answer = {"object": "video", "id": "video_0123456789", "model": "sora-2", "seconds": answered}
+    assert priced(budget, flow, route, answer) == (pytest.approx(reserved), pytest.approx(charged))
+
+
+def test_forms_are_read_for_their_counts(tmp_path: Path) -> None:
+    loaded, budget = setup(tmp_path, PER_UNIT, daily=10.0)
+    image = b"\x89PNG" + b"\x00" * 5000
+
+    def edit(*fields: tuple[str, bytes]) -> tuple[http.HTTPFlow, Route]:
+        flow, route = call(loaded, "POST", "/api/openai/images/edits", {})
+        return with_form(flow, [("model", b"gpt-image-1"), ("image", image), *fields]), route
+
+    answer = {"created": 1, "data": [{"b64_json": "aGk="}, {"b64_json": "aGk="}]}
+    assert priced(budget, *edit(("n", b"3")), answer) == (0.75, 0.5)
+    assert refused(*edit(("n", b"2"), ("n", b"1")), budget) == (400, "invalid-count")
+    assert refused(*edit(("n", b"-1")), budget) == (400, "invalid-count")
+
+    video, route = call(loaded, "POST", "/api/openai/videos", {})
+    video = with_form(video, [("model", b"sora-2"), ("prompt", b"a cat"), ("seconds", b"4")])
+    done = {"object": "video", "id": "video_0123456789", "seconds": "4"}
+    assert priced(budget, video, route, done) == (pytest.approx(0.4), pytest.approx(0.4))
+
+
+def test_a_transcription_reserves_what_its_upload_can_hold_and_costs_its_seconds(
+    tmp_path: Path,
+) -> None:
+    loaded, budget = setup(tmp_path, PER_UNIT, daily=10.0)
+    flow, route = call(loaded, "POST", "/api/openai/audio/transcriptions", {})
+    audio = b"OggS" + b"\x00" * 15_000  # at 6 kbit/s, the least a second takes: 20 s at most
+    flow = with_form(flow, [("model", b"whisper-1"), ("file", audio)])
+    answer = {"text": "hi", "usage": {"type": "duration", "seconds": 19.5}}
+    reserved, charged = priced(budget, flow, route, answer)
+    assert charged == pytest.approx(19.5 * 0.0001)
+    assert 20 * 0.0001 <= reserved < 21 * 0.0001
