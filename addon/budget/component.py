@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import connection, http
 
 from addon import flowstate, header_index, tasks
 from addon.budget import jobs, reading, refusals
@@ -304,14 +304,19 @@ class Budget:
             flowstate.of(flow)["charged"] = "held"
             tasks.spawn(self._hold(call, job))
             return
-        self._settle(flow, call, cut=_cut(call, ended=True))
+        # keyrelay gave up waiting (a first-byte timeout): the provider may still finish and bill.
+        gave_up = flowstate.of(flow).get("timeout") == "first-byte"
+        self._settle(flow, call, cut=gave_up or _cut(call, ended=True))
 
     def error(self, flow: http.HTTPFlow) -> None:
-        """A flow that failed: upstream failures cost what was metered; a stream cut before its
-        final usage, its whole reservation."""
+        """A flow that failed: one that never reached the upstream costs nothing; a stream cut
+        before its final usage, what it can have used; any other call cut once sent (its client
+        left), its whole reservation: mitmproxy closes the upstream connection with the client's,
+        so the answer that would say its usage is never read, and the provider bills anyway."""
         call = self._calls.pop(flow.id, None)
         if call is not None:
-            self._settle(flow, call, cut=_cut(call, ended=False))
+            sent = call.stream is None and flow.response is None and _reached(flow.server_conn)
+            self._settle(flow, call, cut=sent or _cut(call, ended=False))
 
     websocket_end = error
 
@@ -429,6 +434,12 @@ def _cut(call: _Call, *, ended: bool) -> bool:
     if meter is None or meter.complete or call.usage:
         return False
     return not ended or bool(meter.usage)
+
+
+def _reached(server: connection.Server) -> bool:
+    """The request went out: the upstream connection was set up (TLS included)."""
+    done = server.timestamp_tls_setup if server.tls else server.timestamp_tcp_setup
+    return done is not None
 
 
 def _tightest(account: Account) -> int | None:

@@ -387,3 +387,25 @@ def test_a_transcription_reserves_what_its_upload_can_hold_and_costs_its_seconds
     reserved, charged = priced(budget, flow, route, answer)
     assert charged == pytest.approx(19.5 * 0.0001)
     assert 20 * 0.0001 <= reserved < 21 * 0.0001
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_a_call_whose_client_left_costs_its_reservation_once_sent(
+    tmp_path: Path, connected: bool
+) -> None:
+    """mitmproxy closes the upstream with the client: the answer naming the usage is never
+    read, and the provider bills what it made. A request that never went out costs nothing."""
+    loaded, budget = setup(tmp_path)
+
+    async def scenario() -> None:
+        flow, route = chat_flow(loaded, {**CHAT, "stream": False})
+        flow.server_conn.tls = False
+        flow.server_conn.timestamp_tcp_setup = 1.0 if connected else None
+        budget.requestheaders(flow, route)
+        await budget.request(flow)
+        budget.error(flow)
+        state = flowstate.of(flow)
+        assert state["cost"] == (pytest.approx(0.01) if connected else 0)
+        assert state.get("charged") == ("reservation" if connected else None)
+
+    run(scenario)
