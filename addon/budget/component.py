@@ -187,11 +187,20 @@ class Budget:
             return refusal
         if refusal := await self._reserve(flow, call, facts, limited):
             return refusal
-        if chat and data is not None and not form and _wants_usage(data):
+        if data is None or form or not self.ask_for_usage:
+            return None
+        rewrite = False
+        if chat and _wants_usage(data):
             data["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
+            call.strip = rewrite = True
+        cap = call.operation.output_cap if call.operation else None
+        if cap and call.lease == flow.id and facts.max_output is None:
+            # What was reserved assumed this cap: the provider's own default may be higher.
+            data[cap] = prices.output_tokens(facts, call.provider.validation.max_tokens)
+            rewrite = True
+        if rewrite:
             call.client_body = body
             request.content = json.dumps(data).encode()
-            call.strip = True
         return None
 
     async def _reserve(

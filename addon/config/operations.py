@@ -196,6 +196,9 @@ class Operation:
     creates_if: str | None = None  # ...only when this top-level body field is true (`store`)
     meter: Meter | None = None  # how a budget prices it; None: it cannot be priced
     reserve: float | None = None  # in the meter's unit, when the request names no count
+    # The body field the provider reads as its output cap: under a budget, a request that names
+    # none is sent with the cap its reservation assumed (the provider's default may be higher).
+    output_cap: str | None = None
     clients: tuple[str, ...] = ()  # which clients call it (docs)
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
@@ -323,6 +326,9 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
         creates_if = entry.text("creates_if", None)
         if creates_if is not None and creates is None:
             entry.fail("only applies with creates", "creates_if")
+        output_cap = entry.text("output_cap", None)
+        if output_cap is not None and meter != "tokens":
+            entry.fail("for `meter: tokens` only", "output_cap")
         reserve = entry.number("reserve", None)
         if reserve is not None and (meter != "seconds" or reserve <= 0):
             entry.fail("a positive number of seconds, for `meter: seconds` only", "reserve")
@@ -337,6 +343,7 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
                 creates_if=creates_if,
                 meter=meter,
                 reserve=reserve,
+                output_cap=output_cap,
                 clients=entry.texts("clients", ()),
             )
         )

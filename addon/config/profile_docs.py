@@ -6,6 +6,7 @@ tests/unit/test_docs.py keeps the page equal to what this renders."""
 
 from __future__ import annotations
 
+from addon.config.operations import Operation
 from addon.config.profiles import Profile, builtin_names, load
 
 HEADER = """# Built-in provider profiles
@@ -37,15 +38,30 @@ def _profile(profile: Profile) -> str:
             lines.append(
                 f"- `{spec.name}`: ids `{spec.form.pattern}`, named {' and '.join(where)}\n"
             )
-    lines.append("\n| operation | method and path | kind | open | for |\n|---|---|---|---|---|\n")
+    lines.append(
+        "\n| operation | method and path | kind | open | meter | for |\n|---|---|---|---|---|---|\n"
+    )
     for op in profile.operations:
         creates = f" (creates a `{op.creates}`)" if op.creates else ""
         pattern = op.pattern.text.replace("|", "\\|")
         opened = "yes" if op.browser else ""
         lines.append(
-            f"| `{op.name}` | `{pattern}` | {op.kind} | {opened} | {op.purpose}{creates} |\n"
+            f"| `{op.name}` | `{pattern}` | {op.kind} | {opened} | {_meter(op)} | "
+            f"{op.purpose}{creates} |\n"
         )
     return "".join(lines)
+
+
+def _meter(op: Operation) -> str:
+    """How a budget prices it: unpriced (refused under a budget) where it names no meter."""
+    if op.meter is None:
+        return "unpriced"
+    notes = []
+    if op.output_cap:
+        notes.append(f"sent `{op.output_cap}` if it names none")
+    if op.reserve is not None:
+        notes.append(f"{op.reserve:g} if it names none")
+    return op.meter + (f" ({'; '.join(notes)})" if notes else "")
 
 
 if __name__ == "__main__":

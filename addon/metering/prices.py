@@ -158,6 +158,13 @@ def _input_bound(value: Any, key: str = "") -> int:
     return 1
 
 
+def output_tokens(facts: RequestFacts, output_cap: int | None) -> int:
+    """The most output tokens one choice may make: the body's cap, else the provider's
+    `validation.max_tokens`, else DEFAULT_OUTPUT_TOKENS (sent as the cap, where the profile
+    names its field, so that the provider cannot make more)."""
+    return facts.max_output or output_cap or DEFAULT_OUTPUT_TOKENS
+
+
 def worst_case(
     price: Price | None, facts: RequestFacts, output_cap: int | None, method: str
 ) -> int:
@@ -177,7 +184,7 @@ def worst_case(
     if price.characters:
         chars = facts.text_chars if facts.text_chars is not None else facts.input_bound
         return math.ceil(chars * price.characters * _PER_MILLION)
-    output = (facts.max_output or output_cap or DEFAULT_OUTPUT_TOKENS) * facts.choices
+    output = output_tokens(facts, output_cap) * facts.choices
     input_price = max(price.input, price.cache_write, price.cache_read)
     per_million = facts.input_bound * input_price + output * price.output
     return math.ceil(per_million * _PER_MILLION)

@@ -409,3 +409,28 @@ def test_a_call_whose_client_left_costs_its_reservation_once_sent(
         assert state.get("charged") == ("reservation" if connected else None)
 
     run(scenario)
+
+
+def test_a_request_naming_no_cap_is_sent_the_cap_its_reservation_assumed(tmp_path: Path) -> None:
+    """OpenAI's own default (16,384 for gpt-4o) is above what keyrelay reserves when a body
+    names no cap: the provider is told the reserved cap, so it cannot make more."""
+    from addon.budget.books import account_key, periods
+    from addon.metering.prices import usd
+
+    loaded, budget = setup(tmp_path, daily=10.0)
+    body = {k: v for k, v in CHAT.items() if k != "max_tokens"} | {"stream": False}
+
+    async def scenario() -> None:
+        flow, route = chat_flow(loaded, body)
+        original = flow.request.content
+        assert budget.requestheaders(flow, route) is None and await budget.request(flow) is None
+        assert budget.books is not None
+        keys = tuple(account_key("token:alice", p) for p in periods(datetime.now(UTC)))
+        reserved = usd((await budget.books.read(keys))[0]["reserved"])
+        sent = json.loads(flow.request.content or b"")
+        assert sent["max_completion_tokens"] * 0.001 == pytest.approx(reserved)  # FLAT prices
+        flow.response = http.Response.make(200, b"{}", {"content-type": "application/json"})
+        budget.response(flow)
+        assert flow.request.content == original  # saved flows show what the client sent
+
+    run(scenario)
