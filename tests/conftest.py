@@ -156,3 +156,26 @@ class ClientFactory:
     def close_all(self) -> None:
         for c in self.clients:
             c.close()
+
+
+# -- markers: what kind of test each is, by where it lives ---------------------------------------
+
+TESTS = Path(__file__).parent
+KINDS = ("unit", "e2e", "clients")
+# What starts a process or opens a socket: a unit test takes none of these.
+_PROCESSES = frozenset({"keyrelay", "keyrelay_factory", "upstream", "upstream_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`-m unit` runs the tests that need no process (under a minute); `-m e2e` the real
+    mitmdump's; `-m clients` the SDKs' and the browser's; `-m bench` the benchmarks' own."""
+    for item in items:
+        kind = item.path.relative_to(TESTS).parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under {', '.join(KINDS)}")
+        item.add_marker(kind)
+        if item.path.name.startswith("test_bench"):
+            item.add_marker("bench")
+        spawns = _PROCESSES.intersection(getattr(item, "fixturenames", ()))
+        if kind == "unit" and spawns:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test starts nothing ({sorted(spawns)})")

@@ -88,6 +88,7 @@ class _Call:
     stream: StreamMeter | None = None
     accounts: tuple[Account, ...] = ()
     reserved: int = 0  # nano-dollars
+    hidden: int = 0  # output tokens it may be billed that its stream does not show
     lease: str | None = None  # what it reserved under: its own lease, or its job's (a result)
 
 
@@ -181,7 +182,7 @@ class Budget:
                     return read
             else:
                 facts, data, form = read
-        call.model = facts.model
+        call.model, call.hidden = facts.model, facts.hidden_output
         if limited and data is not None and (refusal := refusals.unreadable(data)):
             self._calls.pop(flow.id, None)
             return refusal
@@ -373,10 +374,12 @@ class Budget:
         answered = response is not None and 200 <= response.status_code < 300
         # A cut stream, or an answer that should say its usage and does not: never under-counted.
         says_usage = call.operation is not None and call.operation.meter in _ANSWER_METERED
-        bound = call.stream.cut_usage(CUT_MARGIN) if cut and call.stream else None
+        bound = call.stream.cut_usage(CUT_MARGIN + call.hidden) if cut and call.stream else None
         if bound is not None and price is not None:
-            # A stopped stream costs what it can have used, not its whole reservation.
-            cost = max(cost, prices.cost(price, bound))
+            # A stopped stream costs what it can have used, not its whole reservation (which
+            # bounds it too: what it reserved is its worst case).
+            estimate = prices.cost(price, bound)
+            cost = max(cost, min(estimate, call.reserved) if call.reserved else estimate)
             state["charged"] = "estimate"
         elif (cut or (answered and says_usage and not usage)) and call.reserved > cost:
             cost = call.reserved

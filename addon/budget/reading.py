@@ -38,8 +38,12 @@ def read(
         facts, data = prices.facts_of(read, len(body), form=True), read
     else:
         facts, data = prices.read_body(body)
-    if facts.seconds is None and operation is not None and operation.reserve is not None:
+    if operation is None:
+        return facts, data, form
+    if facts.seconds is None and operation.reserve is not None:
         facts = dataclasses.replace(facts, seconds=operation.reserve)
+    if facts.tools and operation.tools_prompt:  # billed as input, not in the body
+        facts = dataclasses.replace(facts, input_bound=facts.input_bound + operation.tools_prompt)
     return facts, data, form
 
 

@@ -199,6 +199,7 @@ class Operation:
     # The body field the provider reads as its output cap: under a budget, a request that names
     # none is sent with the cap its reservation assumed (the provider's default may be higher).
     output_cap: str | None = None
+    tools_prompt: int = 0  # input tokens the provider adds when a request offers tools
     clients: tuple[str, ...] = ()  # which clients call it (docs)
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
@@ -329,6 +330,9 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
         output_cap = entry.text("output_cap", None)
         if output_cap is not None and meter != "tokens":
             entry.fail("for `meter: tokens` only", "output_cap")
+        tools_prompt = int(entry.number("tools_prompt", 0))
+        if tools_prompt and meter != "tokens":
+            entry.fail("for `meter: tokens` only", "tools_prompt")
         reserve = entry.number("reserve", None)
         if reserve is not None and (meter != "seconds" or reserve <= 0):
             entry.fail("a positive number of seconds, for `meter: seconds` only", "reserve")
@@ -344,6 +348,7 @@ def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple
                 meter=meter,
                 reserve=reserve,
                 output_cap=output_cap,
+                tools_prompt=tools_prompt,
                 clients=entry.texts("clients", ()),
             )
         )

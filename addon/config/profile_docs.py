@@ -59,6 +59,8 @@ def _meter(op: Operation) -> str:
     notes = []
     if op.output_cap:
         notes.append(f"sent `{op.output_cap}` if it names none")
+    if op.tools_prompt:
+        notes.append(f"{op.tools_prompt} input tokens more with tools")
     if op.reserve is not None:
         notes.append(f"{op.reserve:g} if it names none")
     return op.meter + (f" ({'; '.join(notes)})" if notes else "")

@@ -108,6 +108,8 @@ class RequestFacts:
     text_chars: int | None = None  # ElevenLabs: the `text` to speak
     choices: int = 1  # OpenAI's `n`: that many outputs, each up to the cap
     seconds: float | None = None  # of video asked for (OpenAI's `seconds`)
+    hidden_output: int = 0  # output billed but not streamed (Claude 4's thinking: a summary)
+    tools: bool = False  # it offers tools (Anthropic adds a system prompt for them)
     size: int = 0  # the body's bytes (an upload's bound its audio's seconds)
 
 
@@ -133,6 +135,8 @@ def facts_of(data: dict[str, Any], size: int, *, form: bool = False) -> RequestF
     ]
     text = data.get("text", data.get("input"))  # ElevenLabs' `text`, OpenAI speech's `input`
     n = data.get("n")
+    thinking = data.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
     return RequestFacts(
         model=model if isinstance(model, str) else None,
         max_output=max(caps) if caps else None,
@@ -141,21 +145,28 @@ def facts_of(data: dict[str, Any], size: int, *, form: bool = False) -> RequestF
         choices=n if type(n) is int and n > 1 else 1,
         seconds=seconds_of(data.get("seconds")),
         size=size,
+        hidden_output=budget if type(budget) is int and budget > 0 else 0,
+        tools=bool(data.get("tools")),
     )
 
 
 def _input_bound(value: Any, key: str = "") -> int:
-    """No token is shorter than a character: the body's characters bound its input tokens,
-    except inline images and files (base64), which cost at most IMAGE_TOKENS each."""
+    """No token is shorter than a byte (tokenizers work on UTF-8: a rare character may be four
+    tokens): the body's bytes bound its input tokens, except inline images and files (base64),
+    which cost at most IMAGE_TOKENS each."""
     if isinstance(value, str):
         if len(value) > _INLINE_DATA and (key == "data" or value.startswith("data:")):
             return IMAGE_TOKENS
-        return len(value) + 1
+        return _utf8(value) + 1
     if isinstance(value, dict):
-        return sum(len(k) + _input_bound(v, k) for k, v in value.items()) + 1
+        return sum(_utf8(k) + _input_bound(v, k) for k, v in value.items()) + 1
     if isinstance(value, list):
         return sum(_input_bound(v) for v in value) + 1
     return 1
+
+
+def _utf8(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def output_tokens(facts: RequestFacts, output_cap: int | None) -> int:

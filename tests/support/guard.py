@@ -84,3 +84,10 @@ def tampered(token: str) -> str:
     claims = {"sub": "mallory", "aud": AUDIENCE, "iss": ISSUER, "exp": int(time.time()) + 300}
     payload = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
     return f"{header}.{payload}.{signature}"
+
+
+def multipart_body(*parts: str, boundary: str = "XyZ") -> bytes:
+    """A multipart/form-data body of these parts (each its headers, a blank line, its value)."""
+    return ("".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n").encode(
+        "latin-1"
+    )

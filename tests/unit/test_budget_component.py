@@ -14,7 +14,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 from support import metered
-from support.guard import rules
+from support.guard import multipart_body, rules
 
 from addon import flowstate
 from addon.budget.component import Budget
@@ -298,16 +298,12 @@ PER_UNIT = [
 
 def form(fields: list[tuple[str, bytes]]) -> tuple[bytes, str]:
     """A multipart body as the SDKs send one, and its content type."""
-    boundary = "----keyrelay-test"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        + value
-        + b"\r\n"
+    parts = (
+        f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value.decode("latin-1")}'
         for name, value in fields
-    ]
-    return b"".join(
-        parts
-    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+    )
+    boundary = "keyrelay-test"
+    return multipart_body(*parts, boundary=boundary), f"multipart/form-data; boundary={boundary}"
 
 
 def priced(

@@ -290,3 +290,15 @@ def test_openai_speech_reserves_its_input_characters() -> None:
     price = Price("tts-1", False, characters=15.0)
     facts, _ = prices.read_body(json.dumps({"model": "tts-1", "input": "x" * 1000}).encode())
     assert prices.worst_case(price, facts, None, "POST") == 15 * prices.NANO // 1000  # $0.015
+
+
+def test_the_input_bound_counts_bytes_as_tokenizers_do() -> None:
+    """A rare character is four UTF-8 bytes, and may be four tokens: counting characters
+    would under-reserve a body of them."""
+    from addon.metering.prices import read_body
+
+    rare = "\U00012000" * 100  # cuneiform
+    facts, _ = read_body(json.dumps({"messages": [{"content": rare}]}, ensure_ascii=False).encode())
+    assert facts.input_bound >= len(rare.encode())
+    escaped, _ = read_body(json.dumps({"messages": [{"content": rare}]}).encode())  # \ud808\udc00
+    assert escaped.input_bound == facts.input_bound
