@@ -279,14 +279,15 @@ class KeyRelay:
             return route
         if refusal := self.transport.requestheaders(flow, route):  # size limit, streaming
             return refusal
-        if refusal := await self.guard.requestheaders(flow, route):  # who may, how often
+        caller = await self.guard.requestheaders(flow, route)  # who may, how often
+        if isinstance(caller, Refusal):
+            return caller
+        if refusal := await self.jobs.requestheaders(flow, route, caller):  # whose job it is
             return refusal
-        if refusal := await self.jobs.requestheaders(flow, route):  # whose job it is
-            return refusal
-        if refusal := self.budget.requestheaders(flow, route):  # keeps a costly body whole
+        if refusal := self.budget.requestheaders(flow, route, caller):  # keeps a costly body whole
             return refusal
         assert self.keys is not None
-        key = await self.keys.requestheaders(flow, route.provider)  # tenant, pool or shared
+        key = await self.keys.requestheaders(flow, route.provider, caller)  # tenant, pool, shared
         if isinstance(key, Refusal):
             return key
         self.routing.forward(flow, route, key.value)

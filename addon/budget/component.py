@@ -35,11 +35,13 @@ from addon.budget.books import (
 )
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
+from addon.caller import Caller
 from addon.config.budget import BudgetSpec
 from addon.config.limits import BackendSpec
 from addon.config.operations import Operation
 from addon.config.provider import Provider
 from addon.config.rules import Rules
+from addon.flowlocal import FlowLocal
 from addon.guard import body_rules
 from addon.guard.component import buffer_limit
 from addon.metering import prices
@@ -96,7 +98,7 @@ class Budget:
     def __init__(self) -> None:
         self.rules: Rules | None = None
         self.books: BudgetStore | None = None
-        self._calls: dict[str, _Call] = {}
+        self._calls: FlowLocal[_Call] = FlowLocal("budget.calls")
         self._renewing: asyncio.Task[None] | None = None
         self._warned: set[tuple[str, str]] = set()
         self._log = Every(LOG_EVERY)
@@ -135,16 +137,15 @@ class Budget:
 
     # -- hooks --------------------------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
+    def requestheaders(self, flow: http.HTTPFlow, route: Route, caller: Caller) -> Refusal | None:
         """Once the guard has admitted the request. A refusal: its body cannot be buffered, or
         under a budget, what keyrelay cannot meter (a WebSocket, an unpriceable operation)."""
         request, provider = flow.request, route.provider
-        state = flowstate.of(flow)
         endpoint = route.path.partition("?")[0][1:]
-        call = _Call(provider, state.get("identity", "-"), endpoint, route.host, route.operation)
+        call = _Call(provider, caller.identity, endpoint, route.host, route.operation)
         if self.limited(provider) and (refusal := refusals.unmeterable(request, route)):
             return refusal
-        self._calls[flow.id] = call
+        self._calls.set(flow, call)
         if request.method not in body_rules.BODY_METHODS:
             return None
         get_all = request.headers.get_all
@@ -162,7 +163,7 @@ class Budget:
 
     async def request(self, flow: http.HTTPFlow) -> Refusal | None:
         """The whole body: ask for a chat stream's usage, then reserve the worst case."""
-        call = self._calls.get(flow.id)
+        call = self._calls.get(flow)
         request = flow.request
         if call is None or flow.response is not None:
             return None
@@ -178,13 +179,13 @@ class Budget:
             read = reading.read(request, body, call.operation)  # parsed, never byte-searched
             if isinstance(read, Refusal):
                 if limited:
-                    self._calls.pop(flow.id, None)
+                    self._calls.pop(flow)
                     return read
             else:
                 facts, data, form = read
         call.model, call.hidden = facts.model, facts.hidden_output
         if limited and data is not None and (refusal := refusals.unreadable(data)):
-            self._calls.pop(flow.id, None)
+            self._calls.pop(flow)
             return refusal
         if refusal := await self._reserve(flow, call, facts, limited):
             return refusal
@@ -217,7 +218,7 @@ class Budget:
             return None
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
         if price is None:  # never free: what cannot be priced is refused
-            self._calls.pop(flow.id, None)
+            self._calls.pop(flow)
             name = call.operation.name if call.operation else method
             return refusals.unpriced(provider.name, name, facts.model or call.endpoint)
         if method not in body_rules.BODY_METHODS:
@@ -236,7 +237,7 @@ class Budget:
         except StoreError as e:
             return self.unavailable(e, call)
         if blocked:
-            self._calls.pop(flow.id, None)
+            self._calls.pop(flow)
             account = call.accounts[blocked - 1]
             period = periods(now)[blocked - 1]
             if (limit := _tightest(account)) is not None and amount > limit:
@@ -254,9 +255,9 @@ class Budget:
             while True:
                 await asyncio.sleep(RENEW_EVERY)
                 held: dict[tuple[Account, ...], list[str]] = {}
-                for flow_id, call in self._calls.items():
-                    if call.lease == flow_id:
-                        held.setdefault(call.accounts, []).append(flow_id)
+                for flow, call in self._calls.items():
+                    if call.lease == flow.id:
+                        held.setdefault(call.accounts, []).append(flow.id)
                 if not held or self.books is None:
                     return
                 for accounts, leases in held.items():
@@ -285,7 +286,7 @@ class Budget:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Usage in the head; a stream metered chunk by chunk, after decoding, before masking."""
-        call = self._calls.get(flow.id)
+        call = self._calls.get(flow)
         response = flow.response
         if call is None or response is None:
             return
@@ -300,7 +301,7 @@ class Budget:
     def response(self, flow: http.HTTPFlow) -> None:
         if websocket_open(flow):
             return
-        call = self._calls.pop(flow.id, None)
+        call = self._calls.pop(flow)
         if call is None:
             return
         self._read_buffered(flow, call)
@@ -323,7 +324,7 @@ class Budget:
         before its final usage, what it can have used; any other call cut once sent (its client
         left), its whole reservation: mitmproxy closes the upstream connection with the client's,
         so the answer that would say its usage is never read, and the provider bills anyway."""
-        call = self._calls.pop(flow.id, None)
+        call = self._calls.pop(flow)
         if call is not None:
             sent = call.stream is None and flow.response is None and _reached(flow.server_conn)
             self._settle(flow, call, cut=sent or _cut(call, ended=False))

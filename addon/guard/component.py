@@ -16,10 +16,13 @@ from mitmproxy.utils import human
 
 from addon import flowstate, header_index, tasks
 from addon.auth.gate import AuthSetupError, Gate
+from addon.auth.identity import anonymous
+from addon.caller import Caller
 from addon.config.node import ConfigError
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.cors import answers
+from addon.flowlocal import FlowLocal
 from addon.guard import body_rules, token_grants
 from addon.problems import Refusal
 from addon.ratelimit.limiter import Admitted, Limiter, make_store
@@ -39,8 +42,8 @@ class Guard:
         self.providers: dict[str, Provider] = {}
         self.gates: dict[str, Gate] = {}
         self.limiter: Limiter | None = None
-        # Open requests holding a concurrency slot, by flow id; they outlive a rules reload.
-        self._open: dict[str, Admitted] = {}
+        # Open requests holding a concurrency slot; they outlive a rules reload.
+        self._open: FlowLocal[Admitted] = FlowLocal("guard.open")
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         """Build this load's gates and limiter; the returned call installs them."""
@@ -70,25 +73,31 @@ class Guard:
 
     # -- hooks --------------------------------------------------------------------------------
 
-    async def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
-        """requestheaders, once routed: None lets the request go on."""
+    async def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Caller | Refusal:
+        """requestheaders, once routed: who is calling (the request goes on), or the refusal."""
         request = flow.request
         header = header_index.lookup(request.headers)
-        if answers.is_preflight(request.method, header):
-            return None  # CORS preflights carry no credentials and are answered without any
         provider = route.provider
         peer = flow.client_conn.peername
+        ip = str(peer[0]) if peer else "unknown"
+        if answers.is_preflight(request.method, header):
+            # CORS preflights carry no credentials (cors.py answers them before routing; one
+            # that got here is nobody's).
+            return Caller(str(anonymous(ip)))
         identity = await self.gates[provider.name].authenticate(
-            request.method, request.path, header, str(peer[0]) if peer else "unknown"
+            request.method, request.path, header, ip
         )
         if isinstance(identity, Refusal):
             return identity
-        state = flowstate.of(flow)
-        state["identity"] = str(identity)
         tenants = provider.credential.tenants
-        if tenants and tenants.claim and tenants.claim in identity.claims:
-            # Only the claim that picks the tenant's key is kept: metadata is saved with flows.
-            state["claims"] = {tenants.claim: str(identity.claims[tenants.claim])}
+        claims = {}
+        if tenants and tenants.claim and _tenant_claim(identity.claims.get(tenants.claim)):
+            claims[tenants.claim] = str(identity.claims[tenants.claim])
+        caller = Caller(str(identity), claims)
+        state = flowstate.of(flow)
+        state["identity"] = caller.identity  # for the access log and mitmweb
+        if claims:
+            state["claims"] = claims  # only the claim that picks the tenant's key: saved with flows
         # keyrelay's own credential never goes upstream (routing drops Authorization and
         # Cookie already; a custom header is dropped here).
         if provider.auth.header in header_index.index(request.headers):
@@ -119,8 +128,8 @@ class Guard:
         if isinstance(admitted, Refusal):
             return admitted
         if admitted.slots is not None:
-            self._open[flow.id] = admitted
-        return None
+            self._open.set(flow, admitted)
+        return caller
 
     def request(self, flow: http.HTTPFlow) -> Refusal | None:
         """The body rules, on the complete body."""
@@ -150,7 +159,7 @@ class Guard:
         `response` runs on its 101, the socket stays open; `websocket_end` gives it back."""
         if websocket_open(flow):
             return
-        admitted = self._open.pop(flow.id, None)
+        admitted = self._open.pop(flow)
         if admitted is not None and self.limiter is not None:
             tasks.spawn(self.limiter.release(admitted))
 
@@ -172,3 +181,8 @@ def buffer_limit() -> int | None:
         return human.parse_size(ctx.options.stream_large_bodies)
     except (AttributeError, ValueError):
         return None
+
+
+def _tenant_claim(value: object) -> bool:
+    """A claim that can name a tenant: a string or a whole number, never a boolean."""
+    return not isinstance(value, bool) and isinstance(value, str | int) and str(value) != ""

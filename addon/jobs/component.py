@@ -19,10 +19,12 @@ from typing import Any
 from mitmproxy import http
 
 from addon import flowstate, header_index
+from addon.caller import Caller
 from addon.config.limits import BackendSpec
 from addon.config.operations import ObjectSpec
 from addon.config.provider import Provider
 from addon.config.rules import Rules
+from addon.flowlocal import FlowLocal
 from addon.guard import body_rules
 from addon.guard.component import buffer_limit
 from addon.jobs import objects
@@ -57,7 +59,7 @@ class Ownership:
     def __init__(self) -> None:
         self.owners: Owners | None = None
         self.backend = BackendSpec()
-        self._calls: dict[str, _Call] = {}  # flow id -> what is left to check or record
+        self._calls: FlowLocal[_Call] = FlowLocal("jobs.calls")  # what is left to check or record
         # (provider, method, host, path) -> what it names; per rules load (install clears it)
         self._paths: Memo[tuple[str, str, str, str], tuple[objects.Named, ...] | None] = Memo(
             _REMEMBERED, _REMEMBERED_BYTES
@@ -74,15 +76,14 @@ class Ownership:
 
         return install
 
-    async def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
+    async def requestheaders(
+        self, flow: http.HTTPFlow, route: Route, caller: Caller
+    ) -> Refusal | None:
         provider = route.provider
         catalogue = provider.catalogue
         if not catalogue.objects or not provider.ownership.active(provider.auth.mode):
             return None
-        state = flowstate.of(flow)
-        identity = state.get("identity")
-        if identity is None:  # the guard runs first; without a caller nothing is anyone's
-            return Refusal(500, "internal-error", "the caller is not known")
+        state, identity = flowstate.of(flow), caller.identity
         path, _, query = route.path.partition("?")
         in_path = self._in_path(provider, flow.request.method, route.host, path)
         if in_path is None:
@@ -109,12 +110,12 @@ class Ownership:
         if creates_if is not None and not reads_body:
             creates = None  # no body that could say so: nothing is kept upstream
         if creates is not None or reads_body:
-            self._calls[flow.id] = _Call(provider, identity, creates, reads_body, creates_if)
+            self._calls.set(flow, _Call(provider, identity, creates, reads_body, creates_if))
         return None
 
     async def request(self, flow: http.HTTPFlow) -> Refusal | None:
         """A body that may name objects: every one it names must be the caller's."""
-        call = self._calls.get(flow.id)
+        call = self._calls.get(flow)
         if call is None or not call.reads_body or flow.response is not None:
             return None
         if flow.request.stream:
@@ -135,7 +136,7 @@ class Ownership:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Before transport plans the answer: a creating call's answer is read whole, unless
         it is an event stream (then `tap` finds the id as the stream passes)."""
-        call = self._calls.get(flow.id)
+        call = self._calls.get(flow)
         response = flow.response
         if call is None or call.creates is None or response is None:
             return
@@ -144,7 +145,7 @@ class Ownership:
 
     def tap(self, flow: http.HTTPFlow) -> None:
         """After transport decoded the stream: look for the created object's id in it."""
-        call = self._calls.get(flow.id)
+        call = self._calls.get(flow)
         response = flow.response
         if call is None or call.creates is None or response is None or not response.stream:
             return
@@ -154,7 +155,7 @@ class Ownership:
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Record a created object's owner (before a whole answer reaches the client)."""
-        call = self._calls.pop(flow.id, None)
+        call = self._calls.pop(flow)
         response = flow.response
         if call is None or call.creates is None or response is None:
             return
@@ -180,7 +181,7 @@ class Ownership:
                 logger.warning("keyrelay: jobs: could not record an owner (%s)", e)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._calls.pop(flow.id, None)
+        self._calls.pop(flow)
 
     def _in_path(
         self, provider: Provider, method: str, host: str, path: str

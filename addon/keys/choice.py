@@ -3,10 +3,10 @@ else the shared key (`key:` alternatives) or the pool's next key. Answers a Key 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
+from addon.caller import Caller
 from addon.config.credential import Credential
 from addon.keys.ids import key_id
 from addon.keys.live import LiveKey
@@ -49,10 +49,10 @@ class ProviderKeys:
                 return Key(member.value, member.placeholder)
         return None
 
-    async def pick(self, state: Mapping[str, Any]) -> Key | Refusal:
+    async def pick(self, caller: Caller) -> Key | Refusal:
         spec = self.credential.tenants
         if self.tenants is not None and spec is not None:
-            tenant = tenant_of(state, spec.claim)
+            tenant = tenant_of(caller, spec.claim)
             if tenant is not None:
                 try:
                     value = await self.tenants.lookup(tenant)

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from mitmproxy import http
 
 from addon import flowstate
+from addon.caller import Caller
 from addon.config.key_sources import EnvSource, KeySource
 from addon.config.node import ConfigError
 from addon.config.provider import Provider
@@ -126,17 +127,18 @@ class KeyStore:
 
     # -- per request -------------------------------------------------------------------------
 
-    async def requestheaders(self, flow: http.HTTPFlow, provider: Provider) -> Key | Refusal:
+    async def requestheaders(
+        self, flow: http.HTTPFlow, provider: Provider, caller: Caller
+    ) -> Key | Refusal:
         """The key for this request (tenant, pool or shared), or why there is none. Records the
         key's id (not the key) in the flow's state for pool feedback, logs and metrics."""
         self.start()  # (in unit tests, the first pick is the first chance)
         keys = self._providers.get(provider.name)
         if keys is None:
             return Refusal(503, "key-not-configured", f"{provider.name} is not configured")
-        state = flowstate.of(flow)
-        picked = await keys.pick(state)
+        picked = await keys.pick(caller)
         if isinstance(picked, Key):
-            state["key_id"] = picked.id
+            flowstate.of(flow)["key_id"] = picked.id
         return picked
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -1,8 +1,8 @@
 """Per-tenant keys: a SaaS spends each customer's own provider key on that customer's calls.
 
-The tenant is the caller's identity established by the guard (`state["identity"]`, 'kind:name':
-the name counts; anonymous 'ip:' callers are no tenant), or one claim of its verified JWT
-(`state["claims"]`). The table is a YAML file (tenant: key), re-read when it changes, or a
+The tenant is the caller's identity established by the guard (a Caller, 'kind:name': the name
+counts; anonymous 'ip:' callers are no tenant), or one claim of its verified JWT. The table is
+a YAML file (tenant: key), re-read when it changes, or a
 Redis hash (tenant -> key) read per tenant and cached a short while. Lookups are exact: a
 tenant gets the key stored under its own name or none, never anyone else's.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
+from addon.caller import Caller
 from addon.config.key_sources import TenantSpec
 from addon.keys.ids import clean_key, key_id
 from addon.keys.live import FileWatch, KnownValues
@@ -39,18 +39,11 @@ class TenantsUnavailable(Exception):
     """The table could not be read (Redis down): answer 503, never fall back to a shared key."""
 
 
-def tenant_of(state: Mapping[str, Any], claim: str | None) -> str | None:
-    """The tenant of a request from keyrelay's per-flow state, or None when it has none."""
+def tenant_of(caller: Caller, claim: str | None) -> str | None:
+    """The caller's tenant, or None when it has none."""
     if claim is not None:
-        claims = state.get("claims")
-        value = claims.get(claim) if isinstance(claims, Mapping) else None
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            return None
-        return str(value) or None
-    identity = state.get("identity")
-    if not isinstance(identity, str):
-        return None
-    kind, _, name = identity.partition(":")
+        return caller.claims.get(claim) or None
+    kind, _, name = caller.identity.partition(":")
     if kind in ("", "ip") or not name:
         return None  # an anonymous caller is nobody's tenant
     return name

@@ -24,6 +24,7 @@ from addon.auth.identity import anonymous
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
 from addon.config.rules import Rules
+from addon.flowlocal import FlowLocal
 from addon.observe import accesslog, metrics, redaction
 from addon.ratelimit.limiter import RATE_LIMITED
 
@@ -36,7 +37,6 @@ ERROR_MARK = ":warning:"
 
 @dataclass
 class _Live:
-    flow: http.HTTPFlow
     sent: _Sent
     streamed_bytes: int = 0
     streaming: str | None = None  # the provider whose open-streams gauge this flow holds
@@ -79,7 +79,7 @@ class AccessLog:
     ) -> None:
         self._rules = rules
         self._masks = masks
-        self._live: dict[str, _Live] = {}
+        self._live: FlowLocal[_Live] = FlowLocal("access.live")
         self._output = accesslog.Output(access_logger)
         self._format = "text"  # keyrelay_access_log, read once per change, not per request
 
@@ -117,11 +117,11 @@ class AccessLog:
                 ) from None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        self._live[flow.id] = _Live(flow, _Sent.of(flow))
+        self._live.set(flow, _Live(_Sent.of(flow)))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Last of all: count the bytes that really go out, and the open streams."""
-        live = self._live.get(flow.id)
+        live = self._live.get(flow)
         response = flow.response
         if live is None or response is None or not response.stream:
             return
@@ -143,12 +143,12 @@ class AccessLog:
     error = response
 
     def done(self) -> None:
-        for live in list(self._live.values()):
-            self._finish(live.flow, "still open at shutdown")
+        for flow, _ in self._live.items():
+            self._finish(flow, "still open at shutdown")  # type: ignore[arg-type]
         self._output.close()
 
     def _finish(self, flow: http.HTTPFlow, note: str | None) -> None:
-        live = self._live.pop(flow.id, None)
+        live = self._live.pop(flow)
         if live and live.streaming:
             metrics.stream_closed(live.streaming)
         entry = self._entry(flow, live, note)

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from mitmproxy import http
 
 from addon.config.rules import Rules
+from addon.flowlocal import FlowLocal
 from addon.keys.store import KeyStore
 from addon.observe import redaction
 from addon.transport.component import websocket_open
@@ -34,7 +35,6 @@ class _OwnSecrets:
 
 @dataclass
 class _Client:
-    flow: http.HTTPFlow
     secrets: dict[str, str]  # the client's own credentials
     masks: redaction.Masks | None = None  # with keyrelay's own, once asked for...
     made_with: _OwnSecrets | None = None  # ...and which of keyrelay's own they hold
@@ -43,13 +43,13 @@ class _Client:
 class Masking:
     def __init__(self, current: Current) -> None:
         self._current = current
-        self._client: dict[str, _Client] = {}
-        self._sockets: dict[str, http.HTTPFlow] = {}  # open WebSockets, for `done`
+        self._client: FlowLocal[_Client] = FlowLocal("masking.client")
+        self._sockets: FlowLocal[bool] = FlowLocal("masking.sockets")  # open, for `done`
         self._own: _OwnSecrets | None = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Before routing strips them: remember the client's credentials, to mask them later."""
-        self._client[flow.id] = _Client(flow, redaction.client_credentials(flow.request.headers))
+        self._client.set(flow, _Client(redaction.client_credentials(flow.request.headers)))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """A key an upstream echoes must not reach the client either: the head goes out right
@@ -74,7 +74,7 @@ class Masking:
         """Every secret this flow may carry, made ready once for all of its fields (the access
         log line and the flow itself ask for them in turn)."""
         ours = self.own()
-        client = self._client.get(flow.id)
+        client = self._client.get(flow)
         if client is None or not client.secrets:
             return ours.masks
         if client.masks is None or client.made_with is not ours:
@@ -86,11 +86,11 @@ class Masking:
         # The client's own credentials on the request side only: a buffered response still goes
         # to that client, and what it sent must not reshape what it gets.
         everything = self.masks(flow)
-        self._client.pop(flow.id, None)
+        self._client.pop(flow)
         redaction.scrub_flow(flow, self.own().masks, everything)
         redaction.scrub_oversized_credentials(flow.request.headers)
         if websocket_open(flow):  # `response` ran on its 101: messages are still to come
-            self._sockets[flow.id] = flow
+            self._sockets.set(flow, True)
 
     error = response
 
@@ -107,16 +107,16 @@ class Masking:
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         """Save writes a WebSocket flow again at its end, messages included: mask them too."""
-        self._sockets.pop(flow.id, None)
+        self._sockets.pop(flow)
         redaction.scrub_flow(flow, self.own().masks)
 
     def done(self) -> None:
         """Flows still open at shutdown are saved by Save's `done`, after this: mask them now,
         open WebSockets' messages included."""
-        for client in list(self._client.values()):
-            self.response(client.flow)
-        for flow in list(self._sockets.values()):
-            self.websocket_end(flow)
+        for flow, _ in self._client.items():
+            self.response(flow)  # type: ignore[arg-type]  # only HTTP flows are put here
+        for flow, _ in self._sockets.items():
+            self.websocket_end(flow)  # type: ignore[arg-type]
 
     def own(self) -> _OwnSecrets:
         """The admin token and every key: the same until the rules or a key change."""

@@ -18,11 +18,13 @@ from support.guard import multipart_body, rules
 
 from addon import flowstate
 from addon.budget.component import Budget
+from addon.caller import Caller
 from addon.config.rules import Rules, load
 from addon.resources import Resources
 from addon.routing.router import Route, Router
 
 FLAT = [{"model": "*", "input": 0.0, "output": 1000.0}]  # $0.001 per output token
+ALICE = Caller("token:alice")
 CHAT = {
     "model": "gpt-4o",
     "max_tokens": 10,
@@ -74,7 +76,7 @@ def test_a_buffered_chat_stream_is_stripped_and_metered(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         flow, route = chat_flow(loaded, CHAT)
-        assert budget.requestheaders(flow, route) is None and not flow.request.stream
+        assert budget.requestheaders(flow, route, ALICE) is None and not flow.request.stream
         assert await budget.request(flow) is None
         sent = json.loads(flow.request.content or b"")
         flow.response = sse(200, b"".join(metered.chat_events(sent)))
@@ -94,7 +96,7 @@ def test_a_stream_cut_before_its_usage_costs_its_reservation(tmp_path: Path) -> 
 
     async def scenario() -> None:
         flow, route = chat_flow(loaded, {**CHAT, "stream_options": {"include_usage": True}})
-        budget.requestheaders(flow, route)
+        budget.requestheaders(flow, route, ALICE)
         await budget.request(flow)
         flow.response = sse(200, b"")
         flow.response.stream = True
@@ -112,7 +114,7 @@ def test_an_upstream_error_costs_what_was_metered(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         flow, route = chat_flow(loaded, CHAT)
-        budget.requestheaders(flow, route)
+        budget.requestheaders(flow, route, ALICE)
         await budget.request(flow)
         flow.response = http.Response.make(
             429, b'{"error": "overloaded"}', {"content-type": "application/json"}
@@ -142,7 +144,7 @@ def refused(flow: http.HTTPFlow, route: Route, budget: Budget) -> tuple[int, str
     result: list[Any] = []
 
     async def scenario() -> None:
-        refusal = budget.requestheaders(flow, route) or await budget.request(flow)
+        refusal = budget.requestheaders(flow, route, ALICE) or await budget.request(flow)
         result.append((refusal.status, refusal.reason) if refusal else None)
 
     run(scenario)
@@ -211,7 +213,7 @@ def test_a_request_that_could_never_fit_is_403_not_a_wait(tmp_path: Path) -> Non
     result: list[Any] = []
 
     async def scenario() -> None:
-        budget.requestheaders(flow, route)
+        budget.requestheaders(flow, route, ALICE)
         result.append(await budget.request(flow))
 
     run(scenario)
@@ -231,7 +233,7 @@ def test_an_escaped_stream_key_still_asks_for_the_usage(tmp_path: Path) -> None:
     flow.request.content = json.dumps({**CHAT}).replace('"stream"', '"str\\u0065am"').encode()
 
     async def scenario() -> None:
-        budget.requestheaders(flow, route)
+        budget.requestheaders(flow, route, ALICE)
         assert await budget.request(flow) is None
 
     run(scenario)
@@ -244,7 +246,7 @@ def test_an_answer_without_its_usage_is_charged_its_reservation(tmp_path: Path) 
 
     async def scenario() -> None:
         flow, route = chat_flow(loaded, {**CHAT, "stream": False})
-        budget.requestheaders(flow, route)
+        budget.requestheaders(flow, route, ALICE)
         await budget.request(flow)
         flow.response = http.Response.make(200, b'{"choices": []}', {})
         budget.responseheaders(flow)
@@ -274,7 +276,9 @@ def test_a_running_call_keeps_its_lease_and_a_finished_one_stops_the_renewals(
 
     async def scenario() -> None:
         flow, route = chat_flow(loaded, {**CHAT, "stream": False})
-        assert budget.requestheaders(flow, route) is None and await budget.request(flow) is None
+        assert (
+            budget.requestheaders(flow, route, ALICE) is None and await budget.request(flow) is None
+        )
         held = await reserved()
         assert held > 0
         for _ in range(3):  # three lease lengths: alive only because it was renewed
@@ -316,7 +320,9 @@ def priced(
     seen: list[float] = []
 
     async def scenario() -> None:
-        assert budget.requestheaders(flow, route) is None and await budget.request(flow) is None
+        assert (
+            budget.requestheaders(flow, route, ALICE) is None and await budget.request(flow) is None
+        )
         assert budget.books is not None
         keys = tuple(account_key("token:alice", p) for p in periods(datetime.now(UTC)))
         seen.append(usd((await budget.books.read(keys))[0].get("reserved", 0)))
@@ -397,7 +403,7 @@ def test_a_call_whose_client_left_costs_its_reservation_once_sent(
         flow, route = chat_flow(loaded, {**CHAT, "stream": False})
         flow.server_conn.tls = False
         flow.server_conn.timestamp_tcp_setup = 1.0 if connected else None
-        budget.requestheaders(flow, route)
+        budget.requestheaders(flow, route, ALICE)
         await budget.request(flow)
         budget.error(flow)
         state = flowstate.of(flow)
@@ -419,7 +425,9 @@ def test_a_request_naming_no_cap_is_sent_the_cap_its_reservation_assumed(tmp_pat
     async def scenario() -> None:
         flow, route = chat_flow(loaded, body)
         original = flow.request.content
-        assert budget.requestheaders(flow, route) is None and await budget.request(flow) is None
+        assert (
+            budget.requestheaders(flow, route, ALICE) is None and await budget.request(flow) is None
+        )
         assert budget.books is not None
         keys = tuple(account_key("token:alice", p) for p in periods(datetime.now(UTC)))
         reserved = usd((await budget.books.read(keys))[0]["reserved"])

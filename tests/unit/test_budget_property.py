@@ -47,6 +47,7 @@ from support.billing import Answer, Job, Upstream
 from addon import flowstate
 from addon.budget.books import account_key, periods
 from addon.budget.component import Budget
+from addon.caller import Caller as AddonCaller
 from addon.config.rules import Rules, load
 from addon.problems import Refusal
 from addon.resources import Resources
@@ -353,7 +354,10 @@ class Round:
                 elif caller.plans:
                     batch.append((caller.plans.pop(), None))
             flows = [self.flow(shape, caller) for shape, _ in batch]
-            heads = [self.budget.requestheaders(flow, route) for flow, route in flows]
+            heads = [
+                self.budget.requestheaders(flow, route, AddonCaller(caller.identity))
+                for flow, route in flows
+            ]
             for (flow, route), head in zip(flows, heads, strict=True):
                 if head is None:
                     forward(flow, route)

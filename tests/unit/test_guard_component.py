@@ -15,6 +15,7 @@ from mitmproxy.test import taddons, tflow
 from support.guard import rules, token_entry
 
 from addon import flowstate
+from addon.caller import Caller
 from addon.config.node import ConfigError
 from addon.config.rules import Rules, load
 from addon.guard.component import Guard
@@ -95,7 +96,7 @@ def test_a_valid_token_is_admitted_with_its_identity_and_not_forwarded(
 
     async def scenario() -> None:
         flow, route = request(rules, authorization=AUTH)
-        assert await guard.requestheaders(flow, route) is None
+        assert await guard.requestheaders(flow, route) == Caller("token:alice")
         assert flowstate.of(flow)["identity"] == "token:alice"
         assert "authorization" not in flow.request.headers
         guard.response(flow)
@@ -112,7 +113,8 @@ def test_a_preflight_needs_no_credentials(tmp_path: Path) -> None:
             rules, origin="http://localhost:3000", access_control_request_method="POST"
         )
         flow.request.method = "OPTIONS"  # (were OPTIONS among the provider's methods)
-        assert await guard.requestheaders(flow, route) is None
+        caller = await guard.requestheaders(flow, route)
+        assert isinstance(caller, Caller) and caller.anonymous
 
     run(scenario)
 
@@ -123,7 +125,7 @@ def test_release_frees_the_concurrency_slot(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         first, route = request(rules, authorization=AUTH)
-        assert await guard.requestheaders(first, route) is None
+        assert isinstance(await guard.requestheaders(first, route), Caller)
         second, _ = request(rules, authorization=AUTH)
         refusal = await guard.requestheaders(second, route)
         assert isinstance(refusal, Refusal)
@@ -133,7 +135,7 @@ def test_release_frees_the_concurrency_slot(tmp_path: Path) -> None:
         guard.response(first)
         await asyncio.sleep(0.001)  # the release runs in the background
         third, _ = request(rules, authorization=AUTH)
-        assert await guard.requestheaders(third, route) is None
+        assert isinstance(await guard.requestheaders(third, route), Caller)
         guard.response(third)
 
     run(scenario)
@@ -150,7 +152,7 @@ def test_an_open_websocket_keeps_its_slot_until_it_ends(tmp_path: Path) -> None:
         route = dataclasses.replace(route, path=route.path + "?model=gpt-4o-realtime")
         socket.request.headers["authorization"] = AUTH
         flowstate.of(socket)["provider"] = "openai"
-        assert await guard.requestheaders(socket, route) is None
+        assert isinstance(await guard.requestheaders(socket, route), Caller)
         assert socket.websocket is not None
         socket.websocket.timestamp_end = None
         guard.response(socket)  # `response` on the 101
@@ -161,7 +163,9 @@ def test_an_open_websocket_keeps_its_slot_until_it_ends(tmp_path: Path) -> None:
         socket.websocket.timestamp_end = 1.0
         guard.response(socket)  # websocket_end
         await asyncio.sleep(0.001)
-        assert await guard.requestheaders(request(rules, authorization=AUTH)[0], route) is None
+        assert isinstance(
+            await guard.requestheaders(request(rules, authorization=AUTH)[0], route), Caller
+        )
 
     run(scenario)
 
@@ -179,7 +183,7 @@ def test_a_checked_body_must_be_sized_and_is_checked_whole(tmp_path: Path) -> No
             rules, "POST", BODY, content_type="application/json", authorization=AUTH
         )
         sized.request.stream = True
-        assert await guard.requestheaders(sized, route) is None
+        assert isinstance(await guard.requestheaders(sized, route), Caller)
         assert sized.request.stream is False  # kept whole for check_body
         assert guard.request(sized) is None
         sized.request.content = BODY.replace(b"gpt-4o-mini", b"o1-pro")
@@ -224,10 +228,10 @@ def test_anonymous_ipv6_clients_share_their_64s_limits(tmp_path: Path) -> None:
     async def admitted(address: str) -> bool:
         flow, route = request(rules_)
         flow.client_conn.peername = (address, 40000, 0, 0)
-        refusal = await guard.requestheaders(flow, route)
-        assert refusal is None or refusal.status == 429
+        answer = await guard.requestheaders(flow, route)
+        assert isinstance(answer, Caller) or answer.status == 429
         assert flowstate.of(flow)["identity"].startswith("ip:")
-        return refusal is None
+        return isinstance(answer, Caller)
 
     async def scenario() -> None:
         one_subscriber = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"]

@@ -13,6 +13,7 @@ from mitmproxy.test import tflow
 from support.guard import rules, token_entry
 
 from addon import flowstate
+from addon.caller import Caller
 from addon.config.rules import Rules, load
 from addon.jobs.component import Ownership
 from addon.jobs.owners import OwnersUnavailable
@@ -54,7 +55,7 @@ def call(rules_: Rules, method: str, target: str, identity: str) -> tuple[http.H
 def submit(jobs: Ownership, rules_: Rules, identity: str, status: int = 200) -> str:
     job_id = str(uuid.uuid4())
     flow, route = call(rules_, "POST", f"{QUEUE}/dev", identity)
-    assert asyncio.run(jobs.requestheaders(flow, route)) is None
+    assert asyncio.run(jobs.requestheaders(flow, route, caller_of(flow))) is None
     body = json.dumps({"request_id": job_id}).encode()
     flow.response = http.Response.make(status, body, {"content-type": "application/json"})
     jobs.responseheaders(flow)
@@ -65,7 +66,7 @@ def submit(jobs: Ownership, rules_: Rules, identity: str, status: int = 200) -> 
 
 def read(jobs: Ownership, rules_: Rules, identity: str, job_id: str) -> Refusal | None:
     flow, route = call(rules_, "GET", f"{QUEUE}/requests/{job_id}/status", identity)
-    return asyncio.run(jobs.requestheaders(flow, route))
+    return asyncio.run(jobs.requestheaders(flow, route, caller_of(flow)))
 
 
 def test_only_the_submitter_reads_the_job(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ def openai_call(
     route = Router(rules_).route(method, path, flow.request.headers.get)
     assert isinstance(route, Route), route
     flowstate.of(flow)["identity"] = identity
-    refusal = asyncio.run(jobs.requestheaders(flow, route))
+    refusal = asyncio.run(jobs.requestheaders(flow, route, caller_of(flow)))
     return flow, refusal or asyncio.run(jobs.request(flow))
 
 
@@ -145,3 +146,8 @@ def test_a_chat_completion_is_owned_only_when_it_is_stored(
     assert flowstate.of(flow).get("job") == (f"openai.chat_completion:{made}" if kept else None)
     _, mine = openai_call(jobs, rules_, "GET", f"/api/openai/chat/completions/{made}", b"", "a")
     assert (mine is None) is kept  # never stored: nobody's, not even its caller's
+
+
+def caller_of(flow: http.HTTPFlow) -> Caller:
+    """Who the guard would have said calls (the tests put the identity in the flow's state)."""
+    return Caller(flowstate.of(flow)["identity"])

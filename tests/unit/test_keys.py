@@ -13,6 +13,7 @@ import yaml
 from mitmproxy.test import tflow
 
 from addon import flowstate
+from addon.caller import Caller
 from addon.config.credential import parse_credential
 from addon.config.key_sources import CommandSource, EnvSource, FileSource, PoolSpec
 from addon.config.node import ConfigError, Node
@@ -104,13 +105,11 @@ def test_cooldown_for() -> None:
 
 
 def test_tenant_of() -> None:
-    assert tenant_of({"identity": "token:alice"}, None) == "alice"
-    assert tenant_of({"identity": "jwt:org:acme"}, None) == "org:acme"
-    assert tenant_of({"identity": "ip:127.0.0.1"}, None) is None  # anonymous: nobody's tenant
-    assert tenant_of({}, None) is None
-    assert tenant_of({"identity": "jwt:u1", "claims": {"org": "acme"}}, "org") == "acme"
-    assert tenant_of({"identity": "jwt:u1", "claims": {"org": True}}, "org") is None
-    assert tenant_of({"identity": "jwt:u1"}, "org") is None  # never the identity instead
+    assert tenant_of(Caller("token:alice"), None) == "alice"
+    assert tenant_of(Caller("jwt:org:acme"), None) == "org:acme"
+    assert tenant_of(Caller("ip:127.0.0.1"), None) is None  # anonymous: nobody's tenant
+    assert tenant_of(Caller("jwt:u1", {"org": "acme"}), "org") == "acme"
+    assert tenant_of(Caller("jwt:u1"), "org") is None  # never the identity instead
 
 
 def test_parse_table() -> None:
@@ -223,11 +222,9 @@ def test_keystore_masks_every_pool_rotated_and_tenant_key(tmp_path: Path) -> Non
 
     async def picks() -> list[str]:
         out = []
-        for identity in ("token:alice", "token:carol", None):
+        for identity in ("token:alice", "token:carol", "ip:127.0.0.1"):
             flow = tflow.tflow()
-            if identity:
-                flowstate.of(flow)["identity"] = identity
-            key = await store.requestheaders(flow, provider)
+            key = await store.requestheaders(flow, provider, Caller(identity))
             assert not isinstance(key, Refusal)
             assert flowstate.of(flow)["key_id"] == key_id(key.value)
             out.append(key.value)

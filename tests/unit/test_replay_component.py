@@ -15,6 +15,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import taddons, tflow
 
 from addon import errorpage, flowstate
+from addon.caller import Caller
 from addon.config.rules import Rules, load
 from addon.keys.choice import Key
 from addon.keys.store import KeyStore
@@ -84,7 +85,7 @@ def test_offline_rules_hold_one_placeholder_key_per_provider(rules: Rules) -> No
         keys = KeyStore(placeholder)
         out = []
         for provider in placeholder.providers:
-            key = await keys.requestheaders(tflow.tflow(), provider)
+            key = await keys.requestheaders(tflow.tflow(), provider, Caller("ip:127.0.0.1"))
             assert isinstance(key, Key)
             out.append(key.value)
         assert REAL not in keys.secrets()
