@@ -296,7 +296,7 @@ class Budget:
         if not is_event_stream(response.headers):
             return
         call.stream = StreamMeter(strip=call.strip)
-        add_stage(response, call.stream)
+        add_stage(response, "meter", call.stream)
 
     def response(self, flow: http.HTTPFlow) -> None:
         if websocket_open(flow):

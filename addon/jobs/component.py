@@ -151,7 +151,7 @@ class Ownership:
             return
         if 200 <= response.status_code < 300:
             call.tap = objects.StreamTap(call.creates)
-            add_stage(response, call.tap)
+            add_stage(response, "ids", call.tap)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         """Record a created object's owner (before a whole answer reaches the client)."""

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +27,7 @@ from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
 from addon.observe import accesslog, metrics, redaction
 from addon.ratelimit.limiter import RATE_LIMITED
+from addon.transport.component import add_stage
 
 access_logger = logging.getLogger("keyrelay.access")
 logger = logging.getLogger(__name__)
@@ -125,15 +126,13 @@ class AccessLog:
         response = flow.response
         if live is None or response is None or not response.stream:
             return
-        inner = response.stream
         provider = flowstate.of(flow).get("provider") or metrics.NO_PROVIDER
 
-        def counted(chunk: bytes) -> bytes | Iterable[bytes]:
-            out = inner(chunk) if callable(inner) else chunk
-            live.streamed_bytes += len(out) if isinstance(out, bytes) else sum(map(len, out))
-            return out
+        def counted(data: bytes) -> bytes:
+            live.streamed_bytes += len(data)
+            return data
 
-        response.stream = counted
+        add_stage(response, "count", counted)
         live.streaming = provider
         metrics.stream_opened(provider)
 

@@ -9,7 +9,7 @@ when the flow ends; flow.metadata never holds one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -19,7 +19,7 @@ from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
 from addon.keys.store import KeyStore
 from addon.observe import redaction
-from addon.transport.component import websocket_open
+from addon.transport.component import add_stage, websocket_open
 
 Current = Callable[[], tuple[Rules | None, KeyStore | None]]
 _NO_SECRETS: Mapping[str, str] = MappingProxyType({})
@@ -60,15 +60,8 @@ class Masking:
             return
         masks = self.own().masks
         redaction.scrub_headers(response.headers, masks)
-        inner = response.stream
         scrub = redaction.StreamScrubber(masks)
-
-        def masked(chunk: bytes) -> bytes | Iterable[bytes]:
-            out = inner(chunk) if callable(inner) else chunk
-            data = scrub(out if isinstance(out, bytes) else b"".join(out), end=not chunk)
-            return data if data or not chunk else []  # an empty chunk would end HTTP/1 early
-
-        response.stream = masked
+        add_stage(response, "mask", lambda data: scrub(data, end=not data))
 
     def masks(self, flow: http.HTTPFlow) -> redaction.Masks:
         """Every secret this flow may carry, made ready once for all of its fields (the access

@@ -17,7 +17,14 @@ from addon.problems import Refusal
 from addon.routing.forwarding import HOP_BY_HOP
 from addon.routing.router import Route
 from addon.transport import decoding
-from addon.transport.plan import BodyLimit, Pipe, ResponsePlan, plan_response, request_plan
+from addon.transport.plan import (
+    BodyLimit,
+    Pipe,
+    ResponsePlan,
+    Stage,
+    plan_response,
+    request_plan,
+)
 from addon.transport.timeouts import Clock
 
 _HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
@@ -71,20 +78,27 @@ def is_event_stream(headers: http.Headers) -> bool:
     return content_type.lower().startswith("text/event-stream")
 
 
-def add_stage(response: http.Response, stage: Callable[[bytes], bytes]) -> None:
-    """A stage after the streamed body's earlier ones: it gets what they pass on (when they pass
-    anything) and once b"" at the end to flush, and returns what goes on."""
-    inner = response.stream
+def add_stage(response: http.Response, name: str, stage: Stage) -> None:
+    """Add a named stage to the streamed body's pipe (plan.STAGES says where it runs). A body
+    streamed without one (not routed here: a test, a replay) gets one first."""
+    pipe = response.stream
+    if not isinstance(pipe, Pipe):
+        inner = pipe if callable(pipe) else None
+        pipe = Pipe(_joined(inner) if inner else None, _nothing)
+        response.stream = pipe
+    pipe.add(name, stage)
 
-    def staged(chunk: bytes) -> bytes | Iterable[bytes]:
-        out = inner(chunk) if callable(inner) else chunk
-        data = out if isinstance(out, bytes) else b"".join(out)
-        passed = stage(data) if data else b""
-        if not chunk:
-            passed += stage(b"")
-        return passed if passed or not chunk else []  # an empty chunk would end HTTP/1 early
 
-    response.stream = staged
+def _joined(inner: Callable[[bytes], bytes | Iterable[bytes]]) -> Callable[[bytes], bytes]:
+    def call(chunk: bytes) -> bytes:
+        out = inner(chunk)
+        return out if isinstance(out, bytes) else b"".join(out)
+
+    return call
+
+
+def _nothing() -> None:
+    pass
 
 
 def _drops_any(index: dict[str, str]) -> bool:

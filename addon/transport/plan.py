@@ -93,18 +93,41 @@ def plan_response(
     return ResponsePlan(stream=stream, decode=decode)
 
 
+# The stages a streamed body passes after decoding, in this order, whoever adds them first:
+# the budget meters what the provider sent; ownership finds a created object's id in it;
+# masking takes out any key the upstream echoes; the access log counts what goes out.
+STAGES = ("meter", "ids", "mask", "count")
+Stage = Callable[[bytes], bytes]
+
+
 class Pipe:
-    """The `flow.response.stream` callable: decode if needed, and note the time of each chunk."""
+    """The `flow.response.stream` callable, the one per response: decode if needed, note the
+    time of each chunk, then the components' stages in STAGES order. Each stage gets what the
+    one before passed on (when it passed anything) and b"" once at the end to flush; what it
+    returns goes on. The one place that keeps mitmproxy's rule: never an empty chunk, which it
+    would frame as HTTP/1's last chunk (b"0\r\n\r\n")."""
 
     def __init__(
         self, decoder: Callable[[bytes], bytes] | None, chunk_arrived: Callable[[], None]
     ) -> None:
         self._decoder = decoder
         self._chunk_arrived = chunk_arrived
+        self._named: dict[str, Stage] = {}
+        self._stages: tuple[Stage, ...] = ()
+
+    def add(self, name: str, stage: Stage) -> None:
+        if name not in STAGES or name in self._named:
+            raise ValueError(f"a stream stage is one of {STAGES}, each once: not {name!r}")
+        self._named[name] = stage
+        self._stages = tuple(self._named[n] for n in STAGES if n in self._named)
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         if chunk:
             self._chunk_arrived()
-        out = self._decoder(chunk) if self._decoder else chunk
-        # Never an empty chunk: mitmproxy would frame it as HTTP/1's last chunk, b"0\r\n\r\n".
-        return [out] if out else []
+        data = self._decoder(chunk) if self._decoder else chunk
+        for stage in self._stages:
+            passed = stage(data) if data else b""
+            if not chunk:
+                passed += stage(b"")
+            data = passed
+        return [data] if data else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 
 import pytest
 from mitmproxy import http
@@ -215,3 +216,25 @@ def test_decode_buffered_fixes_the_length_or_leaves_a_corrupt_body_labelled() ->
     bad.raw_content = b"not gzip"
     decode_buffered(bad)
     assert (bad.raw_content, bad.headers["content-encoding"]) == (b"not gzip", "gzip")
+
+
+def test_stages_run_in_their_declared_order_whoever_adds_them_first() -> None:
+    seen: list[str] = []
+
+    def stage(name: str) -> Callable[[bytes], bytes]:
+        def run(data: bytes) -> bytes:
+            seen.append(f"{name}:{data.decode()}")
+            return data.upper() if name == "mask" else data
+
+        return run
+
+    pipe = Pipe(None, lambda: None)
+    for name in ("count", "mask", "meter"):  # relay.py's call order is not the bytes' order
+        pipe.add(name, stage(name))
+    assert pipe(b"ab") == [b"AB"]
+    assert seen == ["meter:ab", "mask:ab", "count:AB"]
+    seen.clear()
+    assert pipe(b"") == []  # the end: each stage flushes once, and no empty chunk goes out
+    assert seen == ["meter:", "mask:", "count:"]
+    with pytest.raises(ValueError, match="each once"):
+        pipe.add("mask", stage("mask"))
