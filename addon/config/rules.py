@@ -16,6 +16,7 @@ from addon.config import envfile
 from addon.config.admin import Admin, parse_admin
 from addon.config.budget import BudgetSpec, parse_budget
 from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
+from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.limits import BackendSpec, parse_backend
 from addon.config.node import ConfigError, Node
 from addon.config.provider import Provider, parse_provider
@@ -36,8 +37,14 @@ class Rules:
     # Routing order, derived once here: CORS and the router look it up on every request.
     _prefixed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
     _header_routed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
+    # Every header a client's credential may arrive in: a provider's API key headers, and the
+    # header each provider's `auth:` reads keyrelay's own credential from. None goes upstream,
+    # and each is masked wherever a flow is kept (mitmweb, saved flows), refused or not.
+    credential_headers: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        own = {p.auth.header for p in self.providers}
+        object.__setattr__(self, "credential_headers", CLIENT_CREDENTIAL_HEADERS | own)
         longest_first = sorted((p for p in self.providers if p.prefix), key=_longer_prefix_first)
         object.__setattr__(self, "_prefixed", tuple(longest_first))
         routed = tuple(p for p in self.providers if not p.prefix)

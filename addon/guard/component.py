@@ -98,13 +98,6 @@ class Guard:
         state["identity"] = caller.identity  # for the access log and mitmweb
         if claims:
             state["claims"] = claims  # only the claim that picks the tenant's key: saved with flows
-        # keyrelay's own credential never goes upstream (routing drops Authorization and
-        # Cookie already; a custom header is dropped here).
-        if provider.auth.header in header_index.index(request.headers):
-            # Every field of that name, in one pass (Headers.pop scans every field thrice).
-            name = provider.auth.header.encode()
-            fields = request.headers.fields
-            request.headers.fields = tuple(f for f in fields if f[0].lower() != name)
 
         path, _, query = route.path.partition("?")
         websocket = header_index.asks_for_websocket(request.headers)

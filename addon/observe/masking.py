@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from mitmproxy import http
 
+from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
 from addon.keys.store import KeyStore
@@ -49,7 +50,8 @@ class Masking:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Before routing strips them: remember the client's credentials, to mask them later."""
-        self._client.set(flow, _Client(redaction.client_credentials(flow.request.headers)))
+        names = self._names()
+        self._client.set(flow, _Client(redaction.client_credentials(flow.request.headers, names)))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """A key an upstream echoes must not reach the client either: the head goes out right
@@ -81,7 +83,7 @@ class Masking:
         everything = self.masks(flow)
         self._client.pop(flow)
         redaction.scrub_flow(flow, self.own().masks, everything)
-        redaction.scrub_oversized_credentials(flow.request.headers)
+        redaction.scrub_oversized_credentials(flow.request.headers, self._names())
         if websocket_open(flow):  # `response` ran on its 101: messages are still to come
             self._sockets.set(flow, True)
 
@@ -110,6 +112,11 @@ class Masking:
             self.response(flow)  # type: ignore[arg-type]  # only HTTP flows are put here
         for flow, _ in self._sockets.items():
             self.websocket_end(flow)  # type: ignore[arg-type]
+
+    def _names(self) -> frozenset[str]:
+        """Where a client's credentials are: the rules say (auth headers of their own)."""
+        rules, _ = self._current()
+        return rules.credential_headers if rules is not None else CLIENT_CREDENTIAL_HEADERS
 
     def own(self) -> _OwnSecrets:
         """The admin token and every key: the same until the rules or a key change."""

@@ -8,6 +8,7 @@ Redaction works on values, not header names: a key is masked wherever it turns u
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -109,11 +110,14 @@ def _raw_names(names: Iterable[str]) -> dict[bytes, str]:
     return {name.lower().encode("utf-8", "surrogateescape"): name.lower() for name in names}
 
 
-_DEFAULT_NAMES = _raw_names(CLIENT_CREDENTIAL_HEADERS)
+@functools.lru_cache(maxsize=16)
+def _names_of(names: frozenset[str]) -> dict[bytes, str]:
+    """A rules load's set, made once (every request asks for it)."""
+    return _raw_names(names)
 
 
 def _wanted(names: Iterable[str]) -> dict[bytes, str]:
-    return _DEFAULT_NAMES if names is CLIENT_CREDENTIAL_HEADERS else _raw_names(names)
+    return _names_of(names) if isinstance(names, frozenset) else _raw_names(names)
 
 
 def _credential_parts(name: str, value: str) -> list[str]:

@@ -8,6 +8,7 @@ import logging
 from mitmproxy import http
 
 from addon import flowstate, header_index
+from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.rules import Rules
 from addon.problems import Refusal
 from addon.routing.forwarding import upstream_headers
@@ -22,9 +23,11 @@ class Routing:
     def __init__(self) -> None:
         self.router: Router | None = None
         self.server_names = ServerNames()
+        self.credentials = CLIENT_CREDENTIAL_HEADERS
 
     def configure_rules(self, rules: Rules, listen_host: str) -> None:
         self.router = Router(rules)
+        self.credentials = rules.credential_headers
         for provider in rules.providers:
             for rule in provider.catalogue.allow:
                 if rule.pattern.opens_everything:
@@ -87,6 +90,7 @@ class Routing:
             provider,
             provider.credential.header,
             provider.credential.header_value(key),
+            credentials=self.credentials,
             websocket=header_index.asks_for_websocket(request.headers),
         )
         host = (b"host", authority.encode("utf-8", "surrogateescape"))

@@ -18,7 +18,7 @@ HOP_BY_HOP = frozenset(
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 BROWSER_CONTEXT = frozenset({"origin", "referer", "forwarded", "x-real-ip", "via"})
 STRIPPED_PREFIXES = ("sec-fetch-", "x-forwarded-", "sec-ch-")
-ALWAYS_STRIPPED = CLIENT_CREDENTIAL_HEADERS | CLIENT_ACCOUNT_HEADERS | HOP_BY_HOP | BROWSER_CONTEXT
+ALWAYS_STRIPPED = CLIENT_ACCOUNT_HEADERS | HOP_BY_HOP | BROWSER_CONTEXT
 
 
 def upstream_headers(
@@ -27,11 +27,14 @@ def upstream_headers(
     key_header: str,
     key_value: str,
     *,
+    credentials: frozenset[str] = CLIENT_CREDENTIAL_HEADERS,
     websocket: bool = False,
 ) -> HeaderFields:
-    """The header fields to send upstream, the injected key exactly once."""
+    """The header fields to send upstream, the injected key exactly once. `credentials`: every
+    header a client's credential may be in (Rules.credential_headers: the providers' key
+    headers and keyrelay's own auth headers); this is the one place they are dropped."""
     policy = provider.headers
-    drop = ALWAYS_STRIPPED | policy.strip | {key_header, "accept-encoding"}
+    drop = ALWAYS_STRIPPED | credentials | policy.strip | {key_header, "accept-encoding"}
     if provider.target_header:
         drop = drop | {provider.target_header}
     if websocket:
