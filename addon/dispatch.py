@@ -17,10 +17,11 @@ The table is dropped whenever the chain can change: `add`, `remove`, `register` 
 script (re)load calls, keyrelay's own included) and `clear`. It is rebuilt lazily at the next
 event, so a script that swaps its module in after `register` returns is seen.
 
-This reaches into mitmproxy's internals. It was checked against the AddonManager of the
-versions in CHECKED (its code is identical in all, comments aside); on any other it refuses to
-install, logs why, and mitmproxy runs at its stock speed. `--set keyrelay_fast_dispatch=false`
-turns it off. Loaded on its own (`mitmdump -s addon/dispatch.py`) it speeds up any mitmdump.
+This reaches into mitmproxy's internals: it was checked against the AddonManager of the
+versions in addon/engine's CHECKED (fingerprinted there); on any other it refuses to install,
+logs why, and mitmproxy runs at its stock speed. `--set keyrelay_fast_dispatch=false` turns it
+off. Loaded on its own (`mitmdump -s addon/dispatch.py`, with keyrelay installed: it imports
+addon/engine, which imports nothing else of keyrelay's) it speeds up any mitmdump.
 """
 
 from __future__ import annotations
@@ -32,14 +33,12 @@ from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import addonmanager, ctx, exceptions, flow, hooks
-from mitmproxy.version import VERSION
+
+from addon import engine
 
 logger = logging.getLogger(__name__)
 mitmproxy_logger = logging.getLogger(addonmanager.__name__)  # where "Addon error" goes
 
-# The same list as fast_paths.py's, errorpage.py's and transport/internals.py's (a test holds
-# them equal): this module imports nothing of keyrelay's, so `-s addon/dispatch.py` loads alone.
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 OPTION = "keyrelay_fast_dispatch"
 _WRAPPED = ("add", "remove", "register", "clear")
 
@@ -171,13 +170,7 @@ class FastDispatch:
             return
         if table is not None:
             return  # a script reload: the table already follows the chain
-        if VERSION not in CHECKED:
-            logger.warning(
-                "keyrelay: fast hook dispatch not installed: checked against mitmproxy %s, "
-                "this is %s (it runs at mitmproxy's own speed)",
-                ", ".join(sorted(CHECKED)),
-                VERSION,
-            )
+        if not engine.checked("dispatch"):
             return
         Table(manager).install()
         logger.info("keyrelay: fast hook dispatch on")

@@ -15,15 +15,14 @@ feeds its completion to the layers, which build the page without an await), so a
 carries it to the builder and to no other flow. HTTP/2 sends a fixed head (the status from the
 error code, `text/html`) before it asks for the body: that head is rewritten too.
 
-This reaches into mitmproxy's internals (the builders and the HTTP/2 error head). Checked
-against the versions in CHECKED (identical code in all, comments aside); on any other version
-the page is left to mitmproxy, with a warning.
+This reaches into mitmproxy's internals (the builders and the HTTP/2 error head), through
+addon/engine: on a mitmproxy version it was not checked against start-up stops unless
+keyrelay_unprotected, and then the page is left to mitmproxy.
 """
 
 from __future__ import annotations
 
 import contextvars
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +32,9 @@ from mitmproxy import ctx, hooks, http, version
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1, _http2, _http3, _http_h2
 
+from addon import engine
 from addon.problems import problem_body
 
-logger = logging.getLogger(__name__)
-
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})  # as dispatch.py's (a test)
 PREFIX = "keyrelay:"
 KILLED = "Connection killed: "  # what mitmproxy puts before a server.error set by an addon
 
@@ -176,13 +173,7 @@ def _send_headers(self: Any, stream_id: int, headers: Any, *args: Any, **kwargs:
 
 
 def install() -> None:
-    if version.VERSION not in CHECKED:
-        logger.warning(
-            "keyrelay: error pages left to mitmproxy (HTML, no CORS): checked against "
-            "mitmproxy %s, this is %s",
-            ", ".join(sorted(CHECKED)),
-            version.VERSION,
-        )
+    if not engine.checked("errorpage"):
         return
     _http1.make_error_response = _make_error_response  # type: ignore[assignment]
     _http2.format_error = _format_error  # type: ignore[assignment]

@@ -18,9 +18,10 @@ the thing itself. Each is replaced here by one function that does exactly what t
 
 This reaches into mitmproxy's internals: class attributes of `http.Headers`, `_Option`, `Hook`
 and `TimeoutWatchdog`, so it is process-wide. It was checked against the code of the versions
-in CHECKED; on any other it installs nothing, logs why, and mitmproxy runs at its stock speed.
-`--set keyrelay_fast_paths=false` puts mitmproxy's own back. Loaded on its own
-(`mitmdump -s addon/fast_paths.py`) it speeds up any mitmdump.
+in addon/engine's CHECKED (fingerprinted there); on any other it installs nothing, logs why,
+and mitmproxy runs at its stock speed. `--set keyrelay_fast_paths=false` puts mitmproxy's own
+back. Loaded on its own (`mitmdump -s addon/fast_paths.py`, with keyrelay installed: it imports
+addon/engine, which imports nothing else of keyrelay's) it speeds up any mitmdump.
 """
 
 from __future__ import annotations
@@ -34,13 +35,11 @@ from typing import Any
 from mitmproxy import ctx, hooks, http, optmanager
 from mitmproxy.proxy import server
 from mitmproxy.utils import strutils
-from mitmproxy.version import VERSION
+
+from addon import engine
 
 logger = logging.getLogger(__name__)
 
-# The same list as dispatch.py's (a test holds them equal): this module imports nothing of
-# keyrelay's, so that `mitmdump -s addon/fast_paths.py` loads alone.
-CHECKED = frozenset({"12.2.1", "12.2.2", "12.2.3", "12.3.1"})
 OPTION = "keyrelay_fast_paths"
 
 # -- header lookups by name ---------------------------------------------------------------------
@@ -191,13 +190,7 @@ class FastPaths:
             return
         if PATHS.installed():
             return
-        if VERSION not in CHECKED:
-            logger.warning(
-                "keyrelay: fast paths not installed: checked against mitmproxy %s, this is %s "
-                "(it runs at mitmproxy's own speed)",
-                ", ".join(sorted(CHECKED)),
-                VERSION,
-            )
+        if not engine.checked("fast_paths"):
             return
         PATHS.install()
         logger.info("keyrelay: fast paths on")

@@ -24,11 +24,12 @@ ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$(find_python)" -m venv "$VENV"
   fi
-  # Reinstall only when the dependency list changed since the last install.
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+  # Reinstall only when the dependency list or its pins changed since the last install.
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/constraints.txt" -nt "$stamp" ]; then
     echo "keyrelay: installing Python dependencies into $VENV" >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[${KEYRELAY_EXTRAS:-test}]" >&2
+    # constraints.txt: exactly the mitmproxy the engine patches were checked on (addon/engine).
+    "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[${KEYRELAY_EXTRAS:-test}]" >&2
     touch "$stamp"
   fi
   export PATH="$VENV/bin:$PATH"

@@ -12,9 +12,9 @@ every descriptor and legitimate requests failed with "Too many open files". Here
 
 Closing a connection from outside its own events reaches into mitmproxy's internals (the
 proxyserver addon's live connection handlers, as mitmproxy's own inactivity timeout closes
-them), through internals.py: on a mitmproxy version it was not checked against there is no
-head deadline, and a warning says so; the per-address cap and the descriptor limit use public
-hooks and stay.
+them), through addon/engine: on a mitmproxy version it was not checked against start-up stops
+unless keyrelay_unprotected, and then there is no head deadline; the per-address cap and the
+descriptor limit use public hooks and stay.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, http
 
-from addon import client_address
-from addon.transport import internals
+from addon import client_address, engine
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ class Connections:
             raise exceptions.OptionsError("keyrelay_head_timeout: must be 0 or more")
         self.head_timeout = ctx.options.keyrelay_head_timeout  # read per request: kept here
         if self._can_close is None:
-            self._can_close = internals.checked("no deadline for request heads")
+            self._can_close = engine.checked("connections")
 
     def running(self) -> None:
         before, after = raise_descriptor_limit()

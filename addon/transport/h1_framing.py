@@ -7,8 +7,9 @@ auth, limits and allowlists. This wraps `Http1Client.send`: a converted request 
 (its head does not end the message) and neither content-length nor transfer-encoding goes
 `transfer-encoding: chunked`, which mitmproxy's HTTP/1 client then encodes chunk by chunk.
 
-This reaches into mitmproxy's internals, through internals.py: on a mitmproxy version it was
-not checked against the wrapper is not installed, and a warning says so.
+This reaches into mitmproxy's internals, through addon/engine: on a mitmproxy version it was
+not checked against the wrapper is not installed, and start-up stops unless
+keyrelay_unprotected.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import HttpEvent, RequestHeaders
 
-from addon.transport import internals
+from addon import engine
 
 _original = _http1.Http1Client.send
 
@@ -37,9 +38,4 @@ def send(self: _http1.Http1Client, event: HttpEvent) -> Generator[commands.Comma
 
 
 def install() -> bool:
-    return internals.replace(
-        _http1.Http1Client,
-        "send",
-        send,
-        "HTTP/2 request bodies without content-length are not framed for HTTP/1 upstreams",
-    )
+    return engine.replace(_http1.Http1Client, "send", send, "h1_framing")

@@ -12,8 +12,9 @@ mitmproxy's HTTP/2 server layer (`Http2Server`, mitmproxy/proxy/layers/http/_htt
   or opens more than MAX_STREAMS_PER_SECOND, is closed with GOAWAY (ENHANCE_YOUR_CALM). (At
   most 100 streams are open at once: hyper-h2's SETTINGS_MAX_CONCURRENT_STREAMS.)
 
-This reaches into mitmproxy's internals, through internals.py: on a mitmproxy version it was
-not checked against these bounds are not installed, and a warning says so.
+This reaches into mitmproxy's internals, through addon/engine: on a mitmproxy version it was
+not checked against these bounds are not installed, and start-up stops unless
+keyrelay_unprotected.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mitmproxy.proxy.layers.http import _http2
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError, ResponseData
 
-from addon.transport import internals
+from addon import engine
 
 MAX_BUFFERED = 16 * 1024 * 1024  # bytes waiting for one client connection's windows
 MAX_STREAMS_PER_SECOND = 1000  # an SDK's burst fits; each stream costs a flow
@@ -114,9 +115,4 @@ def _buffered(server: _http2.Http2Server) -> int:
 
 
 def install() -> bool:
-    return internals.replace(
-        _http2.Http2Server,
-        "_handle_event",
-        _handle_event,
-        "HTTP/2 clients are not bounded (buffered answers, stream rate)",
-    )
+    return engine.replace(_http2.Http2Server, "_handle_event", _handle_event, "h2_bounds")

@@ -8,8 +8,10 @@ over `keyrelay_max_head_bytes`, or a line over `keyrelay_max_head_line_bytes`, i
 a 431 problem, its buffer dropped and the connection closed; a client that leaves mid-head is
 logged with the size of what it sent, never the bytes.
 
-This reaches into mitmproxy's internals, through internals.py: on a mitmproxy version it was
-not checked against the cap is not installed, and a warning says so.
+This reaches into mitmproxy's internals, through addon/engine: on a mitmproxy version it was
+not checked against the cap is not installed, and start-up stops unless keyrelay_unprotected.
+The HeadLimit addon also carries the engine's Gate (that option, and the stop): its `configure`
+is the first of the security patches' to run.
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.utils import human
 
-from addon import errorpage
-from addon.transport import internals
+from addon import engine, errorpage
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +80,18 @@ def read_headers(
 def install(head: int, line: int) -> bool:
     """Set the limits; the first call wraps mitmproxy's reader. False when not installed."""
     Limits.head, Limits.line = head, line
-    return internals.replace(
-        _http1.Http1Server, "read_headers", read_headers, "request heads are not capped"
-    )
+    return engine.replace(_http1.Http1Server, "read_headers", read_headers, "head_limit")
 
 
 class HeadLimit:
-    """The two options, applied to every HTTP/1 connection from the next head on."""
+    """The two options, applied to every HTTP/1 connection from the next head on; and the
+    engine's gate."""
+
+    def __init__(self) -> None:
+        self.gate = engine.Gate()
 
     def load(self, loader: Any) -> None:
+        self.gate.load(loader)
         loader.add_option(
             "keyrelay_max_head_bytes",
             int,
@@ -102,6 +106,7 @@ class HeadLimit:
         )
 
     def configure(self, updated: set[str]) -> None:
+        self.gate.configure(updated)  # before anything installs: it may stop start-up
         if updated & {"keyrelay_max_head_bytes", "keyrelay_max_head_line_bytes"}:
             head, line = (
                 ctx.options.keyrelay_max_head_bytes,

@@ -28,6 +28,11 @@ keeps sending is never cut. How each limit is enforced, and why:
   HTTP/2 stream reset), so the client can tell the stream was cut. A WebSocket is idle when
   no message went either way (mitmproxy's `tcp_timeout`, global, still applies on top); it
   is closed the same way, and the client gets a close frame.
+
+All three reach into mitmproxy's internals (the proxyserver addon's connection handlers, their
+tasks and transports, the HTTP layer's streams), through addon/engine: on a mitmproxy version
+they were not checked against start-up stops unless keyrelay_unprotected, and then no timer
+starts and no upstream connection is closed from here (`abort` included).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from mitmproxy.proxy.layers.http import (
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Connection
 
-from addon import errorpage, flowstate, tasks
+from addon import engine, errorpage, flowstate, tasks
 from addon.config.transport import Timeouts
 from addon.problems import problem_body
 
@@ -92,6 +97,8 @@ class Clock:
         self, flow: http.HTTPFlow, connection: Connection, provider: str, timeouts: Timeouts
     ) -> None:
         """requestheaders: remember the limits for this flow and the connection it will use."""
+        if not engine.checked("timeouts"):
+            return  # no watch: no timer starts for this flow
         watch = _Watch(provider, timeouts, connection)
         self._flows[flow.id] = watch
         self._planned[connection] = watch
@@ -153,7 +160,7 @@ class Clock:
     def connecting(self, data: server_hooks.ServerConnectionHookData) -> None:
         """server_connect: runs in the task that will open the connection."""
         server, address = data.server, data.server.address
-        if address is None:
+        if address is None or not engine.checked("timeouts"):
             return
         watch = self._planned.get((data.client.id, address[0].lower(), address[1]))
         timeouts = watch.timeouts if watch else Timeouts()
@@ -264,6 +271,8 @@ def _provider(flow: http.HTTPFlow) -> str:
 
 def _handler(flow: http.HTTPFlow) -> Any:
     """mitmproxy's live handler of this flow's client connection (proxy/server.py)."""
+    if not engine.checked("timeouts"):
+        return None
     proxyserver = ctx.master.addons.get("proxyserver")
     return proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
 

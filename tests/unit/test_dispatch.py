@@ -16,7 +16,7 @@ from mitmproxy.addons.script import Script
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook, HttpRequestHook
 from mitmproxy.test import taddons, tflow
 
-from addon import dispatch
+from addon import dispatch, engine
 
 LOG: list[tuple[str, str, int]] = []  # (addon, hook, id of the first argument)
 
@@ -143,15 +143,15 @@ def test_the_table_calls_what_mitmproxy_calls_in_the_same_order(
 def test_it_steps_aside_on_a_version_it_was_not_checked_against(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(dispatch, "VERSION", "99.0")
+    monkeypatch.setattr(engine, "VERSION", "99.0")
     addon = dispatch.FastDispatch()
     with taddons.context(addon) as tctx, caplog.at_level(logging.WARNING):
         tctx.configure(addon, keyrelay_fast_dispatch=True)
         assert dispatch.installed(tctx.master.addons) is None
-    assert (
-        "not installed: checked against mitmproxy 12.2.1, 12.2.2, 12.2.3, 12.3.1, this is 99.0"
-        in caplog.text
+    assert "fast hook dispatch not installed (it runs at mitmproxy's own speed): checked " in (
+        caplog.text
     )
+    assert "checked against mitmproxy 12.2.1, 12.2.2, 12.2.3, 12.3.1, this is 99.0" in caplog.text
 
 
 def test_the_option_installs_and_removes_it() -> None:

@@ -20,13 +20,3 @@ def test_no_top_level_name_in_addon_hides_another_module() -> None:
     assert {"relay", "config", "routing"} <= names  # the layout this test looks at
     taken = set(sys.stdlib_module_names) | set(packages_distributions())
     assert sorted(names & taken) == []
-
-
-def test_every_reach_into_mitmproxy_names_the_same_checked_versions() -> None:
-    # Each module that replaces a piece of mitmproxy keeps its own list (dispatch.py and
-    # fast_paths.py must load alone); they were compared with the same releases and must not
-    # drift apart.
-    from addon import dispatch, errorpage, fast_paths
-    from addon.transport import internals
-
-    assert dispatch.CHECKED == fast_paths.CHECKED == errorpage.CHECKED == internals.CHECKED
