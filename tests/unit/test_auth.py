@@ -126,3 +126,10 @@ def test_limits_config_errors(tmp_path: Path, top: dict, limits: dict, message: 
     with pytest.raises(ConfigError, match=None) as e:
         load(path, {})
     assert message in str(e.value)
+
+
+def test_every_mode_the_rules_accept_has_its_authenticator() -> None:
+    from addon.auth.modes import MODES as BUILT
+    from addon.config.auth import MODES as ACCEPTED
+
+    assert set(ACCEPTED) == set(BUILT)
