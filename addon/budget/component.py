@@ -217,6 +217,8 @@ class Budget:
         if not limited or meter == "free":
             return None
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
+        if price is not None and facts.searches and not price.search:
+            price = None  # it may search, and searches have no price
         if price is None:  # never free: what cannot be priced is refused
             self._calls.pop(flow)
             name = call.operation.name if call.operation else method

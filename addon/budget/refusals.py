@@ -17,7 +17,8 @@ from addon.routing.router import Route
 EXHAUSTED = "budget-exhausted"
 
 # Tools the provider runs and bills per use, beyond tokens (Anthropic's server tools, OpenAI's
-# built-in tools); client tools (functions, bash, text editor) cost only their tokens.
+# built-in tools); client tools (functions, bash, text editor) cost only their tokens. Web
+# search is metered when its `max_uses` bounds it (prices.searches_of); the others are refused.
 _PAID_TOOLS = (
     "web_search",
     "web_fetch",
@@ -64,10 +65,17 @@ def unreadable(data: dict[str, Any]) -> Refusal | None:
             "a background response's usage arrives after its answer, so under a budget it is "
             "refused",
         )
+    if prices.searches_of(data) is None:
+        return Refusal(
+            403,
+            "unpriced",
+            "a web search tool without a max_uses (a whole number) may search without bound, "
+            "each search billed, so under a budget it is refused: set max_uses",
+        )
     tools = data.get("tools")
     for tool in tools if isinstance(tools, list) else ():
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if isinstance(kind, str) and kind.startswith(_PAID_TOOLS):
+        if isinstance(kind, str) and kind.startswith(_PAID_TOOLS) and not prices.web_search(tool):
             return Refusal(
                 403,
                 "unpriced",

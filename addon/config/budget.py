@@ -28,7 +28,17 @@ from addon.config.node import Node
 # Anthropic's multipliers of the input price, for a price that names none.
 CACHE_READ_FACTOR = 0.1
 CACHE_WRITE_FACTOR = 1.25
-_RATES = ("input", "output", "cache_read", "cache_write", "characters", "unit", "image", "second")
+_RATES = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "characters",
+    "unit",
+    "image",
+    "second",
+    "search",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,7 @@ class Price:
     unit: float = 0.0
     image: float = 0.0  # per image made (OpenAI images: set the dearest size and quality you allow)
     second: float = 0.0  # per second of audio heard or video made
+    search: float = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
     reserve: float = 0.0  # units reserved before a request to a matching endpoint
 
     def matches(self, model: str | None, endpoint: str) -> bool:

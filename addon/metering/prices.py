@@ -21,6 +21,7 @@ from addon.metering.usage import (
     IMAGES,
     INPUT,
     OUTPUT,
+    SEARCHES,
     SECONDS,
     UNITS,
     Usage,
@@ -90,6 +91,7 @@ def cost(price: Price, usage: Usage) -> int:
         usage.get(UNITS, 0) * price.unit
         + usage.get(IMAGES, 0) * price.image
         + usage.get(SECONDS, 0) * price.second
+        + usage.get(SEARCHES, 0) * price.search
     )
     return round(per_million * _PER_MILLION + each * NANO)
 
@@ -110,6 +112,7 @@ class RequestFacts:
     seconds: float | None = None  # of video asked for (OpenAI's `seconds`)
     hidden_output: int = 0  # output billed but not streamed (Claude 4's thinking: a summary)
     tools: bool = False  # it offers tools (Anthropic adds a system prompt for them)
+    searches: int | None = 0  # web searches its server tools may run; None: without bound
     size: int = 0  # the body's bytes (an upload's bound its audio's seconds)
 
 
@@ -147,6 +150,7 @@ def facts_of(data: dict[str, Any], size: int, *, form: bool = False) -> RequestF
         size=size,
         hidden_output=budget if type(budget) is int and budget > 0 else 0,
         tools=bool(data.get("tools")),
+        searches=searches_of(data),
     )
 
 
@@ -163,6 +167,26 @@ def _input_bound(value: Any, key: str = "") -> int:
     if isinstance(value, list):
         return sum(_input_bound(v) for v in value) + 1
     return 1
+
+
+def web_search(tool: Any) -> bool:
+    """A server tool that searches the web, billed per search (Anthropic's `web_search_*`)."""
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    return isinstance(kind, str) and kind.startswith("web_search")
+
+
+def searches_of(data: dict[str, Any]) -> int | None:
+    """How many searches its web search tools may run: the sum of their `max_uses`; None when
+    one names no bound (a JSON integer of at least 0, as Anthropic reads it)."""
+    tools = data.get("tools")
+    total = 0
+    for tool in tools if isinstance(tools, list) else ():
+        if web_search(tool):
+            uses = tool.get("max_uses")
+            if type(uses) is not int or uses < 0:
+                return None
+            total += uses
+    return total
 
 
 def _utf8(text: str) -> int:
@@ -198,4 +222,4 @@ def worst_case(
     output = output_tokens(facts, output_cap) * facts.choices
     input_price = max(price.input, price.cache_write, price.cache_read)
     per_million = facts.input_bound * input_price + output * price.output
-    return math.ceil(per_million * _PER_MILLION)
+    return math.ceil(per_million * _PER_MILLION + (facts.searches or 0) * price.search * NANO)

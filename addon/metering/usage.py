@@ -20,7 +20,8 @@ CHARACTERS = "characters"
 UNITS = "units"
 IMAGES = "images"
 SECONDS = "seconds"
-NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS, IMAGES, SECONDS)
+SEARCHES = "searches"
+NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS, IMAGES, SECONDS, SEARCHES)
 
 MAX_JSON_BODY = 8 << 20  # a buffered answer larger than this is not parsed for usage
 
@@ -50,6 +51,9 @@ def normalise(raw: Any) -> Usage:
     for name in (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE):
         if (n := _count(raw.get(name))) is not None:
             out[name] = n
+    server = raw.get("server_tool_use")  # Anthropic's server tools, billed per use
+    if isinstance(server, Mapping) and (n := _count(server.get("web_search_requests"))):
+        out[SEARCHES] = n
     details = raw.get("input_tokens_details")  # OpenAI Responses API
     if isinstance(details, Mapping) and (cached := _count(details.get("cached_tokens"))):
         out[INPUT] = max(0, out.get(INPUT, 0) - cached)

@@ -191,6 +191,8 @@ def test_counts_are_read_as_the_provider_reads_them(tmp_path: Path, change: dict
         {"conversation": "c"},
         {"tools": [{"type": "web_search_preview"}]},
         {"tools": [{"type": "function", "name": "f"}, {"type": "code_interpreter"}]},
+        # Bounded, but FLAT names no price per search.
+        {"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]},
     ],
 )
 def test_what_bills_beyond_its_body_is_refused_under_a_budget(

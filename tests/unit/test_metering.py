@@ -302,3 +302,21 @@ def test_the_input_bound_counts_bytes_as_tokenizers_do() -> None:
     assert facts.input_bound >= len(rare.encode())
     escaped, _ = read_body(json.dumps({"messages": [{"content": rare}]}).encode())  # \ud808\udc00
     assert escaped.input_bound == facts.input_bound
+
+
+def test_web_searches_are_bounded_by_max_uses_and_charged_per_search() -> None:
+    """Anthropic bills each search its web search tool runs ($10 per 1,000) on top of tokens:
+    a request's `max_uses` bounds them; the answer's `server_tool_use` counts them."""
+    from addon.config.budget import Price
+    from addon.metering.prices import cost, read_body, worst_case
+    from addon.metering.usage import normalise
+
+    price = Price("*", False, input=0.0, output=0.0, search=0.01)
+    tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+    facts, _ = read_body(json.dumps({"max_tokens": 10, "tools": [tool]}).encode())
+    assert facts.searches == 5
+    assert worst_case(price, facts, None, "POST") == 50_000_000  # 5 x $0.01, in nano-dollars
+    unbounded, _ = read_body(json.dumps({"tools": [{**tool, "max_uses": None}]}).encode())
+    assert unbounded.searches is None
+    usage = normalise({"input_tokens": 9, "server_tool_use": {"web_search_requests": 2}})
+    assert usage["searches"] == 2 and cost(price, usage) == 20_000_000
