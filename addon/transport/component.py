@@ -13,6 +13,7 @@ from mitmproxy.proxy import server_hooks
 
 from addon import flowstate, header_index
 from addon.config.transport import TransportSpec
+from addon.flowlocal import FlowLocal
 from addon.problems import Refusal
 from addon.routing.forwarding import HOP_BY_HOP
 from addon.routing.router import Route
@@ -141,7 +142,7 @@ class Transport:
 
     def __init__(self) -> None:
         self.clock = Clock()
-        self._flows: dict[str, TransportSpec] = {}
+        self._flows: FlowLocal[TransportSpec] = FlowLocal("transport.flows")
         self._offer_h2: dict[tuple[str, str, int], bool] = {}  # (client id, host, port)
 
     def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
@@ -154,7 +155,7 @@ class Transport:
         if isinstance(plan, Refusal):
             return plan
         connection = (flow.client_conn.id, route.host.lower(), route.port)
-        self._flows[flow.id] = transport
+        self._flows.set(flow, transport)
         self.clock.routed(flow, connection, provider.name, transport.timeouts)
         # A WebSocket handshake needs HTTP/1.1: HTTP/2 has no Upgrade.
         websocket = header_index.asks_for_websocket(request.headers)
@@ -176,11 +177,11 @@ class Transport:
         self.clock.abort(flow, why)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self._flows:
+        if flow in self._flows:
             self.clock.request_sent(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        transport = self._flows.get(flow.id)
+        transport = self._flows.get(flow)
         response = flow.response
         if transport is None or response is None:
             return
@@ -201,7 +202,7 @@ class Transport:
 
     def response(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if flow.id in self._flows and response is not None and not response.stream:
+        if flow in self._flows and response is not None and not response.stream:
             decode_buffered(response)
         self.error(flow)
 
@@ -209,7 +210,7 @@ class Transport:
         """error / websocket_end (and the end of `response`): the flow is over."""
         if websocket_open(flow):
             return  # the idle timer keeps watching the socket until websocket_end
-        self._flows.pop(flow.id, None)
+        self._flows.pop(flow)
         if connection := self.clock.finished(flow):
             self._offer_h2.pop(connection, None)
 

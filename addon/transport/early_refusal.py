@@ -22,6 +22,7 @@ from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
 from addon import errorpage
+from addon.flowlocal import FlowLocal
 
 # Bodies up to this size are simply read and dropped: cheaper than a closed connection.
 SMALL_BODY = 64 * 1024
@@ -36,8 +37,9 @@ def _discard(_chunk: bytes) -> Iterable[bytes]:
 class EarlyRefusals:
     def __init__(self) -> None:
         self._pending: dict[str, str] = {}  # sentinel host -> errorpage message
-        self._headers: dict[str, list[tuple[str, str]]] = {}  # flow id -> the refusal's headers
-        self._held: dict[str, http.Response] = {}  # flow id -> the answer, body length unknown
+        # A diverted refusal's headers, and its answer while the body's length is unknown.
+        self._headers: FlowLocal[list[tuple[str, str]]] = FlowLocal("early.headers")
+        self._held: FlowLocal[http.Response] = FlowLocal("early.held")
 
     def divert(self, flow: http.HTTPFlow) -> bool:
         """requestheaders, once keyrelay has answered: True when the answer goes out without
@@ -51,13 +53,16 @@ class EarlyRefusals:
             return False
         host = f"{flow.id}{_HOST_SUFFIX}"
         self._pending[host] = _message(response)
-        self._headers[flow.id] = [
-            (name, value)
-            for name, value in response.headers.items(multi=True)
-            if name.lower() not in _PAGE_HEADERS
-        ]
+        self._headers.set(
+            flow,
+            [
+                (name, value)
+                for name, value in response.headers.items(multi=True)
+                if name.lower() not in _PAGE_HEADERS
+            ],
+        )
         if unknown:
-            self._held[flow.id] = response
+            self._held.set(flow, response)
         flow.response = None
         request.scheme, request.host, request.port = "https", host, 443
         request.stream = _discard
@@ -75,21 +80,21 @@ class EarlyRefusals:
     def answer_headers(self, flow: http.HTTPFlow) -> list[tuple[str, str]] | None:
         """error: the headers of this flow's diverted refusal, for its error page (None when
         the flow was not diverted)."""
-        return self._headers.pop(flow.id, None)
+        return self._headers.pop(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
         """The whole request arrived without a stream (its HTTP/2 stream had ended with the
         head, or it was small): the held answer goes out as it would have."""
-        if (response := self._held.pop(flow.id, None)) is not None:
+        if (response := self._held.pop(flow)) is not None:
             self._pending.pop(flow.request.host, None)
-            self._headers.pop(flow.id, None)
+            self._headers.pop(flow)
             flow.response = response
 
     def response(self, flow: http.HTTPFlow) -> None:
         """A diverted flow that never tried to connect leaves nothing behind."""
         self._pending.pop(flow.request.host, None)
-        self._headers.pop(flow.id, None)
-        self._held.pop(flow.id, None)
+        self._headers.pop(flow)
+        self._held.pop(flow)
 
     error = response
 

@@ -57,6 +57,7 @@ from mitmproxy.proxy.layers.http._http1 import Http1Connection
 
 from addon import engine, errorpage, flowstate, tasks
 from addon.config.transport import Timeouts
+from addon.flowlocal import FlowLocal
 from addon.problems import problem_body
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Clock:
     """Starts, resets and stops the timers of live flows and upstream connections."""
 
     def __init__(self) -> None:
-        self._flows: dict[str, _Watch] = {}
+        self._flows: FlowLocal[_Watch] = FlowLocal("timeouts.flows")
         self._planned: dict[Connection, _Watch] = {}
         self._connects: dict[str, asyncio.TimerHandle] = {}  # by server connection id
 
@@ -100,7 +101,7 @@ class Clock:
         if not engine.checked("timeouts"):
             return  # no watch: no timer starts for this flow
         watch = _Watch(provider, timeouts, connection)
-        self._flows[flow.id] = watch
+        self._flows.set(flow, watch)
         self._planned[connection] = watch
 
     def request_sent(self, flow: http.HTTPFlow) -> None:
@@ -109,7 +110,7 @@ class Clock:
         One timer per flow, not one per phase: it fires at the earliest moment either limit
         could be due, and `_check` re-arms it for what is left (a short answer, the common
         case, costs one timer instead of two and their cancellations)."""
-        watch = self._flows.get(flow.id)
+        watch = self._flows.get(flow)
         if watch is None or flow.response is not None:
             return
         loop = asyncio.get_running_loop()
@@ -121,7 +122,7 @@ class Clock:
 
     def response_started(self, flow: http.HTTPFlow) -> Callable[[], None]:
         """responseheaders: switch to the idle limit. Returns what a streamed chunk calls."""
-        watch = self._flows.get(flow.id)
+        watch = self._flows.get(flow)
         if watch is None:
             return _nothing
         watch.head_at = time.time()
@@ -142,7 +143,7 @@ class Clock:
 
     def finished(self, flow: http.HTTPFlow) -> Connection | None:
         """response / error: the flow is over. Returns its connection key."""
-        watch = self._flows.pop(flow.id, None)
+        watch = self._flows.pop(flow)
         if watch is None:
             return None
         watch.cancel()
@@ -198,14 +199,14 @@ class Clock:
 
     def expired(self, flow: http.HTTPFlow) -> str | None:
         """error: the errorpage message when a timeout closed this flow's connection."""
-        watch = self._flows.get(flow.id)
+        watch = self._flows.get(flow)
         return watch.expired if watch else None
 
     # -- expiry --------------------------------------------------------------------------------
 
     def _check(self, flow: http.HTTPFlow) -> None:
         """The flow's timer fired: a limit is due, or the timer is re-armed for what is left."""
-        watch = self._flows.get(flow.id)
+        watch = self._flows.get(flow)
         if watch is None:
             return
         watch.timer = None
@@ -238,7 +239,7 @@ class Clock:
         tasks.spawn(_answer_instead(handler, flow, via, response))
 
     def _idle_check(self, flow: http.HTTPFlow) -> None:
-        watch = self._flows.get(flow.id)
+        watch = self._flows.get(flow)
         if watch is None:
             return
         last = watch.last_chunk or max(watch.head_at, _last_activity(flow))
