@@ -24,7 +24,7 @@ from typing import Any
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
-from addon import errorpage, flowstate, heap
+from addon import engine, errorpage, flowstate, heap
 from addon.budget import usage_endpoint
 from addon.budget.component import Budget
 from addon.config.node import ConfigError
@@ -133,6 +133,7 @@ class KeyRelay:
         self.connect_to = ConnectTo()
         self.transport = Transport()  # streams, encodings, size limit, timeouts
         self.early = EarlyRefusals()  # refusals that must not wait for a large body
+        self.engine = engine.Gate()  # an unchecked mitmproxy stops start-up (or runs unprotected)
         self.head_limit = HeadLimit()  # HTTP/1 request heads: 431 past a size
         self.connections = Connections()  # head deadlines, a cap per address, descriptors
         self.guard = Guard()  # auth, limits, body rules
@@ -153,6 +154,7 @@ class KeyRelay:
     # -- options and lifetime ------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
+        self.engine.load(loader)
         errorpage.install()
         h1_framing.install()  # HTTP/2 bodies without content-length, to HTTP/1 upstreams
         h2_bounds.install()  # HTTP/2 clients: buffered answers, rapid resets
@@ -166,6 +168,7 @@ class KeyRelay:
         )
 
     def configure(self, updated: set[str]) -> None:
+        self.engine.configure(updated)  # first: it may stop start-up before anything installs
         self.access.configure(updated)
         self.connect_to.configure(updated)
         self.replay.configure(updated)

@@ -9,9 +9,8 @@ a 431 problem, its buffer dropped and the connection closed; a client that leave
 logged with the size of what it sent, never the bytes.
 
 This reaches into mitmproxy's internals, through addon/engine: on a mitmproxy version it was
-not checked against the cap is not installed, and start-up stops unless keyrelay_unprotected.
-The HeadLimit addon also carries the engine's Gate (that option, and the stop): its `configure`
-is the first of the security patches' to run.
+not checked against the cap is not installed, and start-up stops unless keyrelay_unprotected
+(engine.Gate, which relay.py configures first).
 """
 
 from __future__ import annotations
@@ -84,14 +83,9 @@ def install(head: int, line: int) -> bool:
 
 
 class HeadLimit:
-    """The two options, applied to every HTTP/1 connection from the next head on; and the
-    engine's gate."""
-
-    def __init__(self) -> None:
-        self.gate = engine.Gate()
+    """The two options, applied to every HTTP/1 connection from the next head on."""
 
     def load(self, loader: Any) -> None:
-        self.gate.load(loader)
         loader.add_option(
             "keyrelay_max_head_bytes",
             int,
@@ -106,7 +100,6 @@ class HeadLimit:
         )
 
     def configure(self, updated: set[str]) -> None:
-        self.gate.configure(updated)  # before anything installs: it may stop start-up
         if updated & {"keyrelay_max_head_bytes", "keyrelay_max_head_line_bytes"}:
             head, line = (
                 ctx.options.keyrelay_max_head_bytes,
