@@ -37,7 +37,12 @@ def test_a_rewrite_of_the_fields_is_seen_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("encoding", "raw"),
-    [(None, b'{"a":1}'), ("gzip", gzip.compress(b'{"a":1}')), ("gzip", b"not gzip"), ("", b"x")],
+    [
+        (None, b'{"a":1}'),
+        ("gzip", gzip.compress(b'{"a":1}', mtime=0)),
+        ("gzip", b"not gzip"),
+        ("", b"x"),
+    ],
 )
 def test_content_is_get_content_without_strictness(encoding: str | None, raw: bytes) -> None:
     response = http.Response.make(
