@@ -4,8 +4,10 @@ An operation pattern reads `METHODS host/path`:
 - METHODS is one method (`GET`), several (`GET|HEAD`) or `*` (any);
 - the host is a name, a label may be `*`;
 - path segments are literal (case and all: the provider reads them so), `*` (one non-empty
-  segment), `{object}` (one segment that names an object of that type, e.g. `{response}`), or
-  `**` (anything, including nothing; `/**` at the end also matches the path without it).
+  segment), `*:verb` (one segment ending in a custom method, as Google writes them:
+  `models/*:generateContent`; the part before `:verb` holds no `:`), `{object}` (one segment
+  that names an object of that type, e.g. `{response}`), or `**` (anything, including nothing;
+  `/**` at the end also matches the path without it).
 
 The query is not part of an operation: ownership (addon/jobs/) reads it for ids instead.
 """
@@ -46,6 +48,7 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?|\*")
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 _NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 _LITERAL = re.compile(r"[A-Za-z0-9\-._~!$&'()+,;=:@%]+")
+_CUSTOM_METHOD = re.compile(r"\*(:[A-Za-z][A-Za-z0-9]*)")  # `*:generateContent`
 
 
 class OperationError(ValueError):
@@ -136,6 +139,8 @@ def _path_regex(segments: list[str]) -> tuple[str, tuple[str, ...]]:
             parts.append("(?:/.*)?" if last else "/.*")
         elif segment == "*":
             parts.append("/[^/]+")
+        elif (verb := _CUSTOM_METHOD.fullmatch(segment)) is not None:
+            parts.append("/[^/:]+" + re.escape(verb[1]))
         elif (found := _PLACEHOLDER.fullmatch(segment)) is not None:
             name = found[1]
             if name in placeholders:
@@ -148,7 +153,7 @@ def _path_regex(segments: list[str]) -> tuple[str, tuple[str, ...]]:
             parts.append("/" + re.escape(segment))
         else:
             raise OperationError(
-                f"'{segment}' is not a path segment: a literal, '*', '**' or '{{object}}'"
+                f"'{segment}' is not a path segment: a literal, '*', '*:verb', '**' or '{{object}}'"
             )
     return "".join(parts), tuple(placeholders)
 

@@ -51,9 +51,33 @@ def test_globs_and_the_whole_host() -> None:
     assert under.match("POST", "queue.fal.run.evil.com", "/x") is None
 
 
+def test_a_custom_method_segment_names_one_model_and_its_verb() -> None:
+    """Google's `models/{model}:generateContent`: `*:verb` is one segment ending in the verb."""
+    op = compile_operation("POST generativelanguage.googleapis.com/*/models/*:generateContent")
+    host = "generativelanguage.googleapis.com"
+    assert op.match("POST", host, "/v1beta/models/gemini-2.5-flash:generateContent") == {}
+    assert op.match("POST", host, "/v1/models/gemini-2.5-flash:generateContent") == {}
+    for path in [
+        "/v1/models/gemini-2.5-flash:streamGenerateContent",  # another verb
+        "/v1/models/gemini-2.5-flash:generatecontent",  # another case
+        "/v1/models/:generateContent",  # no model
+        "/v1/models/a:countTokens:generateContent",  # a segment with two verbs
+        "/v1/models/gemini-2.5-flash%3AgenerateContent",  # an escaped colon
+        "/v1/models/a/b:generateContent",  # two segments
+        "/v1/tunedModels/a:generateContent",
+    ]:
+        assert op.match("POST", host, path) is None, path
+    literal = compile_operation(f"POST {host}/v1/models/gemini-2.5-flash:generateContent")
+    assert literal.match("POST", host, "/v1/models/gemini-2.5-flash:generateContent") == {}
+    assert literal.match("POST", host, "/v1/models/gemini-2.5-pro:generateContent") is None
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
+        ("POST g.googleapis.com/models/*:", "not a path segment"),
+        ("POST g.googleapis.com/models/*:a/b*", "not a path segment"),
+        ("POST g.googleapis.com/models/x*:verb", "not a path segment"),
         ("fal.run/**", "names no method: write 'POST fal.run/**'"),
         ("get fal.run/**", "is not a method"),
         ("POST http://fal.run/**", "only https"),
