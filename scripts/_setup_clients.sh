@@ -39,7 +39,7 @@ _keyrelay_setup_clients() {
     touch "$stamp"
   fi
   local mod
-  for mod in @fal-ai/client @inferencesh/sdk playwright-core esbuild; do
+  for mod in @fal-ai/client @google/genai @inferencesh/sdk playwright-core esbuild; do
     [ -f "$clients/node_modules/$mod/package.json" ] || { _kr_fail "node module $mod is missing after npm ci"; return 1; }
   done
 

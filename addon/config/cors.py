@@ -34,6 +34,10 @@ CLIENT_HEADERS = (
     "x-inf-*",
     "x-client-source",
     "x-api-version",
+    "x-goog-api-key",  # @google/genai: its key, its version, its timeout in seconds
+    "x-goog-api-client",
+    "x-server-timeout",
+    "user-agent",  # @google/genai sets it; a browser that sends it asks the preflight first
 )
 _HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _DEFAULT_PORTS = {"http": 80, "https": 443}

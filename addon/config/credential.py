@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from addon.config.key_sources import (
     EnvSource,
@@ -18,6 +19,7 @@ from addon.config.node import Node
 __all__ = [
     "CLIENT_ACCOUNT_HEADERS",
     "CLIENT_CREDENTIAL_HEADERS",
+    "CLIENT_CREDENTIAL_QUERY",
     "Credential",
     "EnvSource",
     "parse_credential",
@@ -38,11 +40,30 @@ CLIENT_CREDENTIAL_HEADERS = frozenset(
     }
 )
 
+# Query parameters that carry a credential: Google's `key` (its APIs read it as they read
+# x-goog-api-key) and OAuth's `access_token` (@google/genai sends Live API tokens in it). Removed
+# from every upstream request and masked wherever a flow is kept, as the headers are.
+CLIENT_CREDENTIAL_QUERY = frozenset({"key", "access_token"})
+
+
+def is_credential_param(param: str) -> bool:
+    """Whether one `name=value` of a query is a credential, its name read as a server may read
+    it: unescaped and without case (`K%65y=` too)."""
+    name = param.partition("=")[0]
+    return unquote_plus(name).strip().lower() in CLIENT_CREDENTIAL_QUERY
+
+
 # Headers that pick the account, organisation or project a key acts for (the providers' SDKs
 # send them). A client's choice would be charged to the operator's key, and a foreign one gets
 # a 401 that looks like a bad key: removed too; the operator may `set:` them per provider.
 CLIENT_ACCOUNT_HEADERS = frozenset(
-    {"openai-organization", "openai-project", "anthropic-workspace-id", "anthropic-organization-id"}
+    {
+        "openai-organization",
+        "openai-project",
+        "anthropic-workspace-id",
+        "anthropic-organization-id",
+        "x-goog-user-project",  # the Google Cloud project billed and whose quota counts
+    }
 )
 
 

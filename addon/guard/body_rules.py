@@ -12,8 +12,9 @@ Methods, routes and the endpoint allowlist are checked by routing before this.
 Batches carry many requests in one: Anthropic's message batches (`requests[].params`) are
 checked request by request; an OpenAI batch (`input_file_id`: its requests are in a file
 uploaded earlier, which keyrelay never reads) is refused wherever body rules apply. A `model`
-named in the query (OpenAI's realtime WebSocket) is checked too, before any body, and a
-WebSocket must name one when `models:` is set: its messages are never checked.
+named in the query (OpenAI's realtime WebSocket) or in the path (Gemini's) is checked too,
+before any body, and a WebSocket must name one when `models:` is set: its messages are never
+checked.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl
 
 from addon.config.validation import ValidationSpec
 from addon.guard import multipart
+from addon.metering import gemini
 from addon.problems import Refusal
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -104,6 +106,15 @@ def check_body(spec: ValidationSpec, content_types: Sequence[str], body: bytes) 
         if refusal := _check_request(spec, item["params"]):
             return refusal
     return None
+
+
+def check_path(spec: ValidationSpec, path: str) -> Refusal | None:
+    """`models:` on a model named in the path (Gemini's `models/{model}:generateContent`):
+    its body names none, so the path is what the allowlist holds to."""
+    model = gemini.path_model(path)
+    if spec.models is None or model is None:
+        return None
+    return _check_model(spec, {"model": model})
 
 
 def check_query(spec: ValidationSpec, query: str, *, websocket: bool) -> Refusal | None:

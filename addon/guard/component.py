@@ -101,6 +101,8 @@ class Guard:
 
         path, _, query = route.path.partition("?")
         websocket = header_index.asks_for_websocket(request.headers)
+        if refusal := body_rules.check_path(provider.validation, path):
+            return refusal
         if refusal := body_rules.check_query(provider.validation, query, websocket=websocket):
             return refusal
         mints_token = _mints_token(provider, request.method, route.host, route.path)

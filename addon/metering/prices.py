@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from addon.config.budget import Price
+from addon.metering import gemini
 from addon.metering.usage import (
     CACHE_READ,
     CACHE_WRITE,
@@ -51,7 +52,8 @@ def family(model: str) -> str:
 def price_for(prices: Sequence[Price], model: str | None, endpoint: str) -> Price | None:
     """The first price, in the order listed, that matches the model or its family (so the
     answer's dated snapshot costs what its family costs; list a snapshot first to price it
-    apart)."""
+    apart). A request naming no model may name it in its path (Gemini)."""
+    model = model or gemini.path_model(endpoint)
     kin = family(model) if model else None
     return next(
         (p for p in prices if p.matches(model, endpoint) or (kin and p.matches(kin, endpoint))),
@@ -75,7 +77,7 @@ def invalid_count(data: dict[str, Any]) -> str | None:
             return f"{name} must be a whole number of at least {least}"
     if data.get("seconds") is not None and seconds_of(data["seconds"]) is None:
         return "seconds must be a number of at least 0"
-    return None
+    return gemini.invalid_count(data)
 
 
 def cost(price: Price, usage: Usage) -> int:
@@ -140,12 +142,17 @@ def facts_of(data: dict[str, Any], size: int, *, form: bool = False) -> RequestF
     n = data.get("n")
     thinking = data.get("thinking")
     budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    choices = n if type(n) is int and n > 1 else 1
+    if gemini.is_request(data):  # its cap is nested; without one, the model's own most
+        cap, candidates = gemini.output(data)
+        caps.append(cap)
+        choices = max(choices, candidates)
     return RequestFacts(
         model=model if isinstance(model, str) else None,
         max_output=max(caps) if caps else None,
         input_bound=size if form else _input_bound(data),
         text_chars=len(text) if isinstance(text, str) else None,
-        choices=n if type(n) is int and n > 1 else 1,
+        choices=choices,
         seconds=seconds_of(data.get("seconds")),
         size=size,
         hidden_output=budget if type(budget) is int and budget > 0 else 0,

@@ -3,7 +3,9 @@
 Only a partial line is ever kept (at most MAX_LINE bytes). Anthropic: `message_start` carries
 the input and cache counts, `message_delta` the output so far (cumulative: the last one wins),
 `message_stop` ends it. OpenAI chat completions: the usage-only chunk before `[DONE]`. OpenAI
-Responses API: `response.completed` (or `.incomplete` / `.failed`).
+Responses API: `response.completed` (or `.incomplete` / `.failed`). Gemini (`?alt=sse`): every
+event's `usageMetadata` (cumulative: the last wins); it ends when every candidate has its
+`finishReason`, or the prompt was blocked.
 
 For an OpenAI chat completion whose client did not ask for usage, keyrelay asked for it
 (`stream_options.include_usage`) and `strip` takes out what that added: the usage-only chunk
@@ -18,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from addon.metering.usage import INPUT, OUTPUT, Usage, normalise
+from addon.metering.usage import INPUT, OUTPUT, Usage, normalise, normalise_gemini
 
 MAX_LINE = 1 << 20
 _NULL_USAGE = (
@@ -39,6 +41,7 @@ class StreamMeter:
         self._overlong = False  # inside a line past MAX_LINE: not parsed
         self._drop_blank = False  # after a dropped usage chunk: its blank terminator too
         self.anthropic = False  # an Anthropic message stream (message_start seen)
+        self._finished: dict[int, bool] = {}  # Gemini: each candidate seen, whether it ended
         self.streamed = 0  # UTF-8 bytes of generated content passed on (Anthropic)
 
     def __call__(self, chunk: bytes) -> bytes:
@@ -82,7 +85,7 @@ class StreamMeter:
         if self.anthropic and b'"content_block_' in bare:
             self._content(_json(bare[5:]))
             return line + end
-        if b'"usage"' not in bare and not self._strip:
+        if b'"usage' not in bare and not self._strip:  # "usage" or Gemini's "usageMetadata"
             if b'"message_stop"' in bare:
                 self.complete = True
             return line + end
@@ -118,9 +121,29 @@ class StreamMeter:
                 self.usage.update(normalise(event["usage"]))
                 self.complete = True
                 return event.get("choices") == []
+        elif isinstance(metadata := event.get("usageMetadata"), dict):  # Gemini
+            self._model(event.get("modelVersion"))
+            if usage := normalise_gemini(metadata):
+                self.usage = usage
+            self.complete = self._gemini_ended(event)
         elif isinstance(event.get("usage"), dict):  # message_delta, and anything alike
             self.usage.update(normalise(event["usage"]))
         return False
+
+    def _gemini_ended(self, event: dict[str, Any]) -> bool:
+        """Every candidate seen so far has its finishReason (index 0 may go unnamed), or the
+        prompt was blocked: then this event's usage is the final one."""
+        feedback = event.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            return True
+        candidates = event.get("candidates")
+        for candidate in candidates if isinstance(candidates, list) else ():
+            if isinstance(candidate, dict):
+                index = candidate.get("index")
+                index = index if isinstance(index, int) else 0
+                ended = self._finished.get(index, False) or bool(candidate.get("finishReason"))
+                self._finished[index] = ended
+        return bool(self._finished) and all(self._finished.values())
 
     def _content(self, event: dict[str, Any] | None) -> None:
         """The bytes of what a content block event carries: text, tool input, thinking, a

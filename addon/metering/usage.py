@@ -1,7 +1,8 @@
 """A call's usage in the provider's own units, by name, from its answer.
 
 Token counts are normalised to Anthropic's meaning: `input_tokens` excludes the cached part,
-which is `cache_read_input_tokens` (OpenAI counts cached tokens inside prompt/input tokens).
+which is `cache_read_input_tokens` (OpenAI and Gemini count cached tokens inside prompt/input
+tokens); Gemini's thinking is billed as output, and so counted.
 """
 
 from __future__ import annotations
@@ -61,6 +62,34 @@ def normalise(raw: Any) -> Usage:
     return out
 
 
+_GEMINI = (
+    "promptTokenCount",
+    "cachedContentTokenCount",
+    "toolUsePromptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "totalTokenCount",
+)
+
+
+def normalise_gemini(raw: Any) -> Usage:
+    """Gemini's `usageMetadata`. The prompt includes the cached part and excludes what tools
+    returned to the model (`toolUsePromptTokenCount`), billed as input too; output is the
+    candidates plus the thoughts. `totalTokenCount` is the sum of them all: any part of it no
+    other field accounts for is counted as output (the dearer), never left out."""
+    counts = [_count(raw.get(name)) for name in _GEMINI] if isinstance(raw, Mapping) else []
+    if not any(n is not None for n in counts):
+        return {}
+    prompt, cached, tools, candidates, thoughts, total = (n or 0 for n in counts)
+    out: Usage = {
+        INPUT: max(0, prompt - cached) + tools,
+        OUTPUT: max(candidates + thoughts, total - prompt - tools),
+    }
+    if cached:
+        out[CACHE_READ] = cached
+    return out
+
+
 def from_headers(header: Callable[[str], str | None]) -> Usage:
     """ElevenLabs' `x-character-count` and fal's `x-fal-billable-units`."""
     out: Usage = {}
@@ -79,15 +108,21 @@ def from_headers(header: Callable[[str], str | None]) -> Usage:
 
 def from_body(body: bytes) -> tuple[Usage, str | None]:
     """The usage and model of a whole JSON answer (a message, a chat completion, a response,
-    or anything else carrying a top-level `usage`)."""
-    if not body or len(body) > MAX_JSON_BODY or body.lstrip()[:1] != b"{":
+    a Gemini answer, or anything else carrying a top-level `usage`). A list is Gemini's
+    streamGenerateContent without `alt=sse`: its last answer carries the final figures."""
+    if not body or len(body) > MAX_JSON_BODY or body.lstrip()[:1] not in (b"{", b"["):
         return {}, None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return {}, None
+    if isinstance(data, list) and data:
+        data = data[-1]
     if not isinstance(data, dict):
         return {}, None
+    if "usageMetadata" in data:
+        model = data.get("modelVersion")
+        return normalise_gemini(data["usageMetadata"]), model if isinstance(model, str) else None
     model = data.get("model")
     usage = normalise(data.get("usage"))
     if (images := _images(data)) is not None:

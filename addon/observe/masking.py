@@ -50,8 +50,11 @@ class Masking:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Before routing strips them: remember the client's credentials, to mask them later."""
-        names = self._names()
-        self._client.set(flow, _Client(redaction.client_credentials(flow.request.headers, names)))
+        request = flow.request
+        secrets = redaction.client_credentials(request.headers, self._names())
+        if "?" in request.path:
+            secrets.update(redaction.query_credentials(request.path))
+        self._client.set(flow, _Client(secrets))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """A key an upstream echoes must not reach the client either: the head goes out right

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote, unquote_plus
 
 from mitmproxy import http
 
 from addon import header_index
-from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
+from addon.config.credential import CLIENT_CREDENTIAL_HEADERS, is_credential_param
 
 Secrets = Mapping[str, str]  # secret value -> placeholder, e.g. "sk-..." -> "<OPENAI_API_KEY>"
 
@@ -88,6 +89,28 @@ def client_credentials(
             if len(found) == MAX_CLIENT_SECRETS:
                 return found
             found[part] = placeholder
+    return found
+
+
+def query_credentials(path: str) -> dict[str, str]:
+    """The credentials a client put in its query (`?key=`), as sent and unescaped (a HAR export
+    shows them decoded), each mapped to a placeholder naming only a hash. Routing drops them
+    upstream; this keeps them out of what a refused or failed flow keeps of its URL."""
+    query = path.partition("?")[2]
+    found: dict[str, str] = {}
+    for param in query.split("&") if query else ():
+        if not is_credential_param(param):
+            continue
+        name, _, raw = param.partition("=")
+        if len(raw) > MAX_CLIENT_SECRET_LENGTH:
+            continue
+        # No whitespace: it stands in a URL, which must stay one token.
+        placeholder = f"<client-{unquote_plus(name).strip().lower()}-{fingerprint(raw)}>"
+        for value in {raw, unquote(raw), unquote_plus(raw)}:
+            if len(found) == MAX_CLIENT_SECRETS:
+                return found
+            if len(value) >= MIN_SECRET_LENGTH:
+                found[value] = placeholder
     return found
 
 

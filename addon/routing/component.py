@@ -11,7 +11,7 @@ from addon import flowstate, header_index
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.rules import Rules
 from addon.problems import Refusal
-from addon.routing.forwarding import upstream_headers
+from addon.routing.forwarding import upstream_headers, upstream_target
 from addon.routing.router import Route, Router
 from addon.routing.server_names import ServerNames, is_loopback
 
@@ -101,7 +101,7 @@ class Routing:
         data.scheme, data.host, data.port = route.scheme.encode(), route.host, route.port
         if data.authority:  # HTTP/2 and HTTP/3
             request.authority = authority
-        request.path = route.path
+        request.path = upstream_target(route.path)
         state = flowstate.of(flow)
         state["upstream"] = f"{route.host}{route.path.partition('?')[0]}"
         state["decision"] = "forwarded"

@@ -1,12 +1,17 @@
 """What goes upstream: the client's headers minus credentials, account choices (which
 organisation or project a key acts for), browser context and hop-by-hop headers, then the
-provider's policy, then the key. Pure: works on (name, value) byte pairs."""
+provider's policy, then the key; its query minus credentials. Pure: works on (name, value) byte
+pairs and the request target's text."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from addon.config.credential import CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS
+from addon.config.credential import (
+    CLIENT_ACCOUNT_HEADERS,
+    CLIENT_CREDENTIAL_HEADERS,
+    is_credential_param,
+)
 from addon.config.provider import Provider
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
@@ -60,3 +65,13 @@ def upstream_headers(
     out.append((b"accept-encoding", b"identity"))
     out.append((key_header.encode(), key_value.encode()))
     return tuple(out)
+
+
+def upstream_target(path: str) -> str:
+    """The path and query to send upstream: without the query parameters a client's credential
+    may be in (`?key=`: the client never chooses the key); everything else as sent."""
+    target, question, query = path.partition("?")
+    if not question or not any(is_credential_param(p) for p in query.split("&")):
+        return path
+    kept = "&".join(p for p in query.split("&") if not is_credential_param(p))
+    return f"{target}?{kept}" if kept else target

@@ -21,7 +21,7 @@ from clients.drivers import CLIENTS
 from clients.provider_fakes import install_upload_server
 
 SETUP = "scripts/_setup_clients.sh"
-NODE_MODULES = ("@fal-ai/client", "@inferencesh/sdk", "playwright-core")
+NODE_MODULES = ("@fal-ai/client", "@google/genai", "@inferencesh/sdk", "playwright-core")
 
 
 @pytest.fixture(scope="session")

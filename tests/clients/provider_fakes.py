@@ -355,3 +355,127 @@ def elevenlabs_tts(req: RecordedRequest, w: ResponseWriter) -> None:
         content_type="audio/mpeg",
         headers=[("request-id", "el_req_fake"), ("character-cost", "11")],
     )
+
+
+# -- Gemini ---------------------------------------------------------------------------------------
+
+GEMINI_HOST = "generativelanguage.googleapis.com"
+GEMINI_DELTAS = ("Hello", ", key", "relay", "!")
+GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-image")
+GEMINI_THOUGHTS = 21  # thinking tokens each answer bills (as output), never shown
+GEMINI_IMAGE_TOKENS = 1290  # what Gemini bills an image it makes, as output
+# One transparent pixel, the image the fake makes (and the driver sends).
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+@dataclass
+class GeminiFake:
+    """The Gemini API's generateContent (whole, and streamed as `?alt=sse` events each carrying
+    the usage so far), countTokens and the models list (paged) and get. It bills as Gemini does:
+    the prompt's tokens (a text's UTF-8 bytes over four, at least one; 258 an inline image),
+    the answer's, and the thinking, in each answer's `usageMetadata`."""
+
+    gap: float = 0.15
+    billed: list[dict[str, int]] = field(default_factory=list)
+
+    def handle(self, req: RecordedRequest, w: ResponseWriter) -> None:
+        found = re.fullmatch(r"/(v1|v1beta)/models(?:/([^/:]+)(?::(\w+))?)?", req.path)
+        if found is None:
+            return w.send_json(_gemini_error(404, f"no route for {req.path}"), 404)
+        _, model, method = found.groups()
+        if req.method == "GET" and model is None:
+            return self._list(req, w)
+        if req.method == "GET" and method is None:
+            return w.send_json(_gemini_model(model))
+        if req.method != "POST" or method is None:
+            return w.send_json(_gemini_error(400, "unsupported"), 400)
+        body = req.json()
+        if method == "countTokens":
+            return w.send_json({"totalTokens": _gemini_prompt(body)})
+        if method == "generateContent":
+            return w.send_json(self._answer(model, body, GEMINI_DELTAS, final=True))
+        if method == "streamGenerateContent" and req.query == "alt=sse":
+            events = [
+                self._answer(model, body, GEMINI_DELTAS[: i + 1], final=i == len(GEMINI_DELTAS) - 1)
+                for i in range(len(GEMINI_DELTAS))
+            ]
+            # Only the text each event adds; every event carries the usage so far.
+            for event, text in zip(events, GEMINI_DELTAS, strict=True):
+                event["candidates"][0]["content"]["parts"][0]["text"] = text
+            chunks = [b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events]
+            return w.send_chunks(chunks, gap=self.gap, content_type="text/event-stream")
+        w.send_json(_gemini_error(400, f"unsupported method {method}"), 400)
+
+    def _answer(
+        self, model: str, body: dict[str, Any], deltas: tuple[str, ...], *, final: bool
+    ) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [{"text": "".join(deltas)}]
+        output = len(deltas)
+        config = body.get("generationConfig") or {}
+        if "IMAGE" in config.get("responseModalities", ()):
+            parts.append({"inlineData": {"mimeType": "image/png", "data": PIXEL}})
+            output += GEMINI_IMAGE_TOKENS
+        prompt = _gemini_prompt(body)
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": output,
+            "thoughtsTokenCount": GEMINI_THOUGHTS,
+            "totalTokenCount": prompt + output + GEMINI_THOUGHTS,
+        }
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        if final:
+            candidate["finishReason"] = "STOP"
+            self.billed.append(usage)
+        return {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": "keyrelay-fake",
+        }
+
+    def _list(self, req: RecordedRequest, w: ResponseWriter) -> None:
+        query = dict(re.findall(r"([^&=]+)=([^&]*)", req.query))
+        start = int(query.get("pageToken") or 0)
+        size = int(query.get("pageSize") or 50)
+        page = GEMINI_MODELS[start : start + size]
+        answer: dict[str, Any] = {"models": [_gemini_model(m) for m in page]}
+        if start + size < len(GEMINI_MODELS):
+            answer["nextPageToken"] = str(start + size)
+        w.send_json(answer)
+
+
+def _gemini_prompt(body: dict[str, Any]) -> int:
+    tokens = 0
+    for content in body.get("contents", ()):
+        for part in content.get("parts", ()):
+            if "text" in part:
+                tokens += max(1, len(part["text"].encode()) // 4)
+            elif "inlineData" in part:
+                tokens += 258
+    return tokens
+
+
+def _gemini_model(model: str) -> dict[str, Any]:
+    return {
+        "name": f"models/{model}",
+        "version": "001",
+        "displayName": model,
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+    }
+
+
+def _gemini_error(code: int, message: str) -> dict[str, Any]:
+    status = "NOT_FOUND" if code == 404 else "INVALID_ARGUMENT"
+    return {"error": {"code": code, "message": message, "status": status}}
+
+
+def install_gemini(upstream: UpstreamServer) -> GeminiFake:
+    fake = GeminiFake()
+    for version in ("/v1/", "/v1beta/"):
+        upstream.route(None, version, fake.handle, host=GEMINI_HOST)
+    return fake

@@ -39,6 +39,7 @@ TEST_KEYS: dict[str, str] = {
     "ELEVENLABS_API_KEY": "test-elevenlabs-key-6e57a1d9",
     "FAL_KEY": "test-fal-key-id-0c3b:test-fal-key-secret-9d7e",
     "INFERENCE_API_KEY": "test-inference-key-a4f6e210",
+    "GEMINI_API_KEY": "test-gemini-key-7d2e91b4",
 }
 PROVIDER_KEY_VARS: tuple[str, ...] = (
     *TEST_KEYS,

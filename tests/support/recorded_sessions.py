@@ -127,6 +127,22 @@ def _submitted(key: str) -> Callable[[Prev], str]:
     return lambda prev: str(prev[0].json()[key])
 
 
+GEMINI = "/api/gemini/v1beta/models/gemini-2.5-flash"
+GEMINI_BODY = {"contents": [{"parts": [{"text": "Say hello"}]}]}
+GEMINI_USAGE = {"promptTokenCount": 3, "candidatesTokenCount": 3, "totalTokenCount": 6}
+
+
+def _gemini(text: str, finish: str | None = None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+    if finish:
+        candidate["finishReason"] = finish
+    return {
+        "candidates": [candidate],
+        "usageMetadata": GEMINI_USAGE,
+        "modelVersion": "gemini-2.5-flash",
+    }
+
+
 SESSIONS: tuple[Session, ...] = (
     Session(
         "anthropic",
@@ -327,6 +343,34 @@ SESSIONS: tuple[Session, ...] = (
                     ),
                 ),
                 headers=(("accept", "application/x-ndjson"),),
+                streamed=True,
+            ),
+        ),
+    ),
+    Session(
+        "gemini",
+        (
+            Call(
+                "generate",
+                "POST",
+                f"{GEMINI}:generateContent",
+                Fake(body=_json(_gemini("Hello!", "STOP"))),
+                headers=(("content-type", "application/json"),),
+                json_body=GEMINI_BODY,
+            ),
+            Call(
+                "generate-stream",
+                "POST",
+                f"{GEMINI}:streamGenerateContent?alt=sse",
+                Fake(
+                    content_type="text/event-stream",
+                    chunks=tuple(
+                        b"data: " + _json(e) + b"\r\n\r\n"
+                        for e in (_gemini("Hel"), _gemini("lo!", "STOP"))
+                    ),
+                ),
+                headers=(("content-type", "application/json"),),
+                json_body=GEMINI_BODY,
                 streamed=True,
             ),
         ),

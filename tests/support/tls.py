@@ -24,6 +24,7 @@ PROVIDER_HOSTS: tuple[str, ...] = (
     "rest.fal.ai",
     "rest.alpha.fal.ai",
     "api.inference.sh",
+    "generativelanguage.googleapis.com",
 )
 DEFAULT_SERVER_NAMES: tuple[str, ...] = (*PROVIDER_HOSTS, "localhost")
 

@@ -10,7 +10,7 @@ from support.guard import multipart_body
 
 from addon.config.node import ConfigError, Node
 from addon.config.validation import ValidationSpec, parse_validation
-from addon.guard.body_rules import check_body, check_query, prepare
+from addon.guard.body_rules import check_body, check_path, check_query, prepare
 
 SPEC = ValidationSpec(models=("gpt-4o-mini", "claude-sonnet-4-*"), max_tokens=100, max_n=2)
 JSON = "application/json"
@@ -228,3 +228,15 @@ def test_parse_validation() -> None:
         parse_validation(Node({"max_tokens": 0}, "r.yaml", "validation"))
     with pytest.raises(ConfigError, match=r"validation.model: unknown key"):
         parse_validation(Node({"model": ["x"]}, "r.yaml", "validation"))
+
+
+def test_a_model_named_in_the_path_is_held_to_the_allowlist() -> None:
+    """Gemini names its model in the path, never in the body."""
+    flash = ValidationSpec(models=("gemini-2.5-flash*",))
+    path = "/v1beta/models/{}:streamGenerateContent"
+    assert check_path(flash, path.format("gemini-2.5-flash")) is None
+    assert check_path(flash, path.format("gemini-2.5-flash-lite")) is None
+    refused = check_path(flash, path.format("gemini-2.5-pro"))
+    assert refused is not None and refused.reason == "model-not-allowed"
+    assert check_path(flash, "/v1beta/models/gemini-2.5-pro") is None  # models.get: no call
+    assert check_path(ValidationSpec(max_n=2), path.format("gemini-2.5-pro")) is None

@@ -194,6 +194,23 @@ def test_preflight_covers_the_anthropic_browser_sdk(rules: Rules) -> None:
     assert as_dict(answer.headers)["access-control-allow-headers"] == sent.replace(",", ", ")
 
 
+def test_preflight_covers_the_gemini_browser_sdk(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES + "  gemini: {profile: gemini}\n")
+    sent = "content-type,user-agent,x-goog-api-client,x-goog-api-key,x-server-timeout"
+    answer = cors.preflight(
+        load(path, {}),
+        "/api/gemini/v1/models/gemini-2.5-flash:streamGenerateContent",
+        headers(
+            origin="http://localhost:3000",
+            access_control_request_method="POST",
+            access_control_request_headers=sent,
+        ),
+    )
+    assert isinstance(answer, cors.PreflightAnswer)
+    assert as_dict(answer.headers)["access-control-allow-headers"] == sent.replace(",", ", ")
+
+
 def test_preflight_credentials_and_extra_headers(rules: Rules) -> None:
     answer = cors.preflight(
         rules,

@@ -6,7 +6,7 @@ from addon.config.envfile import parse as parse_env
 from addon.config.provider import Provider
 from addon.config.rules import load
 from addon.routing.connect_to import parse as parse_connect_to
-from addon.routing.forwarding import upstream_headers
+from addon.routing.forwarding import upstream_headers, upstream_target
 
 RULES = {p.name: p for p in load(RULES, {}).providers}
 
@@ -143,3 +143,33 @@ def test_the_operator_may_set_an_account_header() -> None:
     policy = dataclasses.replace(provider.headers, set=(("OpenAI-Organization", "org-ours"),))
     sent = headers_for(dataclasses.replace(provider, headers=policy))
     assert [v for n, v in sent if n == "openai-organization"] == ["org-ours"]
+
+
+def test_gemini_gets_its_key_header_once_and_never_the_clients() -> None:
+    gemini = RULES["gemini"]
+    client = [
+        *BROWSER_HEADERS,
+        (b"x-goog-api-key", b"client-chosen"),
+        (b"X-HTTP-Method-Override", b"GET"),
+        (b"X-Goog-User-Project", b"someone-elses-project"),
+    ]
+    fields = upstream_headers(client, gemini, "x-goog-api-key", "SERVER")
+    sent = [(n.decode().lower(), v.decode()) for n, v in fields]
+    assert [v for n, v in sent if n == "x-goog-api-key"] == ["SERVER"]
+    assert "x-http-method-override" not in names(sent)  # the method checked is the one run
+    assert "x-goog-user-project" not in names(sent)  # the client never picks who pays
+    assert "client-chosen" not in {v for _, v in sent}
+
+
+def test_a_credential_in_the_query_never_goes_upstream() -> None:
+    path = "/v1beta/models/m:streamGenerateContent"
+    assert upstream_target(f"{path}?alt=sse&key=AIzaClient") == f"{path}?alt=sse"
+    assert upstream_target(f"{path}?key=AIzaClient") == path
+    assert upstream_target(f"{path}?KEY=a&k%65y=b&key&alt=sse&access_token=t") == f"{path}?alt=sse"
+    # Everything else goes as sent, byte for byte, and a query without one is left alone.
+    assert (
+        upstream_target("/v1/models?pageSize=5&x=%2F&keys=1")
+        == "/v1/models?pageSize=5&x=%2F&keys=1"
+    )
+    assert upstream_target("/v1/models?") == "/v1/models?"
+    assert upstream_target("/v1/models") == "/v1/models"

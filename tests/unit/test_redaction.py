@@ -122,3 +122,17 @@ def test_a_credential_too_long_in_bytes_is_masked_by_name_even_if_short_in_chara
     assert redaction.client_credentials(headers) == {}
     redaction.scrub_oversized_credentials(headers)
     assert headers["authorization"] == "<client authorization (too long to keep)>"
+
+
+def test_a_credential_in_the_query_is_masked_as_sent_and_unescaped() -> None:
+    found = redaction.query_credentials("/v1/models?alt=sse&key=AIza%2Bclient+1&pageSize=5")
+    assert set(found) == {"AIza%2Bclient+1", "AIza+client+1", "AIza+client 1"}
+    assert all(p.startswith("<client-key-sha256:") for p in found.values())
+    assert redaction.query_credentials("/v1/models?K%65y=secret-1") == {
+        "secret-1": "<client-key-" + redaction.fingerprint("secret-1") + ">"
+    }
+    assert redaction.query_credentials("/v1/models?pageSize=5&key=") == {}
+    f = tflow.tflow()
+    f.request.path = "/api/gemini/v1/models?key=AIzaClientKey"
+    redaction.scrub_flow(f, {}, redaction.query_credentials(f.request.path))
+    assert "AIzaClientKey" not in f.request.path and "?key=<client-key-sha256:" in f.request.path
