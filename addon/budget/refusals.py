@@ -10,7 +10,7 @@ from mitmproxy import http
 
 from addon import header_index
 from addon.budget.books import Period
-from addon.metering import prices
+from addon.metering import gemini, prices
 from addon.problems import Refusal
 from addon.routing.router import Route
 
@@ -82,6 +82,8 @@ def unreadable(data: dict[str, Any]) -> Refusal | None:
                 f"the {kind[:60]!r} tool is billed per use, which keyrelay does not meter, so "
                 "under a budget it is refused",
             )
+    if gemini.is_request(data) and (problem := gemini.unpriced(data)):
+        return Refusal(403, "unpriced", f"{problem}, so under a budget it is refused")
     for name in _STORED_CONTEXT:
         if data.get(name) is not None:
             return Refusal(

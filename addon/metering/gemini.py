@@ -54,3 +54,47 @@ def path_model(endpoint: str) -> str | None:
     `gemini-2.5-flash`."""
     found = _PATH_MODEL.search(endpoint)
     return found[1] if found else None
+
+
+# Tools Google bills per grounded prompt, beyond tokens (either spelling).
+_GROUNDING = frozenset(
+    {
+        "googleSearch",
+        "google_search",
+        "googleSearchRetrieval",
+        "google_search_retrieval",
+        "googleMaps",
+        "google_maps",
+        "enterpriseWebSearch",
+        "enterprise_web_search",
+    }
+)
+
+
+def unpriced(data: dict[str, Any]) -> str | None:
+    """What a request bills that its body does not bound, or None: a cached context, a file by
+    reference, inline audio, video or a document (their tokens grow with their length, not the
+    1,600 an inline image is reserved), a tool grounded in Google Search or Maps."""
+    if data.get("cachedContent") or data.get("cached_content"):
+        return "cachedContent bills a stored context of unknown size as input"
+    tools = data.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict) and (found := _GROUNDING.intersection(tool)):
+            return f"the {min(found)!r} tool is billed per grounded prompt"
+    contents = data.get("contents")
+    for content in contents if isinstance(contents, list) else [contents]:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict):
+                continue
+            if part.get("fileData") or part.get("file_data"):
+                return "fileData bills a file of unknown size as input"
+            inline = part.get("inlineData") or part.get("inline_data")
+            kind = (
+                inline.get("mimeType", inline.get("mime_type"))
+                if isinstance(inline, dict)
+                else None
+            )
+            if inline and not (isinstance(kind, str) and kind.lower().startswith("image/")):
+                return "inline audio, video or documents bill more input than keyrelay can bound"
+    return None

@@ -162,3 +162,31 @@ def test_the_model_is_read_from_the_path() -> None:
     assert prices.price_for(listed, "gemini-2.5-pro-preview", ENDPOINT) is pro  # the answer's
     assert prices.price_for(listed, None, "v1/models/gemini-2.5-pro") is None  # no method
     assert gemini.path_model("v1beta/tunedModels/x:generateContent") is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"cachedContent": "cachedContents/abc"},
+        {"tools": [{"googleSearch": {}}]},
+        {"tools": [{"google_search_retrieval": {}}]},
+        {"contents": [{"parts": [{"fileData": {"fileUri": "files/x", "mimeType": "video/mp4"}}]}]},
+        {"contents": [{"parts": [{"inlineData": {"mimeType": "audio/wav", "data": "UklG"}}]}]},
+        {
+            "contents": [
+                {"parts": [{"inline_data": {"mime_type": "application/pdf", "data": "JV"}}]}
+            ]
+        },
+    ],
+)
+def test_what_a_gemini_body_does_not_bound_is_named(extra: dict[str, Any]) -> None:
+    """Input the body does not show (a cache, a file by reference), or cannot bound (inline
+    audio, video, a document), or a per-prompt charge (grounding): never reserved as if free."""
+    body = {"contents": [{"parts": [{"text": "hi"}]}], **extra}
+    assert gemini.unpriced(body) is not None
+    image = {"inlineData": {"mimeType": "image/png", "data": "iVBO"}}
+    plain = {
+        "contents": [{"parts": [{"text": "hi"}, image]}],
+        "tools": [{"functionDeclarations": []}],
+    }
+    assert gemini.unpriced(plain) is None
