@@ -4,12 +4,12 @@ give it the headers the client needs to read it (CORS for an allowed origin, Ret
 mitmproxy answers a failed flow itself (an unreachable upstream, a connect refused by an
 addon), after the `error` hook, with an HTML page quoting the connect error (which names the
 internal address, e.g. a connect_to target). No hook can replace that page, so the page builders
-are swapped once at load. keyrelay passes its own failures (timeouts, replay, early refusals)
-through as messages of the form `keyrelay:<status>:<reason>:<detail>`, which become that
-problem; any other message is dropped for a generic detail naming the provider.
+are swapped once at load. A failure of keyrelay's own (a timeout, replay mode, an early refusal)
+stays a value to the page: the `error` hook hands over its status and problem; any other
+message (it may quote what an upstream sent) is dropped for a generic detail naming the provider.
 
 The builders see only a status and a message, never the flow. So keyrelay's `error` hook calls
-`expect` with what it knows of the flow (provider, headers): mitmproxy builds the page right
+`expect` with what it knows of the flow (provider, headers, its own page): mitmproxy builds it
 after that hook, in the same asyncio task (proxy/server.py `hook_task` awaits the hook, then
 feeds its completion to the layers, which build the page without an await), so a ContextVar
 carries it to the builder and to no other flow. HTTP/2 sends a fixed head (the status from the
@@ -33,12 +33,10 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1, _http2, _http3, _http_h2
 
 from addon import engine
-from addon.problems import problem_body
-
-PREFIX = "keyrelay:"
-KILLED = "Connection killed: "  # what mitmproxy puts before a server.error set by an addon
+from addon.problems import Refusal, problem_body
 
 HeaderPairs = tuple[tuple[str, str], ...]
+Page = tuple[int, bytes]  # a status and its problem body
 
 _GENERIC = {
     400: ("bad-request", "The request could not be parsed."),
@@ -55,7 +53,7 @@ class Addressee:
     message: str  # the flow's error: the message the builders are given
     provider: str | None
     headers: HeaderPairs  # besides the problem's own: CORS, Retry-After
-    instead: str | None = None  # what the problem says in place of `message` (a timeout)
+    page: Page | None = None  # keyrelay's own answer; None: the generic one for the status
 
     def sent(self, response: http.Response) -> None:
         """The page went out: the flow shows it (mitmweb would show a pending flow), and
@@ -63,8 +61,8 @@ class Addressee:
         self.flow.response = response
         ctx.master.addons.trigger(hooks.UpdateHook([self.flow]))
 
-    def problem(self, status: int) -> tuple[int, bytes]:
-        return problem_for(status, self.instead or self.message, self.provider)
+    def problem(self, status: int) -> Page:
+        return self.page or generic(status, self.provider)
 
 
 _next: contextvars.ContextVar[Addressee | None] = contextvars.ContextVar(
@@ -72,37 +70,37 @@ _next: contextvars.ContextVar[Addressee | None] = contextvars.ContextVar(
 )
 
 
-def message(status: int, reason: str, detail: str) -> str:
-    """An error message that becomes a problem with this status, reason and detail."""
-    return f"{PREFIX}{status}:{reason}:{detail}"
+def page(refusal: Refusal) -> Page:
+    return refusal.status, problem_body(refusal.status, refusal.reason, refusal.detail)
 
 
 def expect(
     flow: http.HTTPFlow,
     provider: str | None,
     headers: Iterable[tuple[str, str]],
-    instead: str | None = None,
+    own: Page | None = None,
 ) -> None:
-    """`error` hook: the page mitmproxy builds next in this task answers this flow, whose
-    error is mitmproxy's message, or what `instead` (a `message(...)`) says."""
+    """`error` hook: the page mitmproxy builds next in this task answers this flow: `own`,
+    keyrelay's answer to it, or the generic problem for mitmproxy's status."""
     assert flow.error is not None
-    _next.set(Addressee(flow, flow.error.msg, provider, tuple(headers), instead))
+    _next.set(Addressee(flow, flow.error.msg, provider, tuple(headers), own))
 
 
-def problem_for(status: int, message_text: str, provider: str | None = None) -> tuple[int, bytes]:
-    # mitmproxy may wrap it: "Connection killed: keyrelay:..." for a refused server_connect.
-    # Only those two shapes: other messages quote what an upstream sent.
-    ours = message_text.removeprefix(KILLED)
-    found = ours.startswith(PREFIX)
-    code, _, rest = ours[len(PREFIX) :].partition(":")
-    if found and code.isdigit() and ":" in rest:
-        reason, detail = rest.split(":", 1)
-        return int(code), problem_body(int(code), reason, detail)
+def generic(status: int, provider: str | None = None) -> Page:
+    """The problem for a failure of mitmproxy's: its message is never quoted (it may name an
+    internal address, or quote what an upstream sent)."""
     reason, detail = _GENERIC.get(
         status, ("proxy-error", "keyrelay could not complete the request.")
     )
-    detail = detail.format(who=provider or "The upstream")
-    return status, problem_body(status, reason, detail)
+    return status, problem_body(status, reason, detail.format(who=provider or "The upstream"))
+
+
+def http1_page(refusal: Refusal) -> bytes:
+    """A whole HTTP/1 answer, for a refusal made before there is a flow (an oversized head)."""
+    status, body = page(refusal)
+    headers = _headers(None)
+    headers["connection"] = "close"
+    return http1.assemble_response(http.Response.make(status, body, headers))
 
 
 def _addressee(message_text: str | None = None) -> Addressee | None:
@@ -123,9 +121,7 @@ def _headers(addressee: Addressee | None) -> http.Headers:
 
 def _make_error_response(status_code: int, message: str = "") -> bytes:
     addressee = _addressee(message)
-    status, body = (
-        addressee.problem(status_code) if addressee else problem_for(status_code, message)
-    )
+    status, body = addressee.problem(status_code) if addressee else generic(status_code)
     headers = _headers(addressee)
     headers["connection"] = "close"
     _next.set(None)
@@ -138,9 +134,7 @@ def _make_error_response(status_code: int, message: str = "") -> bytes:
 def _format_error(status_code: int, message: str) -> bytes:
     # HTTP/2 and HTTP/3 ask for the body after sending the head (rewritten in _send_headers).
     addressee = _addressee(message)
-    status, body = (
-        addressee.problem(status_code) if addressee else problem_for(status_code, message)
-    )
+    status, body = addressee.problem(status_code) if addressee else generic(status_code)
     _next.set(None)
     if addressee:
         addressee.sent(http.Response.make(status, body, _headers(addressee)))

@@ -260,12 +260,14 @@ class KeyRelay:
         self.connections.requestheaders(flow)  # a head arrived: its deadline is met
         self.access.requestheaders(flow)
         self.masking.requestheaders(flow)  # before routing strips the client's credentials
-        if given := await self._decide(flow):
-            if isinstance(given, Refusal):
+        given = await self._decide(flow)
+        refusal = given if isinstance(given, Refusal) else None
+        if given:
+            if refusal:
                 self.cors.attribute(flow)  # refused before routing: which provider it concerns
             answer(flow, given)
         if flow.response is not None:  # answered here: a large body still arriving is not read
-            self.early.divert(flow)
+            self.early.divert(flow, refusal)
 
     async def _decide(self, flow: http.HTTPFlow) -> Answer | None:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
@@ -379,11 +381,14 @@ class KeyRelay:
         the provider named and the headers the client needs to read it."""
         if flow.error is None:
             return
-        headers = self.early.answer_headers(flow)
-        if headers is None:
-            headers = cors.answer_headers(flow)
-        instead = self.transport.expired(flow)  # mitmproxy says "connection closed"
-        errorpage.expect(flow, flowstate.of(flow).get("provider"), headers, instead)
+        provider = flowstate.of(flow).get("provider")
+        if diverted := self.early.diverted(flow):  # refused while a large body arrived
+            errorpage.expect(flow, provider, *diverted)
+            return
+        # A timeout (mitmproxy says "connection closed"), replay mode: keyrelay's own answer.
+        own = self.transport.expired(flow) or self.replay.failed()
+        page = errorpage.page(own) if own else None
+        errorpage.expect(flow, provider, cors.answer_headers(flow), page)
 
     async def websocket_end(self, flow: http.HTTPFlow) -> None:
         # `response` ran on the 101 and left a WebSocket's slot and idle timer to this hook.

@@ -20,7 +20,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http, io
 from mitmproxy.proxy import server_hooks
 
-from addon import errorpage, flowstate
+from addon import flowstate
 from addon.config.credential import Credential, EnvSource
 from addon.config.rules import Rules
 from addon.observe.replay_match import Recording, Shape
@@ -28,7 +28,7 @@ from addon.problems import Refusal
 
 logger = logging.getLogger(__name__)
 
-NOT_RECORDED = errorpage.message(
+NOT_RECORDED = Refusal(
     502, "not-recorded", "replay mode: no recorded response matches this request"
 )
 
@@ -147,7 +147,11 @@ class Replay:
         flow.is_replay = "response"
         return None
 
+    def failed(self) -> Refusal | None:
+        """error: in replay mode, a flow that tried the network was not recorded."""
+        return NOT_RECORDED if self.on else None
+
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Replay mode never reaches the network: a request with no recording is refused."""
         if self.on:
-            data.server.error = NOT_RECORDED
+            data.server.error = NOT_RECORDED.detail  # the flow's error page says it (relay)

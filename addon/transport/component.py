@@ -232,7 +232,7 @@ class Transport:
         if not data.server.tls or data.server.error:
             self.clock.connected(data.server)
 
-    def expired(self, flow: http.HTTPFlow) -> str | None:
+    def expired(self, flow: http.HTTPFlow) -> Refusal | None:
         """error: what the flow's error page says when a timeout closed its connection."""
         return self.clock.expired(flow)
 

@@ -15,7 +15,6 @@ if the stream had ended, mitmproxy calls `request` at once, and the answer goes 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from mitmproxy import http
@@ -23,10 +22,12 @@ from mitmproxy.proxy import server_hooks
 
 from addon import errorpage
 from addon.flowlocal import FlowLocal
+from addon.problems import Refusal
 
 # Bodies up to this size are simply read and dropped: cheaper than a closed connection.
 SMALL_BODY = 64 * 1024
 _HOST_SUFFIX = ".refused.keyrelay.invalid"
+Diverted = tuple[list[tuple[str, str]], errorpage.Page]  # a refusal's headers, and its page
 _PAGE_HEADERS = frozenset({"content-type", "content-length"})  # the error page sets its own
 
 
@@ -36,12 +37,12 @@ def _discard(_chunk: bytes) -> Iterable[bytes]:
 
 class EarlyRefusals:
     def __init__(self) -> None:
-        self._pending: dict[str, str] = {}  # sentinel host -> errorpage message
-        # A diverted refusal's headers, and its answer while the body's length is unknown.
-        self._headers: FlowLocal[list[tuple[str, str]]] = FlowLocal("early.headers")
+        self._pending: dict[str, str] = {}  # sentinel host -> the connect error mitmproxy reports
+        # A diverted refusal's headers and page; its answer while the body's length is unknown.
+        self._diverted: FlowLocal[Diverted] = FlowLocal("early.diverted")
         self._held: FlowLocal[http.Response] = FlowLocal("early.held")
 
-    def divert(self, flow: http.HTTPFlow) -> bool:
+    def divert(self, flow: http.HTTPFlow, refusal: Refusal | None) -> bool:
         """requestheaders, once keyrelay has answered: True when the answer goes out without
         reading a large body. Over HTTP/2 the status becomes mitmproxy's 502 (its error path
         fixes it), the problem inside still says what happened: memory is worth more."""
@@ -52,15 +53,16 @@ class EarlyRefusals:
         if not unknown and not _large_body_pending(request):
             return False
         host = f"{flow.id}{_HOST_SUFFIX}"
-        self._pending[host] = _message(response)
-        self._headers.set(
-            flow,
-            [
-                (name, value)
-                for name, value in response.headers.items(multi=True)
-                if name.lower() not in _PAGE_HEADERS
-            ],
-        )
+        # The connection fails, and the flow's error page is the refusal, handed over as a value
+        # (`diverted`); an answer here that is no refusal fails closed as one.
+        own = refusal or Refusal(response.status_code, "refused", "keyrelay refused this request")
+        self._pending[host] = f"keyrelay refused this request ({own.status} {own.reason})"
+        headers = [
+            (name, value)
+            for name, value in response.headers.items(multi=True)
+            if name.lower() not in _PAGE_HEADERS
+        ]
+        self._diverted.set(flow, (headers, errorpage.page(own)))
         if unknown:
             self._held.set(flow, response)
         flow.response = None
@@ -77,37 +79,26 @@ class EarlyRefusals:
         data.server.error = message
         return True
 
-    def answer_headers(self, flow: http.HTTPFlow) -> list[tuple[str, str]] | None:
-        """error: the headers of this flow's diverted refusal, for its error page (None when
-        the flow was not diverted)."""
-        return self._headers.pop(flow)
+    def diverted(self, flow: http.HTTPFlow) -> Diverted | None:
+        """error: this flow's diverted refusal, its headers and page, for its error page (None
+        when the flow was not diverted)."""
+        return self._diverted.pop(flow)
 
     def request(self, flow: http.HTTPFlow) -> None:
         """The whole request arrived without a stream (its HTTP/2 stream had ended with the
         head, or it was small): the held answer goes out as it would have."""
         if (response := self._held.pop(flow)) is not None:
             self._pending.pop(flow.request.host, None)
-            self._headers.pop(flow)
+            self._diverted.pop(flow)
             flow.response = response
 
     def response(self, flow: http.HTTPFlow) -> None:
         """A diverted flow that never tried to connect leaves nothing behind."""
         self._pending.pop(flow.request.host, None)
-        self._headers.pop(flow)
+        self._diverted.pop(flow)
         self._held.pop(flow)
 
     error = response
-
-
-def _message(response: http.Response) -> str:
-    """The answer as an errorpage message: keyrelay's answers here are problems."""
-    try:
-        problem = json.loads(response.content or b"")
-        reason = str(problem["type"]).rpartition("/")[2]
-        detail = str(problem["detail"])
-    except (ValueError, KeyError, TypeError):
-        reason, detail = "refused", "keyrelay refused this request"
-    return errorpage.message(response.status_code, reason, detail)
 
 
 def _large_body_pending(request: http.Request) -> bool:

@@ -27,6 +27,7 @@ from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.utils import human
 
 from addon import engine, errorpage
+from addon.problems import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ def read_headers(
         small = len(self.buf) <= min(Limits.head, Limits.line)
         if not small and (problem := oversized(bytes(self.buf), Limits.head, Limits.line)):
             self.buf = ReceiveBuffer()  # gone now: neither kept nor logged
-            message = errorpage.message(431, "request-head-too-large", problem)
-            yield commands.SendData(self.conn, _http1.make_error_response(431, message))
+            page = errorpage.http1_page(Refusal(431, "request-head-too-large", problem))
+            yield commands.SendData(self.conn, page)
             yield commands.CloseConnection(self.conn)
             yield commands.Log(f"{human.format_address(self.conn.peername)}: {problem} (431)")
             self.state = self.done

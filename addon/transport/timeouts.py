@@ -8,14 +8,13 @@ keeps sending is never cut. How each limit is enforced, and why:
   `tls_established_server`, not at `server_connected`). The `server_connect` hook runs inside
   the task that then awaits `asyncio.open_connection` and, once connected, reads the socket
   (proxy/server.py `open_connection`). Cancelling that task with a message makes mitmproxy
-  report the message as the connect error, and errorpage.py turns a `errorpage.message(...)`
-  into a 504 problem; cancelled during the handshake, the task closes the socket and mitmproxy
-  reports "connection closed", so the flow's error page is told the timeout instead
-  (`expired`). A task still waiting for one of the 5 connection slots per address is not
-  cancelled (that wait is outside mitmproxy's error handling, the flow would hang): the clock
-  starts when the slot is taken (`timestamp_start`). An HTTP/2 upstream that completes the
-  handshake but never sends its preface is left to the first-byte limit: mitmproxy sends the
-  request without waiting for the server's SETTINGS.
+  report the message as the connect error (cancelled during the handshake, the task closes the
+  socket and mitmproxy reports "connection closed"); either way the flow's error page is handed
+  the 504 problem as a value (`expired`). A task still waiting for one of the 5 connection
+  slots per address is not cancelled (that wait is outside mitmproxy's error handling, the
+  flow would hang): the clock starts when the slot is taken (`timestamp_start`). An HTTP/2
+  upstream that completes the handshake but never sends its preface is left to the first-byte
+  limit: mitmproxy sends the request without waiting for the server's SETTINGS.
 - first byte: nothing has reached the client yet, so the client should get a 504 problem. On an
   HTTP/1 upstream connection keyrelay feeds mitmproxy, as if from the upstream, a complete 504
   response with `connection: close`: mitmproxy then runs the normal response path (hooks, the
@@ -55,10 +54,10 @@ from mitmproxy.proxy.layers.http import (
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Connection
 
-from addon import engine, errorpage, flowstate, tasks
+from addon import engine, flowstate, tasks
 from addon.config.transport import Timeouts
 from addon.flowlocal import FlowLocal
-from addon.problems import problem_body
+from addon.problems import Refusal, problem_body
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class _Watch:
     sent_at: float = 0.0  # loop time the whole request was in (the first-byte clock starts)
     head_at: float = 0.0  # time.time() the response head came: the idle clock starts
     last_chunk: float = 0.0  # time.time() of the last streamed chunk; 0 while buffered
-    expired: str | None = None  # the errorpage message, once a timeout closed the connection
+    expired: Refusal | None = None  # the client's answer, once a timeout closed the connection
 
     def cancel(self) -> None:
         if self.timer:
@@ -180,14 +179,14 @@ class Clock:
                 self._connects[server.id] = loop.call_later(left, expire)
                 return
             self._connects.pop(server.id, None)
-            message = errorpage.message(
+            refusal = Refusal(
                 504,
                 "upstream-timeout",
                 f"{provider} did not accept a connection within {timeouts.connect:g}s",
             )
             if watch:
-                watch.expired = message
-            task.cancel(message)
+                watch.expired = refusal
+            task.cancel(refusal.detail)
 
         self._connects[server.id] = loop.call_later(timeouts.connect, expire)
 
@@ -197,8 +196,8 @@ class Clock:
         if timer:
             timer.cancel()
 
-    def expired(self, flow: http.HTTPFlow) -> str | None:
-        """error: the errorpage message when a timeout closed this flow's connection."""
+    def expired(self, flow: http.HTTPFlow) -> Refusal | None:
+        """error: the answer when a timeout closed this flow's connection."""
         watch = self._flows.get(flow)
         return watch.expired if watch else None
 
@@ -230,7 +229,7 @@ class Clock:
         via = _injection_route(handler, flow) if handler and ready else None
         if via is None:
             # Closed instead: mitmproxy's error page then says this, not "connection closed".
-            watch.expired = errorpage.message(504, "upstream-timeout", detail)
+            watch.expired = Refusal(504, "upstream-timeout", detail)
             _close_upstream(flow, detail)
             return
         response = http.Response.make(

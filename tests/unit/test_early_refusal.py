@@ -11,7 +11,6 @@ from mitmproxy.connection import Server
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import tflow
 
-from addon import errorpage
 from addon.problems import Refusal
 from addon.transport.early_refusal import SMALL_BODY, EarlyRefusals
 
@@ -45,9 +44,9 @@ def connect(early: EarlyRefusals, host: str) -> tuple[bool, Server]:
 def test_a_small_or_absent_body_is_answered_as_usual(headers: dict[str, str]) -> None:
     flow = answered(headers)
     response = flow.response
-    assert not EarlyRefusals().divert(flow)
+    assert not EarlyRefusals().divert(flow, REFUSAL)
     assert flow.response is response
-    assert not EarlyRefusals().divert(tflow.tflow())  # not answered: nothing to divert
+    assert not EarlyRefusals().divert(tflow.tflow(), None)  # not answered: nothing to divert
 
 
 @pytest.mark.parametrize(
@@ -59,7 +58,7 @@ def test_a_large_body_is_diverted_and_its_connection_fails_with_the_problem(
 ) -> None:
     early = EarlyRefusals()
     flow = answered(headers)
-    assert early.divert(flow)
+    assert early.divert(flow, REFUSAL)
     assert flow.response is None
     request = flow.request
     assert (request.scheme, request.port) == ("https", 443)
@@ -70,16 +69,19 @@ def test_a_large_body_is_diverted_and_its_connection_fails_with_the_problem(
     assert not unrelated and other.error is None
     refused, server = connect(early, request.host)
     assert refused and server.error is not None
-    status, body = errorpage.problem_for(502, errorpage.KILLED + server.error)
+    diverted = early.diverted(flow)  # the refusal itself, a value, for the flow's error page
+    assert diverted is not None
+    _, (status, body) = diverted
     assert status == 401
     assert json.loads(body) == json.loads(REFUSAL.body())
+    assert "unauthenticated" in server.error  # mitmproxy's message only names it
     assert connect(early, request.host)[0] is False  # failed once, then forgotten
 
 
 def test_a_diverted_flow_that_ended_first_is_forgotten() -> None:
     early = EarlyRefusals()
     flow = answered({"content_length": "999999999"})
-    assert early.divert(flow)
+    assert early.divert(flow, REFUSAL)
     early.response(flow)
     refused, server = connect(early, flow.request.host)
     assert not refused and server.error is None
@@ -88,10 +90,12 @@ def test_a_diverted_flow_that_ended_first_is_forgotten() -> None:
 def test_an_answer_that_is_not_a_problem_still_fails_closed() -> None:
     early = EarlyRefusals()
     flow = answered({"transfer_encoding": "chunked"}, b"<html>no</html>")
-    assert early.divert(flow)
+    assert early.divert(flow, None)  # an answer that is no refusal
     _, server = connect(early, flow.request.host)
     assert server.error is not None
-    status, body = errorpage.problem_for(502, server.error)
+    diverted = early.diverted(flow)
+    assert diverted is not None
+    _, (status, body) = diverted
     assert status == 401 and json.loads(body)["type"].endswith("/refused")
 
 
@@ -102,7 +106,7 @@ def test_an_http2_answer_without_content_length_is_held_until_the_request_is_who
     flow = answered({})
     flow.request.http_version = "HTTP/2.0"
     response = flow.response
-    assert early.divert(flow)
+    assert early.divert(flow, REFUSAL)
     assert flow.response is None
     early.request(flow)
     assert flow.response is response
