@@ -295,6 +295,7 @@ class KeyRelay:
         key = await self.keys.requestheaders(flow, route.provider, caller)  # tenant, pool, shared
         if isinstance(key, Refusal):
             return key
+        self.transport.decide_body(flow)  # whole, if a step above reads it; else streamed
         self.routing.forward(flow, route, key.value)
         return None
 

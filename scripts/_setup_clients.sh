@@ -3,7 +3,8 @@
 # Sourced by scripts/test (or run directly). Idempotent and quick when everything is already in place.
 # Fails loudly (non-zero exit, message on stderr) when something cannot be installed; it never skips silently.
 #   - chromium: `apt_install chromium` (scripts/_apt.sh) only when /usr/bin/chromium is missing.
-#   - node clients: `npm ci` in tests/clients when node_modules is missing or older than package-lock.json.
+#   - node clients: `npm ci` in tests/clients (and tests/clients/cesdk: the CE.SDK plugins) when node_modules is
+#     missing or older than package-lock.json.
 # Browsers are never downloaded by npm (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1): playwright-core drives /usr/bin/chromium.
 
 source "$(dirname "${BASH_SOURCE[0]}")/_apt.sh"
@@ -15,6 +16,23 @@ _keyrelay_setup_clients() {
   stamp="$clients/node_modules/.keyrelay-installed"
 
   _kr_fail() { echo "keyrelay setup-clients: ERROR: $*" >&2; return 1; }
+  # `npm ci` in a directory when its node_modules is missing or older than its package files;
+  # then each module named must be there.
+  _kr_npm_ci() {
+    local dir="$1" mod; shift
+    local stamp="$dir/node_modules/.keyrelay-installed"
+    [ -f "$dir/package-lock.json" ] || { _kr_fail "$dir/package-lock.json is missing"; return 1; }
+    if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ] || [ "$dir/package.json" -nt "$stamp" ]; then
+      echo "keyrelay setup-clients: npm ci in $dir" >&2
+      if ! (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2); then
+        _kr_fail "npm ci failed in $dir"; return 1
+      fi
+      touch "$stamp"
+    fi
+    for mod in "$@"; do
+      [ -f "$dir/node_modules/$mod/package.json" ] || { _kr_fail "node module $mod is missing after npm ci in $dir"; return 1; }
+    done
+  }
 
   # --- chromium (Debian package) ---
   if [ ! -x "$chromium" ]; then
@@ -28,20 +46,10 @@ _keyrelay_setup_clients() {
   command -v npm >/dev/null 2>&1 || { _kr_fail "npm is not installed"; return 1; }
   node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' ||
     { _kr_fail "Node >= 20 is needed, found $(node --version)"; return 1; }
-  [ -f "$clients/package-lock.json" ] || { _kr_fail "$clients/package-lock.json is missing"; return 1; }
 
-  # --- node_modules ---
-  if [ ! -f "$stamp" ] || [ "$clients/package-lock.json" -nt "$stamp" ] || [ "$clients/package.json" -nt "$stamp" ]; then
-    echo "keyrelay setup-clients: npm ci in $clients" >&2
-    if ! (cd "$clients" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2); then
-      _kr_fail "npm ci failed in $clients"; return 1
-    fi
-    touch "$stamp"
-  fi
-  local mod
-  for mod in @fal-ai/client @google/genai @inferencesh/sdk playwright-core esbuild; do
-    [ -f "$clients/node_modules/$mod/package.json" ] || { _kr_fail "node module $mod is missing after npm ci"; return 1; }
-  done
+  # --- node_modules: the clients, and apart (without the CE.SDK editor, their peer) the CE.SDK plugins ---
+  _kr_npm_ci "$clients" @fal-ai/client @google/genai @inferencesh/sdk playwright-core esbuild || return 1
+  _kr_npm_ci "$clients/cesdk" @imgly/plugin-ai-image-generation-web @imgly/plugin-ai-video-generation-web || return 1
 
   # --- browser bundle of @fal-ai/client (built locally from node_modules with esbuild; not committed) ---
   local bundle="$clients/browser/fal-client.js"

@@ -53,7 +53,7 @@ from addon.ratelimit.limiter import RELEASE_RETRIES
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import add_stage, is_event_stream, websocket_open
+from addon.transport.component import add_stage, is_event_stream, keep_whole, websocket_open
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Budget:
             limit, request.method, get_all, buffer_limit()
         ):
             return None  # a chat stream's usage only where its body can be read safely
-        request.stream = False
+        keep_whole(flow)
         return None
 
     async def request(self, flow: http.HTTPFlow) -> Refusal | None:

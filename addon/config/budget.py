@@ -11,6 +11,8 @@
         prices: [{model: "*", characters: 300.0}]   # per million characters
       fal:
         prices: [{endpoint: "fal-ai/flux/*", unit: 0.025, reserve: 4}]  # per billable unit
+      eachlabs:
+        prices: [{model: "nano-banana-pro", prediction: 0.15}]   # per prediction made
       openai:
         prices: [{model: "gpt-image-1", image: 0.25}]   # per image made
         # also {model: "sora-2", second: 0.10}, {model: "whisper-1", second: 0.0001}
@@ -38,6 +40,7 @@ _RATES = (
     "image",
     "second",
     "search",
+    "prediction",
 )
 
 
@@ -56,6 +59,7 @@ class Price:
     image: float = 0.0  # per image made (OpenAI images: set the dearest size and quality you allow)
     second: float = 0.0  # per second of audio heard or video made
     search: float = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
+    prediction: float = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
     reserve: float = 0.0  # units reserved before a request to a matching endpoint
 
     def matches(self, model: str | None, endpoint: str) -> bool:

@@ -23,14 +23,14 @@ from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.cors import answers
 from addon.flowlocal import FlowLocal
-from addon.guard import body_rules, token_grants
+from addon.guard import body_rules, runware, token_grants
 from addon.problems import Refusal
 from addon.ratelimit.limiter import Admitted, Limiter, make_store
 from addon.resources import Generation
 from addon.routing.router import Route
 from addon.routing.server_names import is_loopback
 from addon.targets import Target
-from addon.transport.component import websocket_open
+from addon.transport.component import keep_whole, websocket_open
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,12 @@ class Guard:
         if refusal := body_rules.check_query(provider.validation, query, websocket=websocket):
             return refusal
         mints_token = _mints_token(provider, request.method, route.host, route.path)
-        if provider.validation.reads_body or mints_token:
+        if provider.validation.reads_body or mints_token or provider.tasks is not None:
             max_body = provider.validation.max_body
             get_all = request.headers.get_all
             if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
                 return refusal
-            request.stream = False  # keep it buffered: the `request` hook checks it whole
+            keep_whole(flow)  # the `request` hook checks it whole
         assert self.limiter is not None
         admitted = await self.limiter.admit(
             provider.limits,
@@ -137,13 +137,15 @@ class Guard:
             return None
         # The request was rewritten for its upstream in requestheaders (relay.py).
         mints_token = _mints_token(provider, request.method, request.host, request.path)
-        if not (provider.validation.reads_body or mints_token):
+        if not (provider.validation.reads_body or mints_token or provider.tasks is not None):
             return None
         if request.stream:
             # Already sent upstream: prepare() should have made this impossible.
             logger.error("keyrelay: a body that needed checking was streamed")
             return Refusal(500, "internal-error", "the body could not be checked")
         content_types, body = request.headers.get_all("content-type"), request.raw_content or b""
+        if provider.tasks is not None:
+            return _check_tasks(provider, request, body)
         refusal = body_rules.check_body(provider.validation, content_types, body)
         if refusal is None and mints_token:
             refusal = token_grants.check(provider.endpoints, content_types, body)
@@ -163,6 +165,17 @@ class Guard:
     def _provider_of(self, flow: http.HTTPFlow) -> Provider | None:
         name = flowstate.of(flow).get("provider")
         return self.providers.get(name) if name else None
+
+
+def _check_tasks(provider: Provider, request: http.Request, body: bytes) -> Refusal | None:
+    """An array of tasks (Runware): each checked; what goes upstream is what was checked,
+    without the client's authentication tasks."""
+    assert provider.tasks is not None
+    tasks = runware.checked(provider.validation, provider.tasks, body)
+    if isinstance(tasks, Refusal):
+        return tasks
+    request.content = runware.encode(tasks)
+    return None
 
 
 def _mints_token(provider: Provider, method: str, host: str, path: str) -> bool:

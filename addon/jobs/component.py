@@ -34,7 +34,7 @@ from addon.problems import Refusal
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import add_stage, is_event_stream
+from addon.transport.component import add_stage, is_event_stream, keep_whole
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Ownership:
             max_body = provider.validation.max_body
             if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
                 return refusal
-            request.stream = False  # kept whole: `request` looks into it before it goes
+            keep_whole(flow)  # `request` looks into it before it goes
         creates_if = operation.creates_if if operation else None
         if creates_if is not None and not reads_body:
             creates = None  # no body that could say so: nothing is kept upstream

@@ -22,6 +22,7 @@ from addon.metering.usage import (
     IMAGES,
     INPUT,
     OUTPUT,
+    PREDICTIONS,
     SEARCHES,
     SECONDS,
     UNITS,
@@ -94,6 +95,7 @@ def cost(price: Price, usage: Usage) -> int:
         + usage.get(IMAGES, 0) * price.image
         + usage.get(SECONDS, 0) * price.second
         + usage.get(SEARCHES, 0) * price.search
+        + usage.get(PREDICTIONS, 0) * price.prediction
     )
     return round(per_million * _PER_MILLION + each * NANO)
 
@@ -214,6 +216,8 @@ def worst_case(
     provider's validation.max_tokens, when the body names none."""
     if price is None:
         return 0
+    if price.prediction:  # EachLabs: a create makes one prediction, its price the model's dearest
+        return math.ceil(price.prediction * NANO) if method == "POST" else 0
     if price.by_endpoint:
         return math.ceil(price.reserve * price.unit * NANO) if method == "POST" else 0
     if price.image:

@@ -22,7 +22,19 @@ UNITS = "units"
 IMAGES = "images"
 SECONDS = "seconds"
 SEARCHES = "searches"
-NAMES = (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CHARACTERS, UNITS, IMAGES, SECONDS, SEARCHES)
+PREDICTIONS = "predictions"
+NAMES = (
+    INPUT,
+    OUTPUT,
+    CACHE_READ,
+    CACHE_WRITE,
+    CHARACTERS,
+    UNITS,
+    IMAGES,
+    SECONDS,
+    SEARCHES,
+    PREDICTIONS,
+)
 
 MAX_JSON_BODY = 8 << 20  # a buffered answer larger than this is not parsed for usage
 
@@ -129,6 +141,8 @@ def from_body(body: bytes) -> tuple[Usage, str | None]:
         usage[IMAGES] = images
     if (seconds := _seconds(data)) is not None:
         usage[SECONDS] = seconds
+    if _made_prediction(data):
+        usage[PREDICTIONS] = 1
     return usage, model if isinstance(model, str) else None
 
 
@@ -163,3 +177,11 @@ def _images(data: dict[str, Any]) -> int | None:
     if all(isinstance(i, dict) and ("b64_json" in i or "url" in i) for i in items):
         return len(items)
     return None
+
+
+def _made_prediction(data: dict[str, Any]) -> bool:
+    """EachLabs' answer to a prediction it took (`POST /v1/prediction`, `/v1/prediction/run`):
+    `{"status": "success", "predictionID": …}`. A cancel's answer names the prediction too, with
+    `"status": "cancelled"`: it made none. EachLabs bills per prediction, by model and inputs."""
+    made = data.get("predictionID")
+    return isinstance(made, str) and bool(made) and data.get("status") != "cancelled"

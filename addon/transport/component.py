@@ -79,6 +79,15 @@ def is_event_stream(headers: http.Headers) -> bool:
     return content_type.lower().startswith("text/event-stream")
 
 
+_WHOLE: FlowLocal[bool] = FlowLocal("transport.whole")
+
+
+def keep_whole(flow: http.HTTPFlow) -> None:
+    """A step of requestheaders reads the body whole in `request` (body rules, ownership, a
+    budget): declared, not set, so that what goes upstream is decided once (decide_body)."""
+    _WHOLE.set(flow, True)
+
+
 def add_stage(response: http.Response, name: str, stage: Stage) -> None:
     """Add a named stage to the streamed body's pipe (plan.STAGES says where it runs). A body
     streamed without one (not routed here: a test, a replay) gets one first."""
@@ -143,11 +152,13 @@ class Transport:
     def __init__(self) -> None:
         self.clock = Clock()
         self._flows: FlowLocal[TransportSpec] = FlowLocal("transport.flows")
+        self._streamed: FlowLocal[BodyLimit] = FlowLocal("transport.streamed")
         self._offer_h2: dict[tuple[str, str, int], bool] = {}  # (client id, host, port)
 
     def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
-        """After routing, before the rest of requestheaders (which may still insist on
-        buffering: a later `request.stream = False` wins). A refusal is the caller's to answer."""
+        """After routing, before the rest of requestheaders (whose steps may declare that they
+        read the body whole: `keep_whole`; `decide_body` then settles it). A refusal is the
+        caller's to answer."""
         request, provider = flow.request, route.provider
         transport = provider.transport
         header = header_index.lookup(request.headers)
@@ -161,13 +172,23 @@ class Transport:
         websocket = header_index.asks_for_websocket(request.headers)
         self._offer_h2[connection] = transport.upstream_http2 and not websocket
         if plan:
-            request.stream = BodyLimit(
+            limit = BodyLimit(
                 transport.max_request_bytes,
                 lambda: self.clock.abort(
                     flow, f"request body over {transport.max_request_bytes} bytes, cut"
                 ),
             )
+            self._streamed.set(flow, limit)
         return None
+
+    def decide_body(self, flow: http.HTTPFlow) -> None:
+        """The end of requestheaders, once: the body is kept whole if any step declared that it
+        reads it (keep_whole), else streamed within its size limit where the plan said so."""
+        limit = self._streamed.pop(flow)
+        if _WHOLE.pop(flow):
+            flow.request.stream = False
+        elif limit is not None:
+            flow.request.stream = limit
 
     def _broken(self, flow: http.HTTPFlow, why: str) -> None:
         """The stream cannot go on truthfully: end it so the client sees it was cut. Without
@@ -211,6 +232,8 @@ class Transport:
         if websocket_open(flow):
             return  # the idle timer keeps watching the socket until websocket_end
         self._flows.pop(flow)
+        self._streamed.pop(flow)  # refused before its body was decided
+        _WHOLE.pop(flow)
         if connection := self.clock.finished(flow):
             self._offer_h2.pop(connection, None)
 

@@ -22,6 +22,8 @@ from clients.provider_fakes import install_upload_server
 
 SETUP = "scripts/_setup_clients.sh"
 NODE_MODULES = ("@fal-ai/client", "@google/genai", "@inferencesh/sdk", "playwright-core")
+# Installed apart, in tests/clients/cesdk, without the CE.SDK editor they name as a peer.
+CESDK_PLUGINS = ("@imgly/plugin-ai-image-generation-web", "@imgly/plugin-ai-video-generation-web")
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,17 @@ def node() -> str:
         )
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def cesdk_plugins(node: str) -> str:
+    """Node, with the CE.SDK AI plugins in tests/clients/cesdk/node_modules."""
+    for module in CESDK_PLUGINS:
+        _require(
+            (CLIENTS / "cesdk" / "node_modules" / module / "package.json").is_file(),
+            f"the node module {module} is missing in {CLIENTS}/cesdk/node_modules",
+        )
+    return node
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ TEST_KEYS: dict[str, str] = {
     "FAL_KEY": "test-fal-key-id-0c3b:test-fal-key-secret-9d7e",
     "INFERENCE_API_KEY": "test-inference-key-a4f6e210",
     "GEMINI_API_KEY": "test-gemini-key-7d2e91b4",
+    "EACHLABS_API_KEY": "test-eachlabs-key-5b0c83fe",
 }
 PROVIDER_KEY_VARS: tuple[str, ...] = (
     *TEST_KEYS,

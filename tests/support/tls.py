@@ -25,6 +25,7 @@ PROVIDER_HOSTS: tuple[str, ...] = (
     "rest.alpha.fal.ai",
     "api.inference.sh",
     "generativelanguage.googleapis.com",
+    "api.eachlabs.ai",
 )
 DEFAULT_SERVER_NAMES: tuple[str, ...] = (*PROVIDER_HOSTS, "localhost")
 

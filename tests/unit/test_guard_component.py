@@ -22,6 +22,7 @@ from addon.guard.component import Guard
 from addon.problems import Refusal
 from addon.resources import Resources
 from addon.routing.router import Route, Router
+from addon.transport.component import Transport
 
 TOKEN = "client-token-alice-0001"
 ENV = {"T": token_entry("alice", TOKEN)}
@@ -183,6 +184,7 @@ def test_a_checked_body_must_be_sized_and_is_checked_whole(tmp_path: Path) -> No
         )
         sized.request.stream = True
         assert isinstance(await guard.requestheaders(sized, route), Caller)
+        Transport().decide_body(sized)  # relay.py decides once every step has declared
         assert sized.request.stream is False  # kept whole for check_body
         assert guard.request(sized) is None
         sized.request.content = BODY.replace(b"gpt-4o-mini", b"o1-pro")

@@ -70,7 +70,10 @@ def routed(
     route = Router(rules).route("POST", path, flow.request.headers.get)
     assert isinstance(route, Route)
     flowstate.of(flow)["provider"] = route.provider.name
-    return flow, transport.requestheaders(flow, route)
+    refusal = transport.requestheaders(flow, route)
+    if refusal is None:
+        transport.decide_body(flow)  # as relay.py does once every step has declared its needs
+    return flow, refusal
 
 
 def respond(flow: http.HTTPFlow, body: bytes, **headers: str) -> http.Response:
@@ -311,3 +314,16 @@ def test_one_timer_per_flow_keeps_each_limit_to_its_phase(tmp_path: Path) -> Non
         transport.error(streaming)
 
     run(scenario)
+
+
+def test_a_body_declared_whole_then_refused_leaves_nothing_behind() -> None:
+    """A step may declare that it reads the body (keep_whole) and a later one refuse: the
+    decision never comes, and the flow's end takes the declaration."""
+    from addon import flowlocal
+    from addon.transport.component import keep_whole
+
+    flow = tflow.tflow()
+    keep_whole(flow)
+    assert flowlocal.leftovers().get("transport.whole") == 1
+    Transport().error(flow)
+    assert "transport.whole" not in flowlocal.leftovers()

@@ -6,9 +6,9 @@ import { readFileSync } from "node:fs";
 
 export const env = process.env;
 
-/** `name@version` of a package installed in tests/clients/node_modules. */
-export function packageLabel(name) {
-  const url = new URL(`../node_modules/${name}/package.json`, import.meta.url);
+/** `name@version` of a package installed in tests/clients/node_modules (or in `modules`, from lib/). */
+export function packageLabel(name, modules = "../node_modules/") {
+  const url = new URL(`${modules}${name}/package.json`, import.meta.url);
   return `${name}@${JSON.parse(readFileSync(url, "utf8")).version}`;
 }
 
@@ -39,7 +39,7 @@ export function startDriver({ client, allSteps, stepsVar, defaultSteps, fields =
 
 /**
  * A pass-through fetch over `realFetch` that appends what the client sent and got to out.requests
- * (the client is configured, never modified). `targetHeader` is the provider's target-URL header;
+ * (the client is configured, never modified). `targetHeader` is the provider's target-URL header (if any);
  * `extra(init)` adds driver-specific fields to each entry.
  */
 export function recordingFetch(out, realFetch, targetHeader, extra = () => ({})) {
@@ -53,7 +53,7 @@ export function recordingFetch(out, realFetch, targetHeader, extra = () => ({}))
     const entry = {
       method: (init.method || "GET").toUpperCase(),
       url: String(url),
-      target: headers.get(targetHeader),
+      target: targetHeader ? headers.get(targetHeader) : undefined,
       authorization: headers.get("authorization"),
       accept: headers.get("accept"),
       ...extra(init),
