@@ -6,6 +6,8 @@ tests/unit/test_docs.py keeps the page equal to what this renders."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from addon.config.operations import Operation
 from addon.config.profiles import Profile, builtin_names, load
 
@@ -30,7 +32,7 @@ def _profile(profile: Profile) -> str:
     if profile.objects:
         lines.append("\nObjects a caller creates (only they may name them afterwards):\n")
         for spec in profile.objects.values():
-            where = ["in the operations' paths"]
+            where = ["by a task's `taskUUID`" if _tasks(profile) else "in the operations' paths"]
             if spec.in_paths:
                 where = ["anywhere in a path or query"]
             if spec.in_bodies:
@@ -38,6 +40,13 @@ def _profile(profile: Profile) -> str:
             lines.append(
                 f"- `{spec.name}`: ids `{spec.form.pattern}`, named {' and '.join(where)}\n"
             )
+    if body := _tasks(profile):
+        submit = ", ".join(f"`{t}`" for t in body.get("submit", ()))
+        lines.append(
+            f"\nThe body is a JSON array of tasks, each a `taskType` and a `taskUUID` the client "
+            f"chose: {submit} submit a task (creates a `task`), `{body.get('poll')}` polls one; "
+            "any other task type is refused, an `authentication` task is taken out.\n"
+        )
     lines.append(
         "\n| operation | method and path | kind | open | meter | for |\n|---|---|---|---|---|---|\n"
     )
@@ -50,6 +59,12 @@ def _profile(profile: Profile) -> str:
             f"{op.purpose}{creates} |\n"
         )
     return "".join(lines)
+
+
+def _tasks(profile: Profile) -> dict[str, Any] | None:
+    """The profile's `body:` when its bodies are arrays of tasks (Runware)."""
+    body = profile.entry.get("body")
+    return body if isinstance(body, dict) and body.get("form") == "tasks" else None
 
 
 def _meter(op: Operation) -> str:

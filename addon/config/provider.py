@@ -16,6 +16,7 @@ from addon.config.node import Node
 from addon.config.operations import BROWSER, Catalogue, parse_allow
 from addon.config.ownership import OwnershipSpec, parse_ownership
 from addon.config.profiles import Profile, merge_objects, merge_operations, overlay, select
+from addon.config.tasks import TaskForm, parse_body_form
 from addon.config.transport import TransportSpec, parse_transport
 from addon.config.validation import ValidationSpec, parse_validation
 
@@ -106,6 +107,7 @@ class Provider:
     ownership: OwnershipSpec = field(default_factory=OwnershipSpec)  # who may read a job
     prices: tuple[Price, ...] = ()  # USD, first match wins (config/budget.py)
     budget: BudgetSpec = field(default_factory=BudgetSpec)  # this provider's own share
+    tasks: TaskForm | None = None  # `body: {form: tasks}`: every call is an array of tasks
 
 
 def section(node: Node, defaults: Node, name: str) -> Node | None:
@@ -170,6 +172,7 @@ def parse_provider(name: str, entry: Node, defaults: Node) -> Provider:
         ),
         prices=parse_prices(node),
         budget=parse_budget(node),
+        tasks=parse_body_form(node.child("body", None)),
     )
     node.finish()
     return provider

@@ -100,7 +100,7 @@ def check_body(spec: ValidationSpec, content_types: Sequence[str], body: bytes) 
         return Refusal(
             400, "batch-unreadable", "each entry of requests must be an object with params"
         )
-    if refusal := _check_model(spec, fields):
+    if refusal := check_model(spec, fields):
         return refusal
     for item in requests:
         if refusal := _check_request(spec, item["params"]):
@@ -114,7 +114,7 @@ def check_path(spec: ValidationSpec, path: str) -> Refusal | None:
     model = gemini.path_model(path)
     if spec.models is None or model is None:
         return None
-    return _check_model(spec, {"model": model})
+    return check_model(spec, {"model": model})
 
 
 def check_query(spec: ValidationSpec, query: str, *, websocket: bool) -> Refusal | None:
@@ -133,7 +133,7 @@ def check_query(spec: ValidationSpec, query: str, *, websocket: bool) -> Refusal
     if len(named) > 1:
         return Refusal(400, "duplicate-field", "the query names a model twice")
     if named:
-        return _check_model(spec, {"model": named[0]})
+        return check_model(spec, {"model": named[0]})
     if websocket:
         return Refusal(
             403,
@@ -144,7 +144,7 @@ def check_query(spec: ValidationSpec, query: str, *, websocket: bool) -> Refusal
     return None
 
 
-def _check_model(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | None:
+def check_model(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | None:
     if spec.models is None:
         return None
     for name in MODEL_FIELDS:
@@ -159,7 +159,7 @@ def _check_model(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | None
 
 def _check_request(spec: ValidationSpec, fields: dict[str, Any]) -> Refusal | None:
     """The rules on one request's fields (a body's, or one entry of a batch's)."""
-    if refusal := _check_model(spec, fields):
+    if refusal := check_model(spec, fields):
         return refusal
     if spec.max_tokens is not None:
         named = [name for name in TOKEN_FIELDS if name in fields]

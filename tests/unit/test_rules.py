@@ -32,7 +32,10 @@ def error_of(tmp_path: Path, text: str) -> ConfigError:
 def test_the_shipped_rules_load() -> None:
     rules = load(REPO_RULES, {})
     names = [p.name for p in rules.providers]
-    assert names == ["anthropic", "openai", "elevenlabs", "fal", "inference", "gemini", "eachlabs"]
+    assert names == [
+        *("anthropic", "openai", "elevenlabs", "fal", "inference", "gemini", "eachlabs"),
+        "runware",
+    ]
 
 
 def test_a_new_provider_needs_no_code(tmp_path: Path) -> None:

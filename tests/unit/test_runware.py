@@ -1,0 +1,140 @@
+"""Runware (addon/profiles/runware.yaml): arrays of tasks read strictly, authentication tasks
+taken out, only the plugins' task types, each held to the validation rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from addon.config.node import ConfigError, Node
+from addon.config.rules import load
+from addon.config.tasks import TaskForm, parse_body_form
+from addon.config.validation import ValidationSpec
+from addon.guard import runware
+from addon.problems import Refusal
+
+TASK = "6f1c2c1e-8a5b-4c8e-9c1f-0d2e3f4a5b6c"
+OTHER = "0b8f7a51-2a47-4a39-9d27-3e0f6b1c9d84"
+FORM = TaskForm(("imageInference", "videoInference"), "getResponse")
+# What the plugins' Runware client submits (createRunwareClient, image 1.69).
+SUBMIT = {
+    "taskType": "imageInference",
+    "taskUUID": TASK,
+    "model": "bfl:5@1",
+    "positivePrompt": "a cat",
+    "deliveryMethod": "async",
+    "outputType": "URL",
+    "outputFormat": "PNG",
+    "numberResults": 1,
+}
+POLL = {"taskType": "getResponse", "taskUUID": TASK}
+
+
+def body(*tasks: Any) -> bytes:
+    return json.dumps(list(tasks)).encode()
+
+
+def checked(raw: bytes, spec: ValidationSpec | None = None) -> list[dict[str, Any]] | Refusal:
+    return runware.checked(spec or ValidationSpec(), FORM, raw)
+
+
+def refusal(raw: bytes, spec: ValidationSpec | None = None) -> tuple[int, str]:
+    result = checked(raw, spec)
+    assert isinstance(result, Refusal), result
+    return result.status, result.reason
+
+
+def test_the_plugins_submit_and_poll_pass_as_sent() -> None:
+    assert checked(body(SUBMIT)) == [SUBMIT]
+    assert checked(body(POLL)) == [POLL]
+    video = {**SUBMIT, "taskType": "videoInference", "model": "google:3@2", "duration": 8}
+    assert checked(body(video, {**POLL, "taskUUID": OTHER})) == [video, {**POLL, "taskUUID": OTHER}]
+
+
+def test_an_authentication_task_is_taken_out() -> None:
+    auth = {"taskType": "authentication", "apiKey": "the-clients-own-key"}
+    assert checked(body(auth, SUBMIT)) == [SUBMIT]
+    encoded = runware.encode(checked(body(SUBMIT, auth)))  # type: ignore[arg-type]
+    assert b"apiKey" not in encoded and b"authentication" not in encoded
+    assert refusal(body(auth)) == (400, "invalid-tasks")  # nothing left to do
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b'{"taskType": "getResponse"}',  # not an array
+        b"[]",
+        body("imageInference"),  # a task that is not an object
+        body({"taskUUID": TASK}),  # no taskType
+        body({**SUBMIT, "taskType": 7}),
+        body({**SUBMIT, "taskUUID": None}),
+        body({k: v for k, v in SUBMIT.items() if k != "taskUUID"}),
+        body({**SUBMIT, "taskUUID": "not-a-uuid"}),
+        body({**SUBMIT, "taskUUID": TASK + "0"}),
+        body(SUBMIT, {**POLL, "taskUUID": TASK.upper()}),  # one UUID in two tasks
+        b'[{"taskType": "getResponse", "taskUUID": "%s", "taskUUID": "%s"}]'
+        % (TASK.encode(), OTHER.encode()),  # which one would Runware read?
+        b'[{"taskType": "imageInference", "taskType": "getResponse", "taskUUID": "%s"}]'
+        % TASK.encode(),
+    ],
+)
+def test_a_malformed_array_is_a_400(raw: bytes) -> None:
+    assert refusal(raw) == (400, "invalid-tasks")
+
+
+@pytest.mark.parametrize(
+    "kind", ["imageUpload", "upscale", "removeBackground", "modelSearch", "textInference", "ping"]
+)
+def test_other_task_types_are_refused(kind: str) -> None:
+    result = checked(body(POLL, {"taskType": kind, "taskUUID": OTHER}))
+    assert isinstance(result, Refusal)
+    assert (result.status, result.reason) == (403, "task-not-allowed")
+    assert kind in result.detail and "imageInference" in result.detail
+
+
+def test_each_task_is_held_to_the_models_and_max_n() -> None:
+    spec = ValidationSpec(models=("bfl:*", "google:3@2"), max_n=2)
+    assert checked(body(SUBMIT, POLL | {"taskUUID": OTHER}), spec) == [
+        SUBMIT,
+        POLL | {"taskUUID": OTHER},
+    ]
+    second = {**SUBMIT, "taskUUID": OTHER, "model": "openai:1@1"}
+    assert refusal(body(SUBMIT, second), spec) == (403, "model-not-allowed")
+    nameless = {k: v for k, v in SUBMIT.items() if k != "model"}
+    assert refusal(body(nameless), spec) == (403, "model-not-allowed")
+    assert refusal(body({**SUBMIT, "numberResults": 3}), spec) == (403, "max-n-exceeded")
+    assert checked(body({**SUBMIT, "numberResults": 2}), spec) == [{**SUBMIT, "numberResults": 2}]
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, "2", True, None])
+def test_number_results_is_a_whole_number(count: Any) -> None:
+    assert refusal(body({**SUBMIT, "numberResults": count})) == (400, "invalid-count")
+
+
+def test_the_profile_ships_in_the_rules() -> None:
+    rules = load(Path(__file__).resolve().parents[2] / "rules.yaml", {})
+    provider = next(p for p in rules.providers if p.name == "runware")
+    assert provider.tasks == FORM
+    assert provider.upstream is not None and provider.upstream.host == "api.runware.ai"
+    assert provider.credential.header == "authorization"
+    assert [o.name for o in provider.catalogue.operations] == ["tasks"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        ({"form": "json", "submit": ["a"], "poll": "b"}, "body.form"),
+        ({"form": "tasks", "submit": ["a b"], "poll": "b"}, "body.submit[0]"),
+        ({"form": "tasks", "submit": ["a"], "poll": "a"}, "body.poll"),
+        ({"form": "tasks", "submit": ["a"], "poll": "b", "other": 1}, "body.other"),
+    ],
+)
+def test_a_body_section_is_checked(entry: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_body_form(Node(entry, "rules.yaml", "body"))
+    assert e.value.key == key
