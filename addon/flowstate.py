@@ -28,7 +28,6 @@ class FlowState(TypedDict, total=False):
     cors: list[list[str]]  # the CORS headers every answer to this request carries
     timeout: Timeout  # which timeout ended the flow
     job: str  # "kind:id" of the job this request started or named (jobs/)
-    read_whole: bool  # the response is read whole before it goes out (a job's id is in it)
     usage: dict[str, float]  # the provider's own units by name (addon/metering/usage.py)
     cost: float  # USD, from the rules' prices (a cut stream: its whole reservation)
     charged: str  # "reservation" when the cost is the worst case (no usage was reported)

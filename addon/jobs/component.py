@@ -25,7 +25,7 @@ from addon.config.operations import ObjectSpec
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
-from addon.guard import body_rules
+from addon.guard import body_rules, runware
 from addon.guard.component import buffer_limit
 from addon.jobs import objects
 from addon.jobs.owners import Owners, OwnersUnavailable, fingerprint, make_owners
@@ -34,7 +34,7 @@ from addon.problems import Refusal
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import add_stage, is_event_stream, keep_whole
+from addon.transport.component import add_stage, is_event_stream, keep_whole, read_answer_whole
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class _Call:
     reads_body: bool = False
     creates_if: str | None = None  # a creation that counts only when this body field is true
     tap: objects.StreamTap | None = None
+    tasks: ObjectSpec | None = None  # a body of tasks (Runware): the UUIDs it names are this
+    submitted: tuple[str, ...] = ()  # the keys of the tasks it submits: the caller's once taken
 
 
 class Ownership:
@@ -92,6 +94,11 @@ class Ownership:
         if refusal := await self._check(provider, identity, named, state):
             return refusal
         operation = route.operation
+        if provider.tasks is not None and operation and operation.creates:
+            # The guard keeps the body whole; `request` reads the UUIDs its tasks name.
+            spec = catalogue.objects[operation.creates]
+            self._calls.set(flow, _Call(provider, identity, reads_body=True, tasks=spec))
+            return None
         creates = catalogue.objects[operation.creates] if operation and operation.creates else None
         request = flow.request
         # A file's bytes name no object: an upload's body is not looked into.
@@ -122,8 +129,10 @@ class Ownership:
             logger.error("keyrelay: jobs: a body that needed checking was streamed")
             return Refusal(500, "internal-error", "the body could not be checked")
         request = flow.request
-        content_type = header_index.lookup(request.headers)("content-type") or ""
         body = request.raw_content or b""
+        if call.tasks is not None:
+            return await self._check_tasks(call, body, flowstate.of(flow))
+        content_type = header_index.lookup(request.headers)("content-type") or ""
         try:
             named, data = objects.in_body(call.provider.catalogue, content_type, body)
         except objects.Invalid as e:
@@ -141,7 +150,7 @@ class Ownership:
         if call is None or call.creates is None or response is None:
             return
         if 200 <= response.status_code < 300 and not is_event_stream(response.headers):
-            flowstate.of(flow)["read_whole"] = True
+            read_answer_whole(flow)
 
     def tap(self, flow: http.HTTPFlow) -> None:
         """After transport decoded the stream: look for the created object's id in it."""
@@ -153,10 +162,50 @@ class Ownership:
             call.tap = objects.StreamTap(call.creates)
             add_stage(response, "ids", call.tap)
 
+    async def _check_tasks(
+        self, call: _Call, body: bytes, state: flowstate.FlowState
+    ) -> Refusal | None:
+        """A task polled must be the caller's (else 404, as any object); a task submitted
+        must not take a UUID someone else's task has (409)."""
+        assert call.tasks is not None and call.provider.tasks is not None
+        tasks = runware.read(body)
+        if isinstance(tasks, Refusal):  # the guard read it already
+            return tasks
+        form, spec = call.provider.tasks, call.tasks
+        polled = [
+            objects.Named(spec, runware.uuid_of(t)) for t in tasks if t[runware.TYPE] == form.poll
+        ]
+        if refusal := await self._check(call.provider, call.identity, polled, state):
+            return refusal
+        submitted = [spec.key(runware.uuid_of(t)) for t in tasks if t[runware.TYPE] in form.submit]
+        assert self.owners is not None
+        mine = fingerprint(call.identity)
+        for key in submitted:
+            state["job"] = key
+            try:
+                owner = await self.owners.owner(key)
+            except OwnersUnavailable as e:
+                if refusal := self._unavailable(call.provider.name, e):
+                    return refusal
+                continue
+            if owner not in (None, mine):
+                return Refusal(
+                    409,
+                    "task-exists",
+                    f"{call.provider.name}: a task with this taskUUID exists: make a new UUID",
+                )
+        call.submitted = tuple(submitted)
+        return None
+
     async def response(self, flow: http.HTTPFlow) -> None:
         """Record a created object's owner (before a whole answer reaches the client)."""
         call = self._calls.pop(flow)
         response = flow.response
+        if call is not None and call.submitted and response and 200 <= response.status_code < 300:
+            # The client chose the ids: they are its once Runware took the tasks.
+            for key in call.submitted:
+                await self._remember(flow, call, key)
+            return
         if call is None or call.creates is None or response is None:
             return
         if not 200 <= response.status_code < 300:
@@ -170,7 +219,9 @@ class Ownership:
         if object_id is None:
             logger.warning("keyrelay: jobs: a %s was created without an id we know", spec.name)
             return
-        key = spec.key(object_id)
+        await self._remember(flow, call, spec.key(object_id))
+
+    async def _remember(self, flow: http.HTTPFlow, call: _Call, key: str) -> None:
         flowstate.of(flow)["job"] = key
         assert self.owners is not None
         try:

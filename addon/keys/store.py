@@ -30,6 +30,7 @@ from addon.keys.redis_link import RedisLink
 from addon.keys.tenants import FileTenants, RedisTenants, Tenants
 from addon.problems import Refusal
 from addon.resources import Generation
+from addon.transport.component import read_answer_whole
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class KeyStore:
         assert flow.response is not None
         length = flow.response.headers.get("content-length", "")
         if not (length.isdigit() and int(length) > answers.MAX_BODY):
-            flowstate.of(flow)["read_whole"] = True
+            read_answer_whole(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         """A pool key whose answer was about the key itself rests a while."""

@@ -11,7 +11,7 @@ from mitmproxy import http, tls
 from mitmproxy.connection import Server
 from mitmproxy.proxy import server_hooks
 
-from addon import flowstate, header_index
+from addon import header_index
 from addon.config.transport import TransportSpec
 from addon.flowlocal import FlowLocal
 from addon.problems import Refusal
@@ -80,6 +80,13 @@ def is_event_stream(headers: http.Headers) -> bool:
 
 
 _WHOLE: FlowLocal[bool] = FlowLocal("transport.whole")
+_ANSWER_WHOLE: FlowLocal[bool] = FlowLocal("transport.answer_whole")
+
+
+def read_answer_whole(flow: http.HTTPFlow) -> None:
+    """A step of responseheaders, before transport's, reads the answer whole in `response` (a
+    created object's id, a pool key's 401/429): it is buffered, not streamed."""
+    _ANSWER_WHOLE.set(flow, True)
 
 
 def keep_whole(flow: http.HTTPFlow) -> None:
@@ -212,7 +219,7 @@ class Transport:
         # Folded and lower-cased once (header_index): budget and CORS read the same index.
         fields = header_index.index(response.headers).items()
         plan = plan_response(transport, status, fields, has_body=has_body)
-        if plan.stream and flowstate.of(flow).get("read_whole"):
+        if _ANSWER_WHOLE.pop(flow) and plan.stream:
             plan = ResponsePlan(stream=False, decode=plan.decode)  # decoded whole in `response`
         fix_head(response, plan, http1_client=flow.request.http_version == "HTTP/1.1")
         if plan.stream:
@@ -234,6 +241,7 @@ class Transport:
         self._flows.pop(flow)
         self._streamed.pop(flow)  # refused before its body was decided
         _WHOLE.pop(flow)
+        _ANSWER_WHOLE.pop(flow)
         if connection := self.clock.finished(flow):
             self._offer_h2.pop(connection, None)
 
