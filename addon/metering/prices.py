@@ -81,22 +81,30 @@ def invalid_count(data: dict[str, Any]) -> str | None:
     return gemini.invalid_count(data)
 
 
+# Each unit of usage and the rate of a price it is charged at: per million (tokens,
+# characters), or each (units, images, seconds, searches, predictions).
+_PER_MILLION_RATES = (
+    (INPUT, "input"),
+    (OUTPUT, "output"),
+    (CACHE_READ, "cache_read"),
+    (CACHE_WRITE, "cache_write"),
+    (CHARACTERS, "characters"),
+)
+_EACH_RATES = (
+    (UNITS, "unit"),
+    (IMAGES, "image"),
+    (SECONDS, "second"),
+    (SEARCHES, "search"),
+    (PREDICTIONS, "prediction"),
+)
+
+
 def cost(price: Price, usage: Usage) -> int:
     """Nano-dollars, rounded to the nearest."""
-    per_million = (
-        usage.get(INPUT, 0) * price.input
-        + usage.get(OUTPUT, 0) * price.output
-        + usage.get(CACHE_READ, 0) * price.cache_read
-        + usage.get(CACHE_WRITE, 0) * price.cache_write
-        + usage.get(CHARACTERS, 0) * price.characters
+    per_million = sum(
+        usage.get(unit, 0) * getattr(price, rate) for unit, rate in _PER_MILLION_RATES
     )
-    each = (
-        usage.get(UNITS, 0) * price.unit
-        + usage.get(IMAGES, 0) * price.image
-        + usage.get(SECONDS, 0) * price.second
-        + usage.get(SEARCHES, 0) * price.search
-        + usage.get(PREDICTIONS, 0) * price.prediction
-    )
+    each = sum(usage.get(unit, 0) * getattr(price, rate) for unit, rate in _EACH_RATES)
     return round(per_million * _PER_MILLION + each * NANO)
 
 
