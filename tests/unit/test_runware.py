@@ -3,18 +3,27 @@ taken out, only the plugins' task types, each held to the validation rules."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from mitmproxy import http
+from mitmproxy.test import tflow
+from support.guard import token_entry
 
+from addon.caller import Caller
 from addon.config.node import ConfigError, Node
-from addon.config.rules import load
+from addon.config.rules import Rules, load
 from addon.config.tasks import TaskForm, parse_body_form
 from addon.config.validation import ValidationSpec
 from addon.guard import runware
+from addon.jobs.component import Ownership
 from addon.problems import Refusal
+from addon.resources import Resources
+from addon.routing.router import Route, Router
 
 TASK = "6f1c2c1e-8a5b-4c8e-9c1f-0d2e3f4a5b6c"
 OTHER = "0b8f7a51-2a47-4a39-9d27-3e0f6b1c9d84"
@@ -138,3 +147,90 @@ def test_a_body_section_is_checked(entry: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_body_form(Node(entry, "rules.yaml", "body"))
     assert e.value.key == key
+
+
+# -- ownership: a task's UUID is its submitter's -------------------------------------------------
+
+TOKENS = {"auth": {"mode": "tokens", "tokens": {"env": "KR_TOKENS"}}}
+
+
+def runware_rules(tmp_path: Path, **provider: Any) -> Rules:
+    path = tmp_path / "rules.yaml"
+    entry = {"profile": "runware", **provider}
+    path.write_text(yaml.safe_dump({"defaults": TOKENS, "providers": {"runware": entry}}))
+    env = {"KR_TOKENS": token_entry("alice", "a") + "\n" + token_entry("bob", "b")}
+    return load(path, {**env, "RUNWARE_API_KEY": "k"})
+
+
+def ownership(rules: Rules) -> Ownership:
+    jobs = Ownership()
+    with Resources().reload() as live:
+        install = jobs.prepare(rules, live)
+    install()
+    return jobs
+
+
+def send(
+    jobs: Ownership, rules: Rules, identity: str, *tasks: Any, status: int = 200
+) -> Refusal | None:
+    """requestheaders, request and (when admitted) response, as the relay runs them."""
+    flow = tflow.tflow()
+    flow.request.method, flow.request.path = "POST", "/api/runware"
+    flow.request.content = body(*tasks)
+    route = Router(rules).route("POST", flow.request.path, flow.request.headers.get)
+    assert isinstance(route, Route), route
+    refusal = asyncio.run(jobs.requestheaders(flow, route, Caller(identity))) or asyncio.run(
+        jobs.request(flow)
+    )
+    if refusal is None:
+        flow.response = http.Response.make(status, b'{"data": []}')
+        asyncio.run(jobs.response(flow))
+    return refusal
+
+
+def reason(refusal: Refusal | None) -> tuple[int, str] | None:
+    return None if refusal is None else (refusal.status, refusal.reason)
+
+
+def test_only_the_submitter_polls_a_task(tmp_path: Path) -> None:
+    rules = runware_rules(tmp_path)
+    jobs = ownership(rules)
+    assert send(jobs, rules, "token:alice", SUBMIT) is None
+    assert send(jobs, rules, "token:alice", POLL) is None
+    assert reason(send(jobs, rules, "token:bob", POLL)) == (404, "unknown-job")
+    # Upper case is the same task to keyrelay: no second id for it.
+    assert reason(send(jobs, rules, "token:bob", {**POLL, "taskUUID": TASK.upper()})) == (
+        404,
+        "unknown-job",
+    )
+    # A task never submitted through keyrelay is nobody's; one of them in a poll refuses it all.
+    assert reason(send(jobs, rules, "token:alice", {**POLL, "taskUUID": OTHER})) == (
+        404,
+        "unknown-job",
+    )
+
+
+def test_a_uuid_taken_by_another_cannot_be_submitted_again(tmp_path: Path) -> None:
+    rules = runware_rules(tmp_path)
+    jobs = ownership(rules)
+    assert send(jobs, rules, "token:alice", SUBMIT) is None
+    assert reason(send(jobs, rules, "token:bob", SUBMIT)) == (409, "task-exists")
+    assert reason(send(jobs, rules, "token:bob", {**SUBMIT, "taskUUID": TASK.upper()})) == (
+        409,
+        "task-exists",
+    )
+    assert send(jobs, rules, "token:alice", SUBMIT) is None  # its own: Runware decides
+
+
+def test_a_refused_submit_makes_no_owner(tmp_path: Path) -> None:
+    rules = runware_rules(tmp_path)
+    jobs = ownership(rules)
+    assert send(jobs, rules, "token:alice", SUBMIT, status=400) is None
+    assert reason(send(jobs, rules, "token:alice", POLL)) == (404, "unknown-job")
+    assert send(jobs, rules, "token:bob", SUBMIT) is None  # free to take
+
+
+def test_ownership_off_checks_nothing(tmp_path: Path) -> None:
+    rules = runware_rules(tmp_path, ownership=False)
+    jobs = ownership(rules)
+    assert send(jobs, rules, "token:bob", POLL) is None
