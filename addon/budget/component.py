@@ -11,6 +11,7 @@ final usage. The figures go into the flow's state, where the access log and metr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -38,22 +39,30 @@ from addon.budget.redis_store import RedisBooks
 from addon.caller import Caller
 from addon.config.budget import BudgetSpec
 from addon.config.limits import BackendSpec
-from addon.config.operations import Operation
+from addon.config.operations import ObjectSpec, Operation
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
-from addon.guard import body_rules
+from addon.guard import body_rules, runware
 from addon.guard.component import buffer_limit
+from addon.jobs.owners import Owners, OwnersUnavailable, fingerprint, make_owners
 from addon.metering import prices
+from addon.metering import runware as task_costs
 from addon.metering.stream import StreamMeter
-from addon.metering.usage import Usage, from_body, from_headers
+from addon.metering.usage import UNITS, Usage, from_body, from_headers
 from addon.problems import Refusal
 from addon.ratelimit.backend import StoreError
 from addon.ratelimit.limiter import RELEASE_RETRIES
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
-from addon.transport.component import add_stage, is_event_stream, keep_whole, websocket_open
+from addon.transport.component import (
+    add_stage,
+    is_event_stream,
+    keep_whole,
+    read_answer_whole,
+    websocket_open,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +84,20 @@ def make_books(spec: BackendSpec) -> BudgetStore:
 
 
 @dataclass
+class _Tasks:
+    """A call whose body is an array of tasks (Runware): each task is billed on its own."""
+
+    spec: ObjectSpec  # what a task is (its lease: `job:<its key>`)
+    reserved: dict[str, int]  # nano-dollars per submitted task's UUID (0 without a budget)
+    shown: frozenset[str]  # UUIDs whose cost the client asked to see
+    asked: frozenset[str]  # submitted UUIDs whose client asked for the cost itself
+    model: str | None = None
+
+    def lease(self, uuid: str) -> str:
+        return f"job:{self.spec.key(uuid)}"
+
+
+@dataclass
 class _Call:
     """One forwarded request's metering, in memory until it settles."""
 
@@ -92,12 +115,14 @@ class _Call:
     reserved: int = 0  # nano-dollars
     hidden: int = 0  # output tokens it may be billed that its stream does not show
     lease: str | None = None  # what it reserved under: its own lease, or its job's (a result)
+    tasks: _Tasks | None = None  # an array of tasks (Runware)
 
 
 class Budget:
     def __init__(self) -> None:
         self.rules: Rules | None = None
         self.books: BudgetStore | None = None
+        self.owners: Owners | None = None  # the jobs' store: whose tasks asked for their cost
         self._calls: FlowLocal[_Call] = FlowLocal("budget.calls")
         self._renewing: asyncio.Task[None] | None = None
         self._warned: set[tuple[str, str]] = set()
@@ -110,9 +135,10 @@ class Budget:
         books = None
         if rules.keeps_books:
             books = live.get(("budget-books", backend), lambda: make_books(backend))
+        owners = live.get(("job-owners", backend), lambda: make_owners(backend))  # jobs' own
 
         def install() -> None:
-            self.rules, self.books = rules, books
+            self.rules, self.books, self.owners = rules, books, owners
 
         return install
 
@@ -167,6 +193,8 @@ class Budget:
         request = flow.request
         if call is None or flow.response is not None:
             return None
+        if call.provider.tasks is not None:
+            return await self._tasks(flow, call)
         body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
         # A stream key is `"stream"` or spelt with a \u escape: only such a body is parsed to
         # find out (parsed, not byte-searched: `"str\u0065am"` is a stream too).
@@ -217,6 +245,8 @@ class Budget:
         if not limited or meter == "free":
             return None
         price = prices.price_for(provider.prices, facts.model, call.endpoint)
+        if price is not None and not price.covers(meter):
+            price = None  # it matched, with no rate for what this operation counts
         if price is not None and facts.searches and not price.search:
             price = None  # it may search, and searches have no price
         if price is None:  # never free: what cannot be priced is refused
@@ -233,6 +263,14 @@ class Budget:
                 call.reserved = prices.worst_case(price, facts, None, "POST")
             return None
         amount = prices.worst_case(price, facts, provider.validation.max_tokens, method)
+        return await self._take(flow, call, amount, now)
+
+    async def _take(
+        self, flow: http.HTTPFlow, call: _Call, amount: int, now: datetime
+    ) -> Refusal | None:
+        """Reserve `amount` under the flow's lease, or the refusal when it does not fit."""
+        assert self.books is not None
+        provider = call.provider
         try:
             lease = Lease(flow.id, LEASE_SECONDS)
             blocked = await self.books.reserve(call.accounts, provider.name, amount, lease)
@@ -249,6 +287,58 @@ class Budget:
         if self._renewing is None:
             self._renewing = tasks.spawn(self._renew())
         return None
+
+    async def _tasks(self, flow: http.HTTPFlow, call: _Call) -> Refusal | None:
+        """An array of tasks (Runware): under a budget each submitted task reserves its worst
+        case (a model without a price: 403 unpriced); keyrelay asks for every task's cost and
+        notes whose client asked, to hand each client the answer it would have got."""
+        provider, operation, request = call.provider, call.operation, flow.request
+        form = provider.tasks
+        assert form is not None
+        if self.books is None or operation is None or operation.creates is None:
+            return None  # nothing metered
+        body = request.raw_content or b""
+        tasks = runware.read(body)  # the guard checked it
+        if isinstance(tasks, Refusal):
+            self._calls.pop(flow)
+            return tasks
+        # Nano-dollars each submitted task reserves: nothing, without a budget.
+        worst = {runware.uuid_of(t): 0 for t in tasks if t[runware.TYPE] in form.submit}
+        if self.limited(provider):
+            priced = task_costs.worst_cases(tasks, form, provider.prices)
+            if isinstance(priced, str):
+                self._calls.pop(flow)
+                return refusals.unpriced(provider.name, operation.name, priced)
+            worst = priced
+        spec = provider.catalogue.objects[operation.creates]
+        polled = [runware.uuid_of(t) for t in tasks if t[runware.TYPE] == form.poll]
+        asked = frozenset[str]()
+        if self.ask_for_usage:
+            asked = task_costs.ask_costs(tasks, form)
+            call.client_body, request.content = body, runware.encode(tasks)
+        model = next((t.get("model") for t in tasks if t[runware.TYPE] in form.submit), None)
+        shown = await self._asked(spec, call.identity, polled)
+        call.tasks = _Tasks(
+            spec, worst, asked | shown, asked, model if isinstance(model, str) else None
+        )
+        call.accounts = self.accounts(call.identity, provider, datetime.now(UTC))
+        read_answer_whole(flow)  # its costs are read, and taken out, before it goes
+        if not any(worst.values()):
+            return None
+        return await self._take(flow, call, sum(worst.values()), datetime.now(UTC))
+
+    async def _asked(self, spec: ObjectSpec, identity: str, polled: list[str]) -> frozenset[str]:
+        """The polled tasks whose submitter asked for their cost (noted when submitted)."""
+        if not polled or self.owners is None:
+            return frozenset()
+        mine, shown = fingerprint(identity), set()
+        for uuid in polled:
+            try:
+                if await self.owners.owner(_asked_key(spec, uuid)) == mine:
+                    shown.add(uuid)
+            except OwnersUnavailable:
+                pass  # not shown: the figure is keyrelay's, the answer is whole without it
+        return frozenset(shown)
 
     async def _renew(self) -> None:
         """While calls run, their leases are renewed; when none holds one, this ends (the
@@ -305,6 +395,9 @@ class Budget:
             return
         call = self._calls.pop(flow)
         if call is None:
+            return
+        if call.tasks is not None and flowstate.of(flow).get("timeout") != "first-byte":
+            self._settle_tasks(flow, call, call.tasks)
             return
         self._read_buffered(flow, call)
         response = flow.response
@@ -396,6 +489,73 @@ class Budget:
         if call.accounts:
             tasks.spawn(self._record(call, cost))
 
+    def _settle_tasks(self, flow: http.HTTPFlow, call: _Call, work: _Tasks) -> None:
+        """Each task's cost, as the answer says it: a submitted task that reports none yet
+        (async delivery) holds its reservation until a poll brings its cost; a polled task's
+        cost settles its hold. The client gets the answer without costs it did not ask for."""
+        response = flow.response
+        answered = response is not None and 200 <= response.status_code < 300
+        body = b"" if response is None or response.stream else header_index.content(response)
+        answer = task_costs.read_answer(body or b"", work.shown)
+        if answer.body is not None and response is not None:
+            response.content = answer.body
+        if call.client_body is not None:
+            flow.request.content = call.client_body  # saved flows show what the client sent
+        now = sum(c for uuid, c in answer.costs.items() if uuid in work.reserved)
+        later = {uuid: c for uuid, c in answer.costs.items() if uuid not in work.reserved}
+        held: tuple[tuple[Lease, int], ...] = ()
+        if answered and call.lease == flow.id:
+            held = tuple(
+                (Lease(work.lease(uuid), jobs.JOB_HOLD, charge=True), amount)
+                for uuid, amount in work.reserved.items()
+                if amount and uuid not in answer.costs and uuid not in answer.failed
+            )
+        state = flowstate.of(flow)
+        state["usage"] = {UNITS: len(answer.costs)}
+        state["cost"] = prices.usd(now + sum(later.values()))
+        state["model"] = (work.model or "-")[:100]
+        if held:
+            state["charged"] = "held"
+        if call.accounts:
+            tasks.spawn(self._book_tasks(call, work, held, now, later, answered))
+
+    async def _book_tasks(
+        self,
+        call: _Call,
+        work: _Tasks,
+        held: tuple[tuple[Lease, int], ...],
+        now: int,
+        later: dict[str, int],
+        answered: bool,
+    ) -> None:
+        """The books: the flow's reservation divided among the tasks it holds for (the rest
+        released) and what this answer reported charged; each polled task's hold settled."""
+        assert self.books is not None
+        books, name, accounts = self.books, call.provider.name, call.accounts
+        lease = call.lease
+        if held and lease is not None:
+            divided = lease
+            await self._retrying(lambda: books.divide(accounts, divided, held))
+            lease = None
+        if now or lease is not None:
+            spent, flow_lease = now, lease
+            await self._retrying(lambda: books.settle(accounts, name, flow_lease, spent))
+        for uuid, cost in later.items():
+            job = work.lease(uuid)
+            await self._retrying(lambda: books.settle(accounts, name, job, cost))  # noqa: B023
+        if answered:
+            await self._note_asked(call, work)
+
+    async def _note_asked(self, call: _Call, work: _Tasks) -> None:
+        """The submitted tasks whose client asked for the cost: their polls show it."""
+        if self.owners is None:
+            return
+        for uuid in work.asked:
+            with contextlib.suppress(OwnersUnavailable):  # its polls then take the figure out
+                await self.owners.remember(
+                    _asked_key(work.spec, uuid), call.identity, call.provider.ownership.ttl
+                )
+
     async def _record(self, call: _Call, spent: int) -> None:
         assert self.books is not None
         books, name = self.books, call.provider.name
@@ -439,6 +599,11 @@ class Budget:
             "keyrelay cannot check budgets right now; try again shortly",
             headers=(("retry-after", "1"),),
         )
+
+
+def _asked_key(spec: ObjectSpec, uuid: str) -> str:
+    """Where the jobs' store notes that a task's client asked for its cost."""
+    return f"{spec.key(uuid)}#cost"
 
 
 def _cut(call: _Call, *, ended: bool) -> bool:

@@ -44,6 +44,17 @@ _RATES = (
 )
 
 
+# The rates that can price each meter (config/operations.py's); a meter not listed (free)
+# needs none.
+METER_RATES = {
+    "tokens": ("input", "output"),
+    "characters": ("characters",),
+    "units": ("unit", "prediction"),  # fal's billable units; an EachLabs prediction
+    "images": ("image",),
+    "seconds": ("second",),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """USD per million tokens (input, output, cache_*), per million characters, per unit."""
@@ -61,6 +72,12 @@ class Price:
     search: float = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
     prediction: float = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
     reserve: float = 0.0  # units reserved before a request to a matching endpoint
+
+    def covers(self, meter: str | None) -> bool:
+        """Whether it has a rate for what the meter counts: `{model: "*", unit: 0.1}` matched
+        by a token-metered call would otherwise price it at 0."""
+        rates = METER_RATES.get(meter or "")
+        return rates is None or any(getattr(self, rate) for rate in rates)
 
     def matches(self, model: str | None, endpoint: str) -> bool:
         # A request naming no model (ElevenLabs' default voice model) is matched by "*".

@@ -440,3 +440,10 @@ def test_a_request_naming_no_cap_is_sent_the_cap_its_reservation_assumed(tmp_pat
         assert flow.request.content == original  # saved flows show what the client sent
 
     run(scenario)
+
+
+def test_a_price_with_no_rate_for_the_operation_prices_nothing(tmp_path: Path) -> None:
+    """`{model: "*", unit: 0.1}` matches a chat completion's model, and has no token rate: the
+    call would be reserved and charged 0. It is unpriced instead."""
+    loaded, budget = setup(tmp_path, [{"model": "*", "unit": 0.1}], daily=10.0)
+    assert refused(*chat_flow(loaded, {**CHAT, "stream": False}), budget) == (403, "unpriced")
