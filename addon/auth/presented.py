@@ -1,10 +1,12 @@
-"""Finding the credential a client presents to keyrelay: a header, else a cookie."""
+"""Finding the credential a client presents to keyrelay: a header, else a cookie, else (a
+browser's WebSocket, which cannot set headers) a subprotocol (config/credential.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from addon.config.auth import AuthSpec
+from addon.config.credential import WEBSOCKET_PROTOCOLS, protocol_credential, protocols
 
 
 def presented(spec: AuthSpec, header: Callable[[str], str | None]) -> str | None:
@@ -17,8 +19,12 @@ def presented(spec: AuthSpec, header: Callable[[str], str | None]) -> str | None
                 return None
             return token.strip() or None
         return value.strip() or None
-    if spec.cookie is not None:
-        return cookie_value(header("cookie") or "", spec.cookie)
+    if spec.cookie is not None and (found := cookie_value(header("cookie") or "", spec.cookie)):
+        return found
+    if (header("upgrade") or "").strip().lower() == "websocket":
+        for protocol in protocols(header(WEBSOCKET_PROTOCOLS)):
+            if (carried := protocol_credential(protocol)) is not None:
+                return carried
     return None
 
 

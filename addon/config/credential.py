@@ -37,8 +37,41 @@ CLIENT_CREDENTIAL_HEADERS = frozenset(
         "x-goog-api-key",
         "x-fal-key",
         "cookie",
+        "sec-websocket-protocol",  # its credential entries only (below); the rest is forwarded
     }
 )
+
+# A browser cannot set headers on a WebSocket: it presents keyrelay's credential as a
+# subprotocol, `openai-insecure-api-key.<token>` (OpenAI's browser SDK given keyrelay's token as
+# its apiKey) or `keyrelay-token.<token>` (any other client, beside the `keyrelay` protocol,
+# which keyrelay answers when the upstream chose none: a browser fails a socket whose answer
+# names none of those it offered).
+WEBSOCKET_PROTOCOLS = "sec-websocket-protocol"
+KEYRELAY_PROTOCOL = "keyrelay"
+_CREDENTIAL_PROTOCOLS = ("openai-insecure-api-key.", "keyrelay-token.")
+
+
+def protocols(value: str | None) -> list[str]:
+    """The subprotocols a Sec-WebSocket-Protocol value offers, in order."""
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def protocol_credential(protocol: str) -> str | None:
+    """The credential a subprotocol carries, or None when it carries none."""
+    for prefix in _CREDENTIAL_PROTOCOLS:
+        if protocol.startswith(prefix):
+            return protocol[len(prefix) :] or None
+    return None
+
+
+def upstream_protocols(value: str) -> str | None:
+    """What goes upstream of an offer: every protocol but keyrelay's own and those carrying a
+    credential; None when nothing is left."""
+    kept = [
+        p for p in protocols(value) if p != KEYRELAY_PROTOCOL and protocol_credential(p) is None
+    ]
+    return ", ".join(kept) or None
+
 
 # Query parameters that carry a credential: Google's `key` (its APIs read it as they read
 # x-goog-api-key) and OAuth's `access_token` (@google/genai sends Live API tokens in it). Removed

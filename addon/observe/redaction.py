@@ -16,7 +16,13 @@ from urllib.parse import unquote, unquote_plus
 from mitmproxy import http
 
 from addon import header_index
-from addon.config.credential import CLIENT_CREDENTIAL_HEADERS, is_credential_param
+from addon.config.credential import (
+    CLIENT_CREDENTIAL_HEADERS,
+    WEBSOCKET_PROTOCOLS,
+    is_credential_param,
+    protocol_credential,
+    protocols,
+)
 
 Secrets = Mapping[str, str]  # secret value -> placeholder, e.g. "sk-..." -> "<OPENAI_API_KEY>"
 
@@ -151,6 +157,8 @@ def _credential_parts(name: str, value: str) -> list[str]:
             parts.append(value[len(scheme) :].strip())
     if name.lower() == "cookie":
         parts += [c.partition("=")[2].strip() for c in value.split(";")]
+    if name.lower() == WEBSOCKET_PROTOCOLS:
+        parts += [t for p in protocols(value) if (t := protocol_credential(p))]
     return [p for p in parts if len(p) >= MIN_SECRET_LENGTH]
 
 

@@ -10,7 +10,9 @@ from collections.abc import Iterable
 from addon.config.credential import (
     CLIENT_ACCOUNT_HEADERS,
     CLIENT_CREDENTIAL_HEADERS,
+    WEBSOCKET_PROTOCOLS,
     is_credential_param,
+    upstream_protocols,
 )
 from addon.config.provider import Provider
 
@@ -49,7 +51,14 @@ def upstream_headers(
     present: set[str] = set()
     for raw_name, raw_value in fields:
         name = raw_name.decode("latin-1").lower()
-        if name in drop or name.startswith(STRIPPED_PREFIXES):
+        if websocket and name == WEBSOCKET_PROTOCOLS:
+            # A credential header, but for its credential entries only: the rest of a
+            # WebSocket's offer goes on (OpenAI's `realtime`).
+            kept = upstream_protocols(raw_value.decode("latin-1"))
+            if kept is None or not policy.forwards(name):
+                continue
+            raw_value = kept.encode("latin-1")
+        elif name in drop or name.startswith(STRIPPED_PREFIXES):
             continue
         if name not in FRAMING and not policy.forwards(name):
             continue

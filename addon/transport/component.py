@@ -12,6 +12,7 @@ from mitmproxy.connection import Server
 from mitmproxy.proxy import server_hooks
 
 from addon import header_index
+from addon.config.credential import KEYRELAY_PROTOCOL, WEBSOCKET_PROTOCOLS, protocols
 from addon.config.transport import TransportSpec
 from addon.flowlocal import FlowLocal
 from addon.problems import Refusal
@@ -160,6 +161,8 @@ class Transport:
         self.clock = Clock()
         self._flows: FlowLocal[TransportSpec] = FlowLocal("transport.flows")
         self._streamed: FlowLocal[BodyLimit] = FlowLocal("transport.streamed")
+        # WebSockets whose client offered keyrelay's own protocol (its credential beside it).
+        self._our_protocol: FlowLocal[bool] = FlowLocal("transport.our_protocol")
         self._offer_h2: dict[tuple[str, str, int], bool] = {}  # (client id, host, port)
 
     def requestheaders(self, flow: http.HTTPFlow, route: Route) -> Refusal | None:
@@ -178,6 +181,8 @@ class Transport:
         # A WebSocket handshake needs HTTP/1.1: HTTP/2 has no Upgrade.
         websocket = header_index.asks_for_websocket(request.headers)
         self._offer_h2[connection] = transport.upstream_http2 and not websocket
+        if websocket and KEYRELAY_PROTOCOL in protocols(header(WEBSOCKET_PROTOCOLS)):
+            self._our_protocol.set(flow, True)
         if plan:
             limit = BodyLimit(
                 transport.max_request_bytes,
@@ -215,6 +220,10 @@ class Transport:
             return
         chunk_arrived = self.clock.response_started(flow)
         status = response.status_code
+        if self._our_protocol.pop(flow) and status == 101:
+            # The upstream never saw keyrelay's protocol; a browser fails a socket whose answer
+            # names none of those it offered.
+            response.headers.setdefault(WEBSOCKET_PROTOCOLS, KEYRELAY_PROTOCOL)
         has_body = flow.request.method != "HEAD" and status >= 200 and status not in (204, 304)
         # Folded and lower-cased once (header_index): budget and CORS read the same index.
         fields = header_index.index(response.headers).items()
@@ -240,6 +249,7 @@ class Transport:
             return  # the idle timer keeps watching the socket until websocket_end
         self._flows.pop(flow)
         self._streamed.pop(flow)  # refused before its body was decided
+        self._our_protocol.pop(flow)
         _WHOLE.pop(flow)
         _ANSWER_WHOLE.pop(flow)
         if connection := self.clock.finished(flow):

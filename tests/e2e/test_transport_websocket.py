@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import KeyrelayFactory
+from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.tls import TlsMaterial
 from support.transport import WebSocketUpstream
@@ -249,3 +250,42 @@ def test_a_websocket_is_held_to_models_and_rates(
                 _next_event(sock, ws)
     assert statuses[3:] == [101, 101, 101, 429]
     assert len(ws_upstream.handshakes) == 3
+
+
+def test_a_browser_websocket_presents_its_credential_as_a_subprotocol(
+    keyrelay_factory: KeyrelayFactory, ws_upstream: WebSocketUpstream, tmp_path: Path
+) -> None:
+    """A browser cannot set headers on a WebSocket. Its credential comes as a subprotocol;
+    it never goes upstream, is never saved, and the client gets a protocol it offered."""
+    token, saved = "ws-browser-token-4411", tmp_path / "flows"
+    tokens = {"mode": "tokens", "tokens": {"env": "KR_TOKENS"}}
+    relay = keyrelay_factory(
+        _elevenlabs_rules(auth=tokens),
+        env={"KR_TOKENS": token_entry("alice", token)},
+        upstream_port=ws_upstream.port,
+        extra_args=["-w", str(saved)],
+    )
+
+    def opened(*offer: str) -> Event:
+        ws = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as sock:
+            request = Request(host="localhost", target=STREAM_INPUT, subprotocols=list(offer))
+            sock.sendall(ws.send(request))
+            answer = _next_event(sock, ws)
+            if isinstance(answer, AcceptConnection):
+                sock.sendall(ws.send(CloseConnection(code=1000)))
+                _next_event(sock, ws)
+            return answer
+
+    ours = opened("keyrelay", f"keyrelay-token.{token}")
+    assert isinstance(ours, AcceptConnection) and ours.subprotocol == "keyrelay"
+    openai_sdk = opened("realtime", f"openai-insecure-api-key.{token}")
+    assert isinstance(openai_sdk, AcceptConnection)  # the upstream chose none: wsproto allows it
+    wrong = opened("keyrelay", "keyrelay-token.not-the-token")
+    assert isinstance(wrong, RejectConnection) and wrong.status_code == 401
+    [(_, first), (_, second)] = ws_upstream.handshakes
+    assert "sec-websocket-protocol" not in first  # nothing but keyrelay's own was offered
+    assert second["sec-websocket-protocol"] == "realtime"
+    assert first["xi-api-key"] == second["xi-api-key"] == TEST_KEYS["ELEVENLABS_API_KEY"]
+    relay.stop()
+    assert token.encode() not in saved.read_bytes()

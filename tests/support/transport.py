@@ -155,6 +155,8 @@ class WebSocketUpstream(_TlsServer):
                                 k.decode().lower(): v.decode() for k, v in event.extra_headers
                             }
                             headers["host"] = event.host  # wsproto keeps it apart
+                            if event.subprotocols:  # and these
+                                headers["sec-websocket-protocol"] = ", ".join(event.subprotocols)
                             self.handshakes.append((event.target, headers))
                             sock.sendall(ws.send(AcceptConnection()))
                         elif isinstance(event, TextMessage):

@@ -27,6 +27,7 @@ EVERY_CREDENTIAL_HEADER = {
     "x-goog-api-key",
     "x-fal-key",
     "cookie",
+    "sec-websocket-protocol",  # a browser WebSocket's: its credential entries only
     OWN_HEADER,
 }
 
@@ -96,3 +97,22 @@ def test_a_credential_in_an_auth_header_of_its_own_is_never_kept(
             assert TOKEN not in str(flow.request.headers), flow.request.headers
 
     asyncio.run(scenario())
+
+
+def test_a_websocket_presents_keyrelays_credential_as_a_subprotocol() -> None:
+    """A browser cannot set headers on a WebSocket: OpenAI's browser SDK sends its apiKey as
+    `openai-insecure-api-key.<key>`, other clients `keyrelay-token.<token>` beside `keyrelay`."""
+    from addon.auth.presented import presented
+    from addon.config.auth import AuthSpec
+    from addon.config.credential import upstream_protocols
+
+    def offered(protocol: str, *, upgrade: str = "websocket") -> str | None:
+        fields = {"upgrade": upgrade, "sec-websocket-protocol": protocol}
+        return presented(AuthSpec(mode="tokens"), fields.get)
+
+    assert offered(f"realtime, openai-insecure-api-key.{TOKEN}") == TOKEN
+    assert offered(f"keyrelay, keyrelay-token.{TOKEN}") == TOKEN
+    assert offered("realtime") is None
+    assert offered(f"keyrelay-token.{TOKEN}", upgrade="h2c") is None  # a WebSocket's only
+    assert upstream_protocols(f"realtime, openai-insecure-api-key.{TOKEN}") == "realtime"
+    assert upstream_protocols(f"keyrelay, keyrelay-token.{TOKEN}") is None
