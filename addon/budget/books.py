@@ -97,6 +97,14 @@ class BudgetStore(Protocol):
         when it was no longer held."""
         ...
 
+    async def divide(
+        self, accounts: tuple[Account, ...], lease: str, jobs: tuple[tuple[Lease, int], ...]
+    ) -> bool:
+        """A flow's lease becomes several jobs' (a call that started several jobs, each billed
+        when its result comes: Runware's tasks), each holding its amount of what the flow held
+        (at most all of it); the rest is released. False when it was no longer held."""
+        ...
+
     async def top(self, period: str, n: int) -> list[tuple[str, int]]:
         """The n identities that spent most in the period (`d20261124`), with their spend."""
         ...

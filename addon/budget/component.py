@@ -511,7 +511,7 @@ class Budget:
                 if amount and uuid not in answer.costs and uuid not in answer.failed
             )
         state = flowstate.of(flow)
-        state["usage"] = {UNITS: len(answer.costs)}
+        state["usage"] = {UNITS: answer.results}
         state["cost"] = prices.usd(now + sum(later.values()))
         state["model"] = (work.model or "-")[:100]
         if held:

@@ -113,6 +113,24 @@ class MemoryBooks:
                 kept = True
         return kept
 
+    async def divide(
+        self, accounts: tuple[Account, ...], lease: str, jobs: tuple[tuple[Lease, int], ...]
+    ) -> bool:
+        kept = False
+        for account in accounts:
+            books = self._books(account)
+            if (mine := books.leases.pop(lease, None)) is None:
+                continue
+            left = mine.amount
+            for job, amount in jobs:
+                if (part := min(amount, left)) > 0:
+                    ends = self._clock() + job.seconds
+                    books.leases[job.id] = _Held(ends, part, mine.provider, True)
+                    left -= part
+            _add(books.fields, entries(mine.provider, left, 0))
+            kept = True
+        return kept
+
     async def top(self, period: str, n: int) -> list[tuple[str, int]]:
         return self._ranks.get(period, Counter()).most_common(n)
 

@@ -160,6 +160,36 @@ return out
 )
 
 
+# ARGV: now, the flow's lease id, then per job: its lease id, its end, its amount. Answer: 1
+# when the flow's lease was held; what the jobs do not take of it is released.
+DIVIDE = (
+    _PRELUDE
+    + """
+for i = 1, n do
+  local h, z, d = KEYS[3*i - 2], KEYS[3*i - 1], KEYS[3*i]
+  local held = redis.call('HGET', d, ARGV[2])
+  if held then
+    local left, p = string.match(held, '^(%d+) (.+) [rc]$')
+    left = tonumber(left)
+    redis.call('HDEL', d, ARGV[2])
+    redis.call('ZREM', z, ARGV[2])
+    for j = 3, #ARGV, 3 do
+      local part = math.min(tonumber(ARGV[j + 2]), left)
+      if part > 0 then
+        redis.call('HSET', d, ARGV[j], part .. ' ' .. p .. ' c')
+        redis.call('ZADD', z, ARGV[j + 1], ARGV[j])
+        left = left - part
+      end
+    end
+    add(h, p, left, 0)
+    out[1] = 1
+  end
+end
+return out
+"""
+)
+
+
 class RedisBooks:
     def __init__(
         self,
@@ -179,6 +209,7 @@ class RedisBooks:
                 ("settle", SETTLE),
                 ("renew", RENEW),
                 ("retain", RETAIN),
+                ("divide", DIVIDE),
             )
         }
         self._prefix = f"{prefix}:budget:"
@@ -207,6 +238,15 @@ class RedisBooks:
     async def retain(self, accounts: tuple[Account, ...], lease: str, job: Lease) -> bool:
         ends = self._clock() + job.seconds
         return bool(await self._run("retain", accounts, [lease, job.id, ends]))
+
+    async def divide(
+        self, accounts: tuple[Account, ...], lease: str, jobs: tuple[tuple[Lease, int], ...]
+    ) -> bool:
+        now = self._clock()
+        args: list[Any] = [lease]
+        for job, amount in jobs:
+            args += [job.id, now + job.seconds, amount]
+        return bool(await self._run("divide", accounts, args))
 
     async def top(self, period: str, n: int) -> list[tuple[str, int]]:
         key = self._prefix + rank_key(period)

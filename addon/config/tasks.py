@@ -15,11 +15,29 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from addon.config.node import Node
 
 FORMS = ("tasks",)
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+# A task, and the fields every reader of one needs (the guard, ownership, metering).
+Task = dict[str, Any]
+TYPE = "taskType"
+UUID = "taskUUID"
+RESULTS = "numberResults"  # results one task makes (Runware's default: 1)
+
+
+def uuid_of(task: Task) -> str:
+    """A task's UUID as keyrelay keys it (Runware's may differ in case only)."""
+    return str(task[UUID]).lower()
+
+
+def results(task: Task) -> int | None:
+    """How many results a task asks for: a JSON whole number of at least 1 (absent: 1)."""
+    value = task.get(RESULTS, 1)
+    return value if type(value) is int and value >= 1 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,15 @@ import json
 import re
 from typing import Any
 
-from addon.config.tasks import TaskForm
+from addon.config.tasks import RESULTS, TYPE, UUID, Task, TaskForm, results, uuid_of
 from addon.config.validation import ValidationSpec
 from addon.guard.body_rules import check_model
 from addon.problems import Refusal
 
-AUTHENTICATION = "authentication"
-TYPE = "taskType"
-UUID = "taskUUID"
-RESULTS = "numberResults"  # results one task makes (Runware's default: 1)
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+__all__ = ["TYPE", "UUID", "Task", "checked", "encode", "read", "results", "uuid_of"]
 
-Task = dict[str, Any]
+AUTHENTICATION = "authentication"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 class _Duplicate(ValueError):
@@ -75,11 +72,6 @@ def read(body: bytes) -> list[Task] | Refusal:
     return data
 
 
-def uuid_of(task: Task) -> str:
-    """A task's UUID as keyrelay keys it (Runware's may differ in case only)."""
-    return str(task[UUID]).lower()
-
-
 def checked(spec: ValidationSpec, form: TaskForm, body: bytes) -> list[Task] | Refusal:
     """The tasks to forward: read, without authentication tasks, each allowed and within the
     validation rules."""
@@ -109,12 +101,6 @@ def _check(spec: ValidationSpec, form: TaskForm, task: Task) -> Refusal | None:
     if refusal := check_model(spec, {"model": task.get("model")}):
         return refusal
     return _check_results(spec, task)
-
-
-def results(task: Task) -> int | None:
-    """How many results a task asks for: a JSON whole number of at least 1 (absent: 1)."""
-    value = task.get(RESULTS, 1)
-    return value if type(value) is int and value >= 1 else None
 
 
 def _check_results(spec: ValidationSpec, task: Task) -> Refusal | None:

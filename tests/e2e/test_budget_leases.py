@@ -118,6 +118,29 @@ def test_a_job_lease_holds_until_its_result_and_is_charged_if_never_fetched(
     asyncio.run(run())
 
 
+def test_a_flow_lease_divided_among_jobs_holds_each_apart(store: tuple[Clock, Make]) -> None:
+    """Runware: one submit of several tasks, each billed when its own result comes."""
+    now, make = store
+
+    async def run() -> None:
+        books = make()
+        first, second = (Lease(f"job:runware.task:{i}", 600, charge=True) for i in (1, 2))
+        assert await books.reserve((DAY,), "p", 50, Lease("submit", LEASE_SECONDS)) == 0
+        assert await books.divide((DAY,), "submit", ((first, 20), (second, 20)))
+        (fields,) = await books.read((DAY.key,))
+        assert reserved(fields) == 40  # the 10 no task holds is released
+        await books.settle((DAY,), "p", first.id, 7)  # its result: what it cost
+        (fields,) = await books.read((DAY.key,))
+        assert (fields["spent"], reserved(fields)) == (7, 20)
+        now[0] += 601  # the other's result never fetched: charged what it held
+        await books.settle((DAY,), "p", None, 0)
+        (fields,) = await books.read((DAY.key,))
+        assert (fields["spent"], reserved(fields)) == (27, 0)
+        assert not await books.divide((DAY,), "gone", ((first, 5),))
+
+    asyncio.run(run())
+
+
 def test_spend_is_ranked_for_the_admin_top_view(store: tuple[Clock, Make]) -> None:
     _, make = store
 

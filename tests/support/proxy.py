@@ -41,6 +41,7 @@ TEST_KEYS: dict[str, str] = {
     "INFERENCE_API_KEY": "test-inference-key-a4f6e210",
     "GEMINI_API_KEY": "test-gemini-key-7d2e91b4",
     "EACHLABS_API_KEY": "test-eachlabs-key-5b0c83fe",
+    "RUNWARE_API_KEY": "test-runware-key-9e1d4c27",
 }
 PROVIDER_KEY_VARS: tuple[str, ...] = (
     *TEST_KEYS,

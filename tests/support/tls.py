@@ -26,6 +26,7 @@ PROVIDER_HOSTS: tuple[str, ...] = (
     "api.inference.sh",
     "generativelanguage.googleapis.com",
     "api.eachlabs.ai",
+    "api.runware.ai",
 )
 DEFAULT_SERVER_NAMES: tuple[str, ...] = (*PROVIDER_HOSTS, "localhost")
 

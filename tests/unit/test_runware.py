@@ -15,12 +15,14 @@ from mitmproxy.test import tflow
 from support.guard import token_entry
 
 from addon.caller import Caller
+from addon.config.budget import parse_prices
 from addon.config.node import ConfigError, Node
 from addon.config.rules import Rules, load
 from addon.config.tasks import TaskForm, parse_body_form
 from addon.config.validation import ValidationSpec
 from addon.guard import runware
 from addon.jobs.component import Ownership
+from addon.metering import runware as task_costs
 from addon.problems import Refusal
 from addon.resources import Resources
 from addon.routing.router import Route, Router
@@ -234,3 +236,50 @@ def test_ownership_off_checks_nothing(tmp_path: Path) -> None:
     rules = runware_rules(tmp_path, ownership=False)
     jobs = ownership(rules)
     assert send(jobs, rules, "token:bob", POLL) is None
+
+
+# -- metering: each task's cost, as Runware reports it -------------------------------------------
+
+
+def test_keyrelay_asks_for_each_submitted_tasks_cost() -> None:
+    asked_itself = {**SUBMIT, "taskUUID": OTHER, "includeCost": True}
+    tasks = [dict(SUBMIT), asked_itself, dict(POLL)]
+    assert task_costs.ask_costs(tasks, FORM) == {OTHER}
+    assert tasks == [{**SUBMIT, "includeCost": True}, asked_itself, POLL]  # a poll asks nothing
+
+
+def test_a_submits_worst_case_is_per_task_results_times_its_models_price() -> None:
+    prices = parse_prices(Node({"prices": [{"model": "bfl:*", "unit": 0.08}]}, "rules.yaml"))
+    two = {**SUBMIT, "taskUUID": OTHER, "numberResults": 2}
+    assert task_costs.worst_cases([SUBMIT, two, POLL], FORM, prices) == {
+        TASK: 80_000_000,
+        OTHER: 160_000_000,
+    }
+    unpriced = {**SUBMIT, "model": "google:4@2"}
+    assert task_costs.worst_cases([unpriced], FORM, prices) == "google:4@2"
+    assert task_costs.worst_cases([POLL], FORM, prices) == {}
+
+
+def test_an_answers_costs_are_summed_per_task_and_hidden_unless_asked() -> None:
+    result = {"taskType": "imageInference", "taskUUID": TASK, "status": "success", "cost": 0.0384}
+    other = {**result, "taskUUID": OTHER.upper(), "cost": 0.5}
+    answer = {
+        "data": [result, dict(result), other, {"taskUUID": TASK, "status": "processing"}],
+        "errors": [{"code": "x", "taskUUID": "0f0f0f0f-0000-4000-8000-000000000000"}],
+    }
+    read = task_costs.read_answer(json.dumps(answer).encode(), shown={OTHER})
+    assert read.costs == {TASK: 76_800_000, OTHER: 500_000_000} and read.results == 3
+    assert read.failed == {"0f0f0f0f-0000-4000-8000-000000000000"}
+    assert read.body is not None
+    given = json.loads(read.body)["data"]
+    assert ["cost" in item for item in given] == [False, False, True, False]
+    # Nothing to take out: the answer goes as Runware sent it.
+    assert task_costs.read_answer(json.dumps(answer).encode(), {TASK, OTHER}).body is None
+    assert task_costs.read_answer(b"not json", ()).costs == {}
+
+
+@pytest.mark.parametrize("cost", [-1, "0.1", True, None])
+def test_a_cost_that_is_not_a_number_is_not_read(cost: Any) -> None:
+    answer = {"data": [{"taskUUID": TASK, "cost": cost}]}
+    read = task_costs.read_answer(json.dumps(answer).encode(), ())
+    assert read.costs == {} and read.body is not None  # still not handed to the client
