@@ -22,6 +22,7 @@ class FlowState(TypedDict, total=False):
     reason: str  # for "refused": the problem type, e.g. "rate-limited"
     provider: str  # the provider the request was routed to
     upstream: str  # host and path it was forwarded to (never the query: it may hold secrets)
+    client: str  # the client's address behind trusted proxies (peer.py; absent: the peer's)
     identity: str  # the caller, "kind:name" (auth/identity.py)
     claims: dict[str, str]  # only the claim that picks a tenant's key
     key_id: str  # which key was injected: a fingerprint, never the key

@@ -24,7 +24,7 @@ from typing import Any
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
-from addon import engine, errorpage, flowstate, heap
+from addon import engine, errorpage, flowstate, heap, peer
 from addon.budget import usage_endpoint
 from addon.budget.component import Budget
 from addon.config.node import ConfigError
@@ -235,6 +235,7 @@ class KeyRelay:
         self.rules, self.keys = rules, keys
         self.budget.ask_for_usage = not self.replay.on  # a recording is replayed as it was
         self.routing.configure_rules(rules, ctx.options.listen_host)
+        self.connections.trusted = rules.trusted_proxies  # a balancer is not one client
         self.cors.rules = rules
         logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)
         keys.log_status(rules)
@@ -257,6 +258,8 @@ class KeyRelay:
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.rules is not None:  # behind a trusted proxy: who the client is
+            peer.resolve(flow, self.rules.trusted_proxies)
         self.connections.requestheaders(flow)  # a head arrived: its deadline is met
         self.access.requestheaders(flow)
         self.masking.requestheaders(flow)  # before routing strips the client's credentials

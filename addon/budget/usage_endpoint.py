@@ -14,7 +14,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from addon import header_index
+from addon import header_index, peer
 from addon.auth.gate import Gate
 from addon.auth.identity import Identity, anonymous
 from addon.budget.books import account_key, periods
@@ -84,8 +84,7 @@ async def _caller(
     anonymous identity (the address) when none does and one is open."""
     request = flow.request
     header = header_index.lookup(request.headers)
-    peer = flow.client_conn.peername
-    ip = str(peer[0]) if peer else "unknown"
+    ip = peer.address(flow)
     refusal: Refusal | None = None
     open_provider = False
     for provider in rules.providers:

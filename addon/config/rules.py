@@ -6,12 +6,14 @@ this one reads the file and assembles them."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from addon import client_address
 from addon.config import envfile
 from addon.config.admin import Admin, parse_admin
 from addon.config.budget import BudgetSpec, parse_budget
@@ -34,6 +36,8 @@ class Rules:
     cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
     budget: BudgetSpec = field(default_factory=BudgetSpec)  # USD per identity, all providers
     server_names: tuple[str, ...] = ()  # Host names answered besides loopback (lower-case)
+    # Proxies (load balancers) whose X-Forwarded-For / Forwarded name the client (`server:`).
+    trusted_proxies: tuple[client_address.Network, ...] = ()
     # Routing order, derived once here: CORS and the router look it up on every request.
     _prefixed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
     _header_routed: tuple[Provider, ...] = field(init=False, repr=False, compare=False)
@@ -116,6 +120,7 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     limits_backend = parse_backend(root.child("limits_backend", None))
     budget = parse_budget(root)
     server_names = _server_names(root)
+    trusted_proxies = _trusted_proxies(root.child("server", None))
     root.finish()
     return Rules(
         path,
@@ -126,7 +131,23 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
         cors=cors,
         budget=budget,
         server_names=server_names,
+        trusted_proxies=trusted_proxies,
     )
+
+
+def _trusted_proxies(node: Node | None) -> tuple[client_address.Network, ...]:
+    """`server: {trusted_proxies: [10.0.0.0/8, ...]}`: the peers whose forwarding headers are
+    believed (a load balancer's): nobody's, unless listed."""
+    if node is None:
+        return ()
+    networks = []
+    for i, text in enumerate(node.texts("trusted_proxies", ())):
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            node.fail("is not an address or a network (CIDR)", f"trusted_proxies[{i}]")
+    node.finish()
+    return tuple(networks)
 
 
 _SERVER_NAME = re.compile(

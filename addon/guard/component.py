@@ -14,7 +14,7 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
-from addon import flowstate, header_index, tasks
+from addon import flowstate, header_index, peer, tasks
 from addon.auth.gate import AuthSetupError, Gate
 from addon.auth.identity import anonymous
 from addon.caller import Caller
@@ -78,8 +78,7 @@ class Guard:
         request = flow.request
         header = header_index.lookup(request.headers)
         provider = route.provider
-        peer = flow.client_conn.peername
-        ip = str(peer[0]) if peer else "unknown"
+        ip = peer.address(flow)
         if answers.is_preflight(request.method, header):
             # CORS preflights carry no credentials (cors.py answers them before routing; one
             # that got here is nobody's).

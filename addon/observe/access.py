@@ -19,7 +19,7 @@ from typing import IO, Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addons import termlog
 
-from addon import flowstate, header_index
+from addon import flowstate, header_index, peer
 from addon.auth.identity import anonymous
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
@@ -260,8 +260,7 @@ def _terminal_stream() -> IO[str] | None:
 
 def _peer_ip(flow: http.HTTPFlow) -> str:
     """An anonymous caller, spelt as auth/identity.py spells it."""
-    peer = flow.client_conn.peername
-    return str(anonymous(str(peer[0]))) if peer else "-"
+    return str(anonymous(peer.address(flow)))
 
 
 def _masked(value: str, masks: redaction.Masks) -> str:

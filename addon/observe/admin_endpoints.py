@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 
+from addon import peer
 from addon.config.rules import Rules
 from addon.keys.store import KeyStore
 from addon.observe import admin
@@ -34,13 +35,12 @@ class AdminEndpoints:
             return None
         if request.path.partition("?")[0] == admin.USAGE:
             return await self._usage(flow)
-        peer = flow.client_conn.peername
         result = admin.serve(
             rules.admin,
             rules.admin.token_value(rules.env),
             request.method,
             request.path,
-            str(peer[0]) if peer else "-",
+            peer.address(flow),  # behind a trusted proxy: the client's, not the proxy's
             request.headers.get("authorization"),
             lambda: {p.name: bool(keys and keys.key_for(p)) for p in rules.providers},
         )

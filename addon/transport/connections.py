@@ -53,6 +53,7 @@ def raise_descriptor_limit() -> tuple[int, int]:
 class Connections:
     def __init__(self) -> None:
         self.per_address: Counter[str] = Counter()
+        self.trusted: tuple[client_address.Network, ...] = ()  # the rules' trusted proxies
         self.open: dict[str, set[str]] = {}  # client id -> ids of its flows in flight
         self.deadlines: dict[str, asyncio.TimerHandle] = {}
         self.waiting_since: dict[str, float] = {}  # client id -> loop time its wait began
@@ -94,6 +95,9 @@ class Connections:
     def client_connected(self, client: connection.Client) -> None:
         address = _address(client)
         cap = ctx.options.keyrelay_max_connections_per_address
+        peer = str(client.peername[0]) if client.peername else ""
+        if cap and client_address.trusts(peer, self.trusted):
+            cap = 0  # a trusted proxy carries many clients' connections: the cap is theirs
         if cap and self.per_address[address] >= cap:
             client.error = f"more than {cap} connections from {address}"
             logger.info("keyrelay: %s: refused, %d connections already open", address, cap)
