@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from addon.config.credential import EnvSource
 from addon.config.node import Node
@@ -21,6 +22,8 @@ from addon.config.node import Node
 class Admin:
     loopback: bool = True
     token: EnvSource | None = None
+    # Networks whose probes may read /_keyrelay/live and /ready (a kubelet's), nothing else.
+    probes: tuple[IPv4Network | IPv6Network, ...] = ()
 
     def token_value(self, env: Mapping[str, str]) -> str | None:
         return self.token.read(dict(env)) if self.token else None
@@ -46,5 +49,11 @@ def parse_admin(node: Node | None) -> Admin:
             source.fail("must name an environment variable", "env")
         source.finish()
         token = EnvSource((name,))
+    probes = []
+    for i, text in enumerate(node.texts("probes", ())):
+        try:
+            probes.append(ip_network(text.strip(), strict=False))
+        except ValueError:
+            node.fail("is not an address or a network (CIDR)", f"probes[{i}]")
     node.finish()
-    return Admin(loopback, token)
+    return Admin(loopback, token, tuple(probes))

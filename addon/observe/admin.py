@@ -1,4 +1,5 @@
-"""keyrelay's own endpoints: `/_keyrelay/health` and `/_keyrelay/metrics`.
+"""keyrelay's own endpoints: `/_keyrelay/health`, `/_keyrelay/metrics`, and the probes
+`/_keyrelay/live` (the process answers) and `/_keyrelay/ready` (it can serve: see `ready`).
 
 Who may read them is the top-level `admin:` section (addon/config/admin.py). Neither ever
 shows a key. Pure: the component in admin_endpoints.py wires this to flows.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from addon.config.admin import Admin, bearer_is
 from addon.observe import metrics
@@ -19,6 +21,9 @@ PREFIX = "/_keyrelay/"
 HEALTH = PREFIX + "health"
 METRICS = PREFIX + "metrics"
 USAGE = PREFIX + "usage"  # each caller's spend: served by addon/budget/, not behind admin:
+LIVE = PREFIX + "live"
+READY = PREFIX + "ready"
+PROBES = (LIVE, READY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,36 @@ def serve(
         "providers": {name: {"configured": ok} for name, ok in configured.items()},
     }
     return Answer(200, json.dumps(body).encode(), "application/json")
+
+
+def probe_refusal(
+    admin: Admin, admin_token: str | None, peer_ip: str, authorization: str | None
+) -> Refusal | None:
+    """The probes are open to what the health endpoint is open to, and to `admin.probes`'
+    networks (which may read nothing else)."""
+    if any(ip_in(peer_ip, net) for net in admin.probes):
+        return None
+    if _allowed(admin, admin_token, peer_ip, authorization):
+        return None
+    return Refusal(403, "admin-forbidden", "keyrelay's endpoints are not open to this client")
+
+
+LIVE_ANSWER = Answer(200, b'{"status": "live"}', "application/json")
+
+
+def readiness(checks: Mapping[str, bool]) -> Answer:
+    """200 when every check holds, else 503; each check by name."""
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not-ready", "checks": dict(checks)}
+    return Answer(200 if ready else 503, json.dumps(body).encode(), "application/json")
+
+
+def ip_in(ip: str, net: IPv4Network | IPv6Network) -> bool:
+    try:
+        address = ip_address(ip.partition("%")[0])
+    except ValueError:
+        return False
+    return address.version == net.version and address in net
 
 
 def _allowed(admin: Admin, token: str | None, peer_ip: str, authorization: str | None) -> bool:
