@@ -47,6 +47,7 @@ from addon.routing.connect_to import ConnectTo
 from addon.transport import h1_framing, h2_bounds
 from addon.transport.component import Transport
 from addon.transport.connections import Connections
+from addon.transport.drain import Drain
 from addon.transport.early_refusal import EarlyRefusals
 from addon.transport.head_limit import HeadLimit
 
@@ -125,7 +126,7 @@ class KeyRelay:
         self.keys: KeyStore | None = None
         self.resources = Resources()  # live key sources, limiter stores, auth caches
         self.replay = Replay()
-        self.admin = AdminEndpoints(self._current, self._usage)
+        self.admin = AdminEndpoints(self._current, self._usage, lambda: not self.drain.draining)
         self.masking = Masking(self._current)
         self.access = AccessLog(lambda: self.rules, self.masking.masks)
         self.cors = cors.Cors()
@@ -136,6 +137,7 @@ class KeyRelay:
         self.engine = engine.Gate()  # an unchecked mitmproxy stops start-up (or runs unprotected)
         self.head_limit = HeadLimit()  # HTTP/1 request heads: 431 past a size
         self.connections = Connections()  # head deadlines, a cap per address, descriptors
+        self.drain = Drain(self.connections.in_flight, self._reload)  # SIGTERM, SIGHUP
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # whatever a caller creates, only they may read or act on
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
@@ -155,6 +157,7 @@ class KeyRelay:
 
     def load(self, loader: Any) -> None:
         self.engine.load(loader)
+        self.drain.load(loader)
         errorpage.install()
         h1_framing.install()  # HTTP/2 bodies without content-length, to HTTP/1 upstreams
         h2_bounds.install()  # HTTP/2 clients: buffered answers, rapid resets
@@ -198,6 +201,7 @@ class KeyRelay:
             ctx.options.update(keep_host_header=True)
 
     def running(self) -> None:
+        self.drain.running()  # SIGTERM drains, SIGHUP reloads (mitmdump's handlers end at once)
         self.connections.running()  # the open-file limit, before the first client
         heap.freeze_once()
         self.replay.running()
@@ -205,7 +209,8 @@ class KeyRelay:
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_rules())
 
-    def done(self) -> None:
+    async def done(self) -> None:
+        await self.budget.done()  # calls still open: settled as cut ones, before they are logged
         self.access.done()  # flows still open: logged, with the masks they need...
         self.masking.done()  # ...then masked, before Save's `done` writes them
         self.resources.stop()  # file watchers, key commands, connections
@@ -247,12 +252,16 @@ class KeyRelay:
             path = Path(ctx.options.keyrelay_rules)
             if _stamp(path) + _stamp_files(self._watched) == self._rules_stamp:
                 continue
-            try:
-                self._install(self._read_rules())
-            except ConfigError as e:
-                logger.error("keyrelay: keeping the previous rules: %s", e)
-            except Exception:
-                logger.exception("keyrelay: keeping the previous rules")
+            self._reload()
+
+    def _reload(self) -> None:
+        """Load the rules again (a change seen, SIGHUP); a broken edit keeps the old."""
+        try:
+            self._install(self._read_rules())
+        except ConfigError as e:
+            logger.error("keyrelay: keeping the previous rules: %s", e)
+        except Exception:
+            logger.exception("keyrelay: keeping the previous rules")
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -260,6 +269,11 @@ class KeyRelay:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self.rules is not None:  # behind a trusted proxy: who the client is
             peer.resolve(flow, self.rules.trusted_proxies)
+        if refusal := self.drain.refusal():  # shutting down: 503, and the connection closes
+            self.access.requestheaders(flow)
+            self.masking.requestheaders(flow)
+            answer(flow, refusal)
+            return
         self.connections.requestheaders(flow)  # a head arrived: its deadline is met
         self.access.requestheaders(flow)
         self.masking.requestheaders(flow)  # before routing strips the client's credentials

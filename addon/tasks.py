@@ -29,6 +29,13 @@ def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
     return task
 
 
+async def settled(timeout: float) -> None:
+    """Wait, at most `timeout` seconds, for the background work still running (at shutdown:
+    settlements, releases)."""
+    if pending := [t for t in _running if t is not asyncio.current_task()]:
+        await asyncio.wait(pending, timeout=timeout)
+
+
 def _finished(task: asyncio.Task[Any]) -> None:
     _running.discard(task)
     if not task.cancelled() and (error := task.exception()) is not None:

@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
+SHUTDOWN_WAIT = 5.0  # seconds shutdown waits for settlements to reach the books
 # Meters whose answer carries the usage (a job's, its result: the submit holds for it).
 _ANSWER_METERED = ("tokens", "characters", "images", "units")
 # Output tokens a stopped stream is charged beyond what it passed on: those the provider made
@@ -413,6 +414,16 @@ class Budget:
         # keyrelay gave up waiting (a first-byte timeout): the provider may still finish and bill.
         gave_up = flowstate.of(flow).get("timeout") == "first-byte"
         self._settle(flow, call, cut=gave_up or _cut(call, ended=True))
+
+    async def done(self) -> None:
+        """Shutdown: calls still open (a drain's deadline passed) are settled as cut ones are,
+        and their settlements awaited; a renewal loop ends (their leases would outlive us)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+        for flow, call in self._calls.items():
+            self._calls.pop(flow)
+            self._settle(flow, call, cut=True)  # type: ignore[arg-type]  # HTTP flows only
+        await tasks.settled(SHUTDOWN_WAIT)
 
     def error(self, flow: http.HTTPFlow) -> None:
         """A flow that failed: one that never reached the upstream costs nothing; a stream cut

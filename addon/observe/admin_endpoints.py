@@ -19,9 +19,12 @@ Usage = Callable[[http.HTTPFlow], Awaitable[Answer]]
 
 
 class AdminEndpoints:
-    def __init__(self, current: Current, usage: Usage) -> None:
+    def __init__(
+        self, current: Current, usage: Usage, serving: Callable[[], bool] = lambda: True
+    ) -> None:
         self._current = current
         self._usage = usage
+        self._serving = serving  # False while draining
         self._redis: tuple[str, RedisConnection] | None = None  # the readiness probe's own
 
     def wants(self, flow: http.HTTPFlow) -> bool:
@@ -73,6 +76,7 @@ class AdminEndpoints:
         if route == admin.LIVE:
             return _reply(admin.LIVE_ANSWER)
         checks = {
+            "serving": self._serving(),
             "rules": True,
             "keys": all(bool(keys and keys.key_for(p)) for p in rules.providers),
         }

@@ -106,6 +106,10 @@ class Connections:
         self.open[client.id] = set()
         self._arm(client)
 
+    def in_flight(self) -> int:
+        """Requests (and streams) not yet answered in full, on every connection."""
+        return sum(map(len, self.open.values()))
+
     def client_disconnected(self, client: connection.Client) -> None:
         if self.open.pop(client.id, None) is None:
             return  # refused at connect: never counted

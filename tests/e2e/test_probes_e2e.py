@@ -19,10 +19,11 @@ def test_ready_when_every_provider_has_its_key_and_not_before(
 ) -> None:
     client = make_client(keyrelay_factory(rules()).port)
     assert client.get("/_keyrelay/live").status == 200
-    assert ready(client) == (200, {"status": "ready", "checks": {"rules": True, "keys": True}})
+    checks = {"serving": True, "rules": True, "keys": True}
+    assert ready(client) == (200, {"status": "ready", "checks": checks})
     keyless = make_client(keyrelay_factory(rules(), env={"FAL_KEY": None}).port)
     status, body = ready(keyless)
-    assert status == 503 and body["checks"] == {"rules": True, "keys": False}
+    assert status == 503 and body["checks"] == {**checks, "keys": False}
 
 
 def test_ready_asks_redis_where_the_rules_use_it(keyrelay_factory, make_client) -> None:
