@@ -11,11 +11,9 @@ final usage. The figures go into the flow's state, where the access log and metr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,25 +32,24 @@ from addon.budget.books import (
     account_key,
     periods,
 )
+from addon.budget.calls import Call, retrying
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
+from addon.budget.task_arrays import TaskArrays
 from addon.caller import Caller
 from addon.config.budget import BudgetSpec
 from addon.config.limits import BackendSpec
-from addon.config.operations import ObjectSpec, Operation
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
-from addon.guard import body_rules, runware
+from addon.guard import body_rules
 from addon.guard.component import buffer_limit
-from addon.jobs.owners import Owners, OwnersUnavailable, fingerprint, make_owners
+from addon.jobs.owners import Owners, make_owners
 from addon.metering import prices
-from addon.metering import runware as task_costs
 from addon.metering.stream import StreamMeter
-from addon.metering.usage import UNITS, Usage, from_body, from_headers
+from addon.metering.usage import from_body, from_headers
 from addon.problems import Refusal
 from addon.ratelimit.backend import StoreError
-from addon.ratelimit.limiter import RELEASE_RETRIES
 from addon.redis_client import Every
 from addon.resources import Generation
 from addon.routing.router import Route
@@ -60,7 +57,6 @@ from addon.transport.component import (
     add_stage,
     is_event_stream,
     keep_whole,
-    read_answer_whole,
     websocket_open,
 )
 
@@ -84,47 +80,12 @@ def make_books(spec: BackendSpec) -> BudgetStore:
     )
 
 
-@dataclass
-class _Tasks:
-    """A call whose body is an array of tasks (Runware): each task is billed on its own."""
-
-    spec: ObjectSpec  # what a task is (its lease: `job:<its key>`)
-    reserved: dict[str, int]  # nano-dollars per submitted task's UUID (0 without a budget)
-    shown: frozenset[str]  # UUIDs whose cost the client asked to see
-    asked: frozenset[str]  # submitted UUIDs whose client asked for the cost itself
-    model: str | None = None
-
-    def lease(self, uuid: str) -> str:
-        return f"job:{self.spec.key(uuid)}"
-
-
-@dataclass
-class _Call:
-    """One forwarded request's metering, in memory until it settles."""
-
-    provider: Provider
-    identity: str
-    endpoint: str  # upstream path without the leading "/" (fal prices match it)
-    host: str  # upstream host
-    operation: Operation | None = None  # what the profile knows the call as (its meter)
-    model: str | None = None  # from the request body; the answer's own wins
-    strip: bool = False  # keyrelay asked for a chat stream's usage: take it out again
-    client_body: bytes | None = None  # the body as the client sent it, when keyrelay rewrote it
-    usage: Usage = field(default_factory=dict)
-    stream: StreamMeter | None = None
-    accounts: tuple[Account, ...] = ()
-    reserved: int = 0  # nano-dollars
-    hidden: int = 0  # output tokens it may be billed that its stream does not show
-    lease: str | None = None  # what it reserved under: its own lease, or its job's (a result)
-    tasks: _Tasks | None = None  # an array of tasks (Runware)
-
-
-class Budget:
+class Budget(TaskArrays):
     def __init__(self) -> None:
         self.rules: Rules | None = None
         self.books: BudgetStore | None = None
         self.owners: Owners | None = None  # the jobs' store: whose tasks asked for their cost
-        self._calls: FlowLocal[_Call] = FlowLocal("budget.calls")
+        self._calls: FlowLocal[Call] = FlowLocal("budget.calls")
         self._renewing: asyncio.Task[None] | None = None
         self._warned: set[tuple[str, str]] = set()
         self._log = Every(LOG_EVERY)
@@ -169,7 +130,7 @@ class Budget:
         under a budget, what keyrelay cannot meter (a WebSocket, an unpriceable operation)."""
         request, provider = flow.request, route.provider
         endpoint = route.path.partition("?")[0][1:]
-        call = _Call(provider, caller.identity, endpoint, route.host, route.operation)
+        call = Call(provider, caller.identity, endpoint, route.host, route.operation)
         if self.limited(provider) and (refusal := refusals.unmeterable(request, route)):
             return refusal
         self._calls.set(flow, call)
@@ -235,7 +196,7 @@ class Budget:
         return None
 
     async def _reserve(
-        self, flow: http.HTTPFlow, call: _Call, facts: prices.RequestFacts, limited: bool
+        self, flow: http.HTTPFlow, call: Call, facts: prices.RequestFacts, limited: bool
     ) -> Refusal | None:
         if self.books is None:
             return None
@@ -267,7 +228,7 @@ class Budget:
         return await self._take(flow, call, amount, now)
 
     async def _take(
-        self, flow: http.HTTPFlow, call: _Call, amount: int, now: datetime
+        self, flow: http.HTTPFlow, call: Call, amount: int, now: datetime
     ) -> Refusal | None:
         """Reserve `amount` under the flow's lease, or the refusal when it does not fit."""
         assert self.books is not None
@@ -288,58 +249,6 @@ class Budget:
         if self._renewing is None:
             self._renewing = tasks.spawn(self._renew())
         return None
-
-    async def _tasks(self, flow: http.HTTPFlow, call: _Call) -> Refusal | None:
-        """An array of tasks (Runware): under a budget each submitted task reserves its worst
-        case (a model without a price: 403 unpriced); keyrelay asks for every task's cost and
-        notes whose client asked, to hand each client the answer it would have got."""
-        provider, operation, request = call.provider, call.operation, flow.request
-        form = provider.tasks
-        assert form is not None
-        if self.books is None or operation is None or operation.creates is None:
-            return None  # nothing metered
-        body = request.raw_content or b""
-        tasks = runware.read(body)  # the guard checked it
-        if isinstance(tasks, Refusal):
-            self._calls.pop(flow)
-            return tasks
-        # Nano-dollars each submitted task reserves: nothing, without a budget.
-        worst = {runware.uuid_of(t): 0 for t in tasks if t[runware.TYPE] in form.submit}
-        if self.limited(provider):
-            priced = task_costs.worst_cases(tasks, form, provider.prices)
-            if isinstance(priced, str):
-                self._calls.pop(flow)
-                return refusals.unpriced(provider.name, operation.name, priced)
-            worst = priced
-        spec = provider.catalogue.objects[operation.creates]
-        polled = [runware.uuid_of(t) for t in tasks if t[runware.TYPE] == form.poll]
-        asked = frozenset[str]()
-        if self.ask_for_usage:
-            asked = task_costs.ask_costs(tasks, form)
-            call.client_body, request.content = body, runware.encode(tasks)
-        model = next((t.get("model") for t in tasks if t[runware.TYPE] in form.submit), None)
-        shown = await self._asked(spec, call.identity, polled)
-        call.tasks = _Tasks(
-            spec, worst, asked | shown, asked, model if isinstance(model, str) else None
-        )
-        call.accounts = self.accounts(call.identity, provider, datetime.now(UTC))
-        read_answer_whole(flow)  # its costs are read, and taken out, before it goes
-        if not any(worst.values()):
-            return None
-        return await self._take(flow, call, sum(worst.values()), datetime.now(UTC))
-
-    async def _asked(self, spec: ObjectSpec, identity: str, polled: list[str]) -> frozenset[str]:
-        """The polled tasks whose submitter asked for their cost (noted when submitted)."""
-        if not polled or self.owners is None:
-            return frozenset()
-        mine, shown = fingerprint(identity), set()
-        for uuid in polled:
-            try:
-                if await self.owners.owner(_asked_key(spec, uuid)) == mine:
-                    shown.add(uuid)
-            except OwnersUnavailable:
-                pass  # not shown: the figure is keyrelay's, the answer is whole without it
-        return frozenset(shown)
 
     async def _renew(self) -> None:
         """While calls run, their leases are renewed; when none holds one, this ends (the
@@ -439,7 +348,7 @@ class Budget:
 
     # -- settling -----------------------------------------------------------------------------
 
-    def _read_buffered(self, flow: http.HTTPFlow, call: _Call) -> None:
+    def _read_buffered(self, flow: http.HTTPFlow, call: Call) -> None:
         response = flow.response
         if response is None or response.stream or call.stream is not None:
             return
@@ -458,7 +367,7 @@ class Budget:
         call.usage.update(usage)
         call.model = model or call.model
 
-    def _settle(self, flow: http.HTTPFlow, call: _Call, *, cut: bool) -> None:
+    def _settle(self, flow: http.HTTPFlow, call: Call, *, cut: bool) -> None:
         if call.client_body is not None:
             # Saved flows and the log's bytes_in show what the client sent (and a recording
             # replays for it), as its answer is what the client got.
@@ -500,95 +409,15 @@ class Budget:
         if call.accounts:
             tasks.spawn(self._record(call, cost))
 
-    def _settle_tasks(self, flow: http.HTTPFlow, call: _Call, work: _Tasks) -> None:
-        """Each task's cost, as the answer says it: a submitted task that reports none yet
-        (async delivery) holds its reservation until a poll brings its cost; a polled task's
-        cost settles its hold. The client gets the answer without costs it did not ask for."""
-        response = flow.response
-        answered = response is not None and 200 <= response.status_code < 300
-        body = b"" if response is None or response.stream else header_index.content(response)
-        answer = task_costs.read_answer(body or b"", work.shown)
-        if answer.body is not None and response is not None:
-            response.content = answer.body
-        if call.client_body is not None:
-            flow.request.content = call.client_body  # saved flows show what the client sent
-        now = sum(c for uuid, c in answer.costs.items() if uuid in work.reserved)
-        later = {uuid: c for uuid, c in answer.costs.items() if uuid not in work.reserved}
-        held: tuple[tuple[Lease, int], ...] = ()
-        if answered and call.lease == flow.id:
-            held = tuple(
-                (Lease(work.lease(uuid), jobs.JOB_HOLD, charge=True), amount)
-                for uuid, amount in work.reserved.items()
-                if amount and uuid not in answer.costs and uuid not in answer.failed
-            )
-        state = flowstate.of(flow)
-        state["usage"] = {UNITS: answer.results}
-        state["cost"] = prices.usd(now + sum(later.values()))
-        state["model"] = (work.model or "-")[:100]
-        if held:
-            state["charged"] = "held"
-        if call.accounts:
-            tasks.spawn(self._book_tasks(call, work, held, now, later, answered))
-
-    async def _book_tasks(
-        self,
-        call: _Call,
-        work: _Tasks,
-        held: tuple[tuple[Lease, int], ...],
-        now: int,
-        later: dict[str, int],
-        answered: bool,
-    ) -> None:
-        """The books: the flow's reservation divided among the tasks it holds for (the rest
-        released) and what this answer reported charged; each polled task's hold settled."""
-        assert self.books is not None
-        books, name, accounts = self.books, call.provider.name, call.accounts
-        lease = call.lease
-        if held and lease is not None:
-            divided = lease
-            await self._retrying(lambda: books.divide(accounts, divided, held))
-            lease = None
-        if now or lease is not None:
-            spent, flow_lease = now, lease
-            await self._retrying(lambda: books.settle(accounts, name, flow_lease, spent))
-        for uuid, cost in later.items():
-            job = work.lease(uuid)
-            await self._retrying(lambda: books.settle(accounts, name, job, cost))  # noqa: B023
-        if answered:
-            await self._note_asked(call, work)
-
-    async def _note_asked(self, call: _Call, work: _Tasks) -> None:
-        """The submitted tasks whose client asked for the cost: their polls show it."""
-        if self.owners is None:
-            return
-        for uuid in work.asked:
-            with contextlib.suppress(OwnersUnavailable):  # its polls then take the figure out
-                await self.owners.remember(
-                    _asked_key(work.spec, uuid), call.identity, call.provider.ownership.ttl
-                )
-
-    async def _record(self, call: _Call, spent: int) -> None:
+    async def _record(self, call: Call, spent: int) -> None:
         assert self.books is not None
         books, name = self.books, call.provider.name
-        await self._retrying(lambda: books.settle(call.accounts, name, call.lease, spent))
+        await retrying(lambda: books.settle(call.accounts, name, call.lease, spent))
 
-    async def _hold(self, call: _Call, job: Lease) -> None:
+    async def _hold(self, call: Call, job: Lease) -> None:
         assert self.books is not None and call.lease is not None
         books, lease = self.books, call.lease
-        await self._retrying(lambda: books.retain(call.accounts, lease, job))
-
-    async def _retrying(self, write: Callable[[], Awaitable[object]]) -> None:
-        """A settlement retried a few times: lost, its lease still ends (a flow's is released,
-        a job's charged)."""
-        for pause in (*RELEASE_RETRIES, None):
-            try:
-                await write()
-                return
-            except StoreError as e:
-                if pause is None:
-                    logger.error("keyrelay: budget: a settlement was lost (%s)", e)
-                    return
-            await asyncio.sleep(pause)
+        await retrying(lambda: books.retain(call.accounts, lease, job))
 
     def _warn_unpriced(self, provider: str, model: str) -> None:
         if (provider, model) not in self._warned:
@@ -597,7 +426,7 @@ class Budget:
                 "keyrelay: budget: no price for %s model %r: metered, costs 0", provider, model
             )
 
-    def unavailable(self, e: StoreError, call: _Call | None) -> Refusal | None:
+    def unavailable(self, e: StoreError, call: Call | None) -> Refusal | None:
         assert self.rules is not None
         on_error = self.rules.limits_backend.on_error
         if self._log(e.kind):
@@ -612,12 +441,7 @@ class Budget:
         )
 
 
-def _asked_key(spec: ObjectSpec, uuid: str) -> str:
-    """Where the jobs' store notes that a task's client asked for its cost."""
-    return f"{spec.key(uuid)}#cost"
-
-
-def _cut(call: _Call, *, ended: bool) -> bool:
+def _cut(call: Call, *, ended: bool) -> bool:
     """A stream that ended before the provider's final usage: charged its whole reservation.
     A stream the upstream ended with no usage at all is not a metered one (fal's status
     events); one whose head carried the usage (ElevenLabs, fal) had it from the start."""
