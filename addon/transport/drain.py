@@ -23,7 +23,7 @@ from addon.problems import Refusal
 
 logger = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 30.0
+DRAIN_TIMEOUT = 30  # seconds (mitmproxy options take no floats)
 POLL = 0.1  # seconds between two looks at what is still in flight
 
 REFUSAL = Refusal(
@@ -43,7 +43,7 @@ class Drain:
     def load(self, loader: Any) -> None:
         loader.add_option(
             "keyrelay_drain_timeout",
-            float,
+            int,
             DRAIN_TIMEOUT,
             "Seconds a SIGTERM leaves requests and streams in flight to finish (0: none).",
         )
@@ -70,11 +70,11 @@ class Drain:
         logger.info("keyrelay: draining: %d in flight", self._in_flight())
         tasks.spawn(self._finish(ctx.options.keyrelay_drain_timeout))
 
-    async def _finish(self, timeout: float) -> None:
+    async def _finish(self, timeout: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (left := self._in_flight()) and loop.time() < deadline:
             await asyncio.sleep(POLL)
         if left:
-            logger.warning("keyrelay: drained for %gs: %d still in flight, ended", timeout, left)
+            logger.warning("keyrelay: drained for %ds: %d still in flight, ended", timeout, left)
         ctx.master.shutdown()
