@@ -85,7 +85,7 @@ class Budget(TaskArrays):
         self.rules: Rules | None = None
         self.books: BudgetStore | None = None
         self.owners: Owners | None = None  # the jobs' store: whose tasks asked for their cost
-        self._calls: FlowLocal[Call] = FlowLocal("budget.calls")
+        self._calls: FlowLocal[Call] = FlowLocal("budget.calls", walked=True)
         self._renewing: asyncio.Task[None] | None = None
         self._warned: set[tuple[str, str]] = set()
         self._log = Every(LOG_EVERY)

@@ -8,6 +8,7 @@ the path (`models/gemini-2.5-flash:generateContent`), not in the body.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -49,6 +50,7 @@ def invalid_count(data: dict[str, Any]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # asked for each price looked up, per request
 def path_model(endpoint: str) -> str | None:
     """The model a path names: `v1beta/models/gemini-2.5-flash:generateContent` ->
     `gemini-2.5-flash`."""

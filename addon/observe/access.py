@@ -80,7 +80,7 @@ class AccessLog:
     ) -> None:
         self._rules = rules
         self._masks = masks
-        self._live: FlowLocal[_Live] = FlowLocal("access.live")
+        self._live: FlowLocal[_Live] = FlowLocal("access.live", walked=True)
         self._output = accesslog.Output(access_logger)
         self._format = "text"  # keyrelay_access_log, read once per change, not per request
 

@@ -44,8 +44,9 @@ class _Client:
 class Masking:
     def __init__(self, current: Current) -> None:
         self._current = current
-        self._client: FlowLocal[_Client] = FlowLocal("masking.client")
-        self._sockets: FlowLocal[bool] = FlowLocal("masking.sockets")  # open, for `done`
+        self._client: FlowLocal[_Client] = FlowLocal("masking.client", walked=True)
+        # Open WebSockets, for `done`.
+        self._sockets: FlowLocal[bool] = FlowLocal("masking.sockets", walked=True)
         self._own: _OwnSecrets | None = None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
