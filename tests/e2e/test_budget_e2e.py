@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from support import metered
+from support.access_log import log_lines
 from support.client import HttpClient, Reply
 from support.guard import token_entry
 from support.proxy import KeyrelayProcess
@@ -140,18 +141,6 @@ def start(
 
 def auth(token: str) -> list[tuple[str, str]]:
     return [("Authorization", f"Bearer {token}")]
-
-
-def log_lines(log: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The access log's lines for provider calls (not the start-up health checks)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log.read_text() if log.exists() else ""
-        lines = [json.loads(x) for x in text.splitlines() if x.strip()]
-        lines = [x for x in lines if x.get("provider")]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
 
 
 def usage_of(port: int, token: str, query: str = "") -> Reply:

@@ -6,12 +6,12 @@ each prediction charged its model's price under a budget."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.access_log import log_lines
 from support.client import HttpClient, Reply
 from support.eachlabs import HOST, UPLOADED, FakeEachLabs
 from support.guard import multipart_body, token_entry
@@ -74,16 +74,6 @@ def plugin(
         headers.append(("Content-Type", "application/json"))
         body = None if body is None else json.dumps(body).encode()
     return client.request(method, "/api/eachlabs" + path, body, headers)
-
-
-def log_lines(log: Path, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 10
-    while True:
-        text = log.read_text() if log.exists() else ""
-        lines = [x for x in map(json.loads, text.splitlines()) if x.get("provider")]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
 
 
 def test_the_plugins_calls_with_the_key_injected_and_predictions_their_creators(

@@ -7,13 +7,13 @@ figure taken out of answers whose client did not ask for it."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.access_log import log_lines
 from support.client import HttpClient, Reply
 from support.guard import token_entry
 from support.proxy import TEST_KEYS
@@ -80,16 +80,6 @@ def until_done(client: HttpClient, token: str, task_uuid: str) -> dict[str, Any]
         if items and items[0].get("status") == "success":
             return answer.json()
     raise AssertionError("never done")
-
-
-def log_lines(log: Path, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 10
-    while True:
-        text = log.read_text() if log.exists() else ""
-        lines = [x for x in map(json.loads, text.splitlines()) if x.get("provider")]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
 
 
 def test_the_plugins_tasks_with_the_key_injected_and_tasks_their_submitters(
