@@ -20,6 +20,8 @@ Timeout = Literal["first-byte", "idle"]
 class FlowState(TypedDict, total=False):
     decision: Decision
     reason: str  # for "refused": the problem type, e.g. "rate-limited"
+    detail: str  # for "refused": the problem's detail, as the client got it (the origin refused,
+    # why a credential was not accepted: never the credential)
     provider: str  # the provider the request was routed to
     upstream: str  # host and path it was forwarded to (never the query: it may hold secrets)
     client: str  # the client's address behind trusted proxies (peer.py; absent: the peer's)

@@ -99,6 +99,8 @@ def answer(flow: http.HTTPFlow, given: Answer) -> None:
         headers = {"content-type": "application/json", **dict(given.headers)}
         flow.response = http.Response.make(given.status, given.body(), headers)
         flowstate.refused(state, given.reason)
+        state["detail"] = given.detail[:300]  # the log names the origin, the reason (the browser
+        # hides a 403's body from the page)
     else:
         flow.response = http.Response.make(given.status, given.body, dict(given.headers))
         state["decision"] = given.decision

@@ -187,6 +187,7 @@ class AccessLog:
             ttfb_ms=(head - start) * 1000 if head and forwarded else None,
             decision="refused" if refusal else ("error" if error else decision),
             refusal=refusal,
+            detail=state.get("detail") if refusal else None,
             error=error,
             usage=state.get("usage"),
             cost=state.get("cost"),

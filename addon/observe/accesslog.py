@@ -33,6 +33,7 @@ class Entry:
     ttfb_ms: float | None
     decision: str  # "forwarded", "refused", "replayed", "admin", "error"
     refusal: str | None = None  # the refusal reason, when keyrelay answered itself
+    detail: str | None = None  # the refusal's detail, as the client got it
     error: str | None = None  # why the flow failed (client went away, upstream unreachable)
     usage: dict[str, float] | None = None  # the provider's own units (input_tokens, characters...)
     cost: float | None = None  # USD, from the rules' prices
@@ -70,6 +71,8 @@ def as_text(entry: Entry) -> str:
     ]
     if entry.refusal:
         parts.append(f"reason={entry.refusal}")
+    if entry.detail:
+        parts.append(f"detail={json.dumps(entry.detail)}")
     if entry.usage is not None:
         units = ",".join(f"{name}:{_number(n)}" for name, n in entry.usage.items())
         parts.append(f"usage={units or '-'}")

@@ -47,6 +47,8 @@ def test_clients_behind_a_trusted_balancer_are_themselves(
     if trusted:
         assert first == [200, 429] and second == 200  # one limit each
         assert identities[:3] == ["ip:198.51.100.1", "ip:198.51.100.1", "ip:198.51.100.2"]
+        limited = [line for line in lines if line.get("refusal") == "rate-limited"]
+        assert limited and "rate" in limited[0]["detail"]  # the log says why, as the client saw
         assert health == 403  # the admin endpoints' loopback rule sees the client, not the LB
     else:
         assert first == [200, 429] and second == 429  # forged headers: one client, the peer
