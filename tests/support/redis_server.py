@@ -5,6 +5,8 @@ A missing redis-server fails loudly: scripts/_setup_redis.sh installs it."""
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,11 +17,25 @@ from typing import Self
 
 from .lifecycle import StartStop
 
+# Below the kernel's ephemeral range (32768-60999), one band per xdist worker: a Redis killed
+# and started again on its port (a restart test) can lose that port in between only to a
+# server this worker starts itself, never to another worker's mitmdump or Redis (it did).
+_BAND = 2000
+_FIRST = 20000
+
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = _FIRST + (int(worker) if worker.isdigit() else 0) % 6 * _BAND
+    for _ in range(200):
+        port = start + random.randrange(_BAND)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port for redis-server in {start}-{start + _BAND}")
 
 
 class RedisServer(StartStop):
