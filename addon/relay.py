@@ -271,11 +271,6 @@ class KeyRelay:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self.rules is not None:  # behind a trusted proxy: who the client is
             peer.resolve(flow, self.rules.trusted_proxies)
-        if refusal := self.drain.refusal():  # shutting down: 503, and the connection closes
-            self.access.requestheaders(flow)
-            self.masking.requestheaders(flow)
-            answer(flow, refusal)
-            return
         self.connections.requestheaders(flow)  # a head arrived: its deadline is met
         self.access.requestheaders(flow)
         self.masking.requestheaders(flow)  # before routing strips the client's credentials
@@ -290,6 +285,8 @@ class KeyRelay:
 
     async def _decide(self, flow: http.HTTPFlow) -> Answer | None:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
+        if refusal := self.drain.refusal():  # shutting down: 503, and the connection closes
+            return refusal
         if refused := self.replay.requestheaders(flow):  # mitmweb's Replay button: why not
             return refused
         if refusal := self.routing.misdirected(flow):  # DNS rebinding: before anything answers

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network
 
 from addon.config.credential import EnvSource
 from addon.config.node import Node
@@ -49,11 +49,6 @@ def parse_admin(node: Node | None) -> Admin:
             source.fail("must name an environment variable", "env")
         source.finish()
         token = EnvSource((name,))
-    probes = []
-    for i, text in enumerate(node.texts("probes", ())):
-        try:
-            probes.append(ip_network(text.strip(), strict=False))
-        except ValueError:
-            node.fail("is not an address or a network (CIDR)", f"probes[{i}]")
+    probes = node.networks("probes")
     node.finish()
-    return Admin(loopback, token, tuple(probes))
+    return Admin(loopback, token, probes)

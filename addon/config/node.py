@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, NoReturn
 
 
@@ -79,6 +80,16 @@ class Node:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             self.fail("must be a list of strings", name)
         return tuple(value)
+
+    def networks(self, name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+        """A list of addresses or networks (CIDR), each located when it is neither."""
+        found = []
+        for i, text in enumerate(self.texts(name, ())):
+            try:
+                found.append(ip_network(text.strip(), strict=False))
+            except ValueError:
+                self.fail("is not an address or a network (CIDR)", f"{name}[{i}]")
+        return tuple(found)
 
     def text_map(self, name: str) -> dict[str, str]:
         value = self.raw(name, {})

@@ -6,7 +6,6 @@ this one reads the file and assembles them."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,14 +139,9 @@ def _trusted_proxies(node: Node | None) -> tuple[client_address.Network, ...]:
     believed (a load balancer's): nobody's, unless listed."""
     if node is None:
         return ()
-    networks = []
-    for i, text in enumerate(node.texts("trusted_proxies", ())):
-        try:
-            networks.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError:
-            node.fail("is not an address or a network (CIDR)", f"trusted_proxies[{i}]")
+    networks = node.networks("trusted_proxies")
     node.finish()
-    return tuple(networks)
+    return networks
 
 
 _SERVER_NAME = re.compile(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_address
 
+from addon import client_address
 from addon.config.admin import Admin, bearer_is
 from addon.observe import metrics
 from addon.problems import Refusal
@@ -70,7 +70,7 @@ def probe_refusal(
 ) -> Refusal | None:
     """The probes are open to what the health endpoint is open to, and to `admin.probes`'
     networks (which may read nothing else)."""
-    if any(ip_in(peer_ip, net) for net in admin.probes):
+    if client_address.trusts(peer_ip, admin.probes):
         return None
     if _allowed(admin, admin_token, peer_ip, authorization):
         return None
@@ -85,14 +85,6 @@ def readiness(checks: Mapping[str, bool]) -> Answer:
     ready = all(checks.values())
     body = {"status": "ready" if ready else "not-ready", "checks": dict(checks)}
     return Answer(200 if ready else 503, json.dumps(body).encode(), "application/json")
-
-
-def ip_in(ip: str, net: IPv4Network | IPv6Network) -> bool:
-    try:
-        address = ip_address(ip.partition("%")[0])
-    except ValueError:
-        return False
-    return address.version == net.version and address in net
 
 
 def _allowed(admin: Admin, token: str | None, peer_ip: str, authorization: str | None) -> bool:

@@ -50,7 +50,7 @@ class AdminEndpoints:
             request.path,
             peer.address(flow),  # behind a trusted proxy: the client's, not the proxy's
             request.headers.get("authorization"),
-            lambda: {p.name: bool(keys and keys.key_for(p)) for p in rules.providers},
+            lambda: _configured(rules, keys),
         )
         if isinstance(result, Refusal):
             return result
@@ -78,7 +78,7 @@ class AdminEndpoints:
         checks = {
             "serving": self._serving(),
             "rules": True,
-            "keys": all(bool(keys and keys.key_for(p)) for p in rules.providers),
+            "keys": all(_configured(rules, keys).values()),
         }
         if (url := rules.limits_backend.redis) is not None:
             checks["redis"] = await self._redis_answers(url, rules.limits_backend.timeout)
@@ -95,6 +95,11 @@ class AdminEndpoints:
         except RedisFailed:
             return False
         return True
+
+
+def _configured(rules: Rules, keys: KeyStore | None) -> dict[str, bool]:
+    """Each provider, and whether it has a key."""
+    return {p.name: bool(keys and keys.key_for(p)) for p in rules.providers}
 
 
 def _reply(answer: admin.Answer) -> Reply:
