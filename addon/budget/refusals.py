@@ -36,21 +36,12 @@ _STORED_CONTEXT = ("previous_response_id", "conversation")
 def unmeterable(request: http.Request, route: Route) -> Refusal | None:
     """Under a budget: what keyrelay cannot meter is refused, never free."""
     if header_index.asks_for_websocket(request.headers):
-        return Refusal(
-            403,
-            "websocket-unmetered",
-            f"{route.provider.name}: a WebSocket's usage is not metered, so under a budget it "
-            "is refused",
-        )
+        why = f"{route.provider.name}: a WebSocket's usage is not metered"
+        return _refused(why, reason="websocket-unmetered")
     operation = route.operation
     if operation is None or operation.meter is None:
         what = operation.name if operation else f"{request.method} {route.host}"
-        return Refusal(
-            403,
-            "unpriced",
-            f"{route.provider.name}: {what} cannot be priced by keyrelay, so under a budget it "
-            "is refused",
-        )
+        return _refused(f"{route.provider.name}: {what} cannot be priced by keyrelay")
     return None
 
 
@@ -59,49 +50,39 @@ def unreadable(data: dict[str, Any]) -> Refusal | None:
     if problem := prices.invalid_count(data):
         return Refusal(400, "invalid-count", problem)
     if data.get("background") is True:
-        return Refusal(
-            403,
-            "unpriced",
-            "a background response's usage arrives after its answer, so under a budget it is "
-            "refused",
-        )
+        return _refused("a background response's usage arrives after its answer")
     if prices.searches_of(data) is None:
-        return Refusal(
-            403,
-            "unpriced",
+        return _refused(
             "a web search tool without a max_uses (a whole number) may search without bound, "
-            "each search billed, so under a budget it is refused: set max_uses",
+            "each search billed",
+            advice="set max_uses",
         )
     tools = data.get("tools")
     for tool in tools if isinstance(tools, list) else ():
         kind = tool.get("type") if isinstance(tool, dict) else None
         if isinstance(kind, str) and kind.startswith(_PAID_TOOLS) and not prices.web_search(tool):
-            return Refusal(
-                403,
-                "unpriced",
-                f"the {kind[:60]!r} tool is billed per use, which keyrelay does not meter, so "
-                "under a budget it is refused",
+            return _refused(
+                f"the {kind[:60]!r} tool is billed per use, which keyrelay does not meter"
             )
     if gemini.is_request(data) and (problem := gemini.unpriced(data)):
-        return Refusal(403, "unpriced", f"{problem}, so under a budget it is refused")
+        return _refused(problem)
     for name in _STORED_CONTEXT:
         if data.get(name) is not None:
-            return Refusal(
-                403,
-                "unpriced",
-                f"{name} bills a stored context of unknown size as input, so under a budget it is "
-                "refused: send the conversation in the request instead",
+            return _refused(
+                f"{name} bills a stored context of unknown size as input",
+                advice="send the conversation in the request instead",
             )
     return None
 
 
 def unpriced(provider: str, operation: str, what: str) -> Refusal:
-    return Refusal(
-        403,
-        "unpriced",
-        f"{provider}: {operation} for {what[:100]!r} has no price in rules.yaml, so under a "
-        "budget it is refused",
-    )
+    return _refused(f"{provider}: {operation} for {what[:100]!r} has no price in rules.yaml")
+
+
+def _refused(why: str, *, reason: str = "unpriced", advice: str = "") -> Refusal:
+    """403: what keyrelay cannot price is refused under a budget, never free."""
+    then = f": {advice}" if advice else ""
+    return Refusal(403, reason, f"{why}, so under a budget it is refused{then}")
 
 
 def exhausted(period: Period, now: datetime) -> Refusal:
