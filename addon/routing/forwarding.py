@@ -55,7 +55,7 @@ def upstream_headers(
             # A credential header, but for its credential entries only: the rest of a
             # WebSocket's offer goes on (OpenAI's `realtime`).
             kept = upstream_protocols(raw_value.decode("latin-1"))
-            if kept is None or not policy.forwards(name):
+            if kept is None:
                 continue
             raw_value = kept.encode("latin-1")
         elif name in drop or name.startswith(STRIPPED_PREFIXES):
