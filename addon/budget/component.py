@@ -65,8 +65,10 @@ logger = logging.getLogger(__name__)
 LOG_EVERY = 10.0
 CHAT_COMPLETIONS = "/chat/completions"
 SHUTDOWN_WAIT = 5.0  # seconds shutdown waits for settlements to reach the books
-# Meters whose answer carries the usage (a job's, its result: the submit holds for it).
-_ANSWER_METERED = ("tokens", "characters", "images", "units")
+# Meters whose answer carries the usage (a job's, its result: the submit holds for it), and a
+# minted key's, whose answer never does: an answered call of these with no usage is charged its
+# reservation.
+_ANSWER_METERED = ("tokens", "characters", "images", "units", "minutes")
 # Output tokens a stopped stream is charged beyond what it passed on: those the provider made
 # before it saw the stop.
 CUT_MARGIN = 128
@@ -215,7 +217,7 @@ class Budget(TaskArrays):
             self._calls.pop(flow)
             name = call.operation.name if call.operation else method
             return refusals.unpriced(provider.name, name, facts.model or call.endpoint)
-        if method not in body_rules.BODY_METHODS:
+        if method not in body_rules.BODY_METHODS and facts.key_seconds is None:
             # A read whose answer carries the cost (fal's result): settled then, against what
             # its job holds (its submit's worst case).
             call.lease = jobs.lease_fetched(

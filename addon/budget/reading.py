@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 from mitmproxy import http
 
 from addon.config.operations import Operation
-from addon.guard import multipart
+from addon.guard import mints, multipart
 from addon.metering import prices
 from addon.problems import Refusal
 
@@ -40,6 +41,11 @@ def read(
         facts, data = prices.read_body(body)
     if operation is None:
         return facts, data, form
+    if operation.mint is not None:  # the body as the guard let it go (its lifetime capped)
+        named = data if isinstance(data, dict) else {}
+        seconds = mints.usable_seconds(operation.mint, named, datetime.now(UTC))
+        model = mints.model_of(operation.mint, named)
+        facts = dataclasses.replace(facts, model=model, key_seconds=seconds)
     if facts.seconds is None and operation.reserve is not None:
         facts = dataclasses.replace(facts, seconds=operation.reserve)
     if facts.tools and operation.tools_prompt:  # billed as input, not in the body

@@ -43,6 +43,7 @@ _RATES = (
     "second",
     "search",
     "prediction",
+    "minute",
 )
 
 
@@ -54,6 +55,7 @@ METER_RATES = {
     "units": ("unit", "prediction"),  # fal's billable units; an EachLabs prediction
     "images": ("image",),
     "seconds": ("second",),
+    "minutes": ("minute",),  # a minted credential: the session it enables, per minute
 }
 
 
@@ -75,6 +77,7 @@ class Price:
     second: Number = 0.0  # per second of audio heard or video made
     search: Number = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
     prediction: Number = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
+    minute: Number = 0.0  # per minute a minted key may be used (a Realtime session's dearest)
     reserve: Number = 0.0  # units reserved before a request to a matching endpoint
 
     @model_validator(mode="before")

@@ -25,6 +25,7 @@ from addon.config.model import (
     TEXT,
     Flag,
     Number,
+    Positive,
     Text,
     Texts,
     Where,
@@ -53,7 +54,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 # How a call is metered under a budget (addon/budget/): what its answer says it used, priced by
 # the provider's `prices:`. `free`: costs nothing. An operation with none cannot be priced: under
 # a budget it is refused (403 unpriced), never free.
-Meter = Literal["tokens", "characters", "units", "images", "seconds", "free"]
+Meter = Literal["tokens", "characters", "units", "images", "seconds", "minutes", "free"]
 METERS: tuple[str, ...] = get_args(Meter)
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")
@@ -203,6 +204,23 @@ class ObjectSpec:
         return form.fullmatch(text) is not None or form.fullmatch(text.lower()) is not None
 
 
+@section
+class MintSpec:
+    """What the body of a call that mints a credential (`kind: mint-credential`) names: the
+    model the key may use and how long the key lives (addon/guard/mints.py checks both). Paths
+    are dotted (`session.model`); the first that is present counts."""
+
+    lifetime: Positive  # seconds the key lives when the request names none (the provider's)
+    model: Texts = ()  # where the body names the model (or agent) the key is for
+    expires: Text | None = None  # where it names the key's lifetime, in seconds...
+    expires_at: Text | None = None  # ...or its expiry, as an RFC 3339 time (Google's)
+    session: Whole = 0  # seconds one session the key starts may last beyond the key's expiry
+
+    def __post_init__(self) -> None:
+        if self.expires and self.expires_at:
+            fail("give expires or expires_at, not both", "expires_at")
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     name: str
@@ -219,6 +237,7 @@ class Operation:
     output_cap: str | None = None
     tools_prompt: int = 0  # input tokens the provider adds when a request offers tools
     clients: tuple[str, ...] = ()  # which clients call it (docs)
+    mint: MintSpec | None = None  # a credential it mints: its model and lifetime are checked
 
     def match(self, method: str, host: str, path: str) -> dict[str, str] | None:
         return self.pattern.match(method, host, path)
@@ -325,8 +344,13 @@ class OperationEntry:
     output_cap: Text | None = None
     tools_prompt: Whole = 0
     clients: Texts = ()
+    mint: MintSpec | None = None
 
     def __post_init__(self) -> None:
+        if self.mint is not None and self.kind != "mint-credential":
+            fail("for `kind: mint-credential` only", "mint")
+        if self.meter == "minutes" and self.mint is None:
+            fail("`meter: minutes` prices a minted credential's lifetime: it needs mint", "meter")
         if self.creates_if is not None and self.creates is None:
             fail("only applies with creates", "creates_if")
         for name in ("output_cap", "tools_prompt"):
@@ -379,6 +403,7 @@ def build_operations(
                 output_cap=entry.output_cap,
                 tools_prompt=entry.tools_prompt,
                 clients=entry.clients,
+                mint=entry.mint,
             )
         )
     return tuple(operations)

@@ -20,6 +20,7 @@ from addon.config.model import Positive, Size, Texts, section
 # flow meanwhile. 4 MiB bounds a stall near 0.25 s and still holds a long prompt (1M tokens of
 # text is about 4 MB); raise it where checked bodies carry files (audio, images in base64).
 MAX_BODY = 4 << 20
+MAX_CREDENTIAL_SECONDS = 300
 
 
 @section
@@ -28,6 +29,9 @@ class ValidationSpec:
     max_tokens: Positive | None = None  # also: a body must name its token cap
     max_n: Positive | None = None
     max_body: Size = MAX_BODY  # bytes buffered for the checks above
+    # Seconds a credential minted through keyrelay may live (a Realtime client secret, a Live
+    # API token): a request's own expiry is lowered to it, never raised.
+    max_credential_seconds: Positive = MAX_CREDENTIAL_SECONDS
     # Whether any rule above needs the body: asked a few times per request, so known once.
     reads_body: bool = field(init=False, repr=False, compare=False)
 

@@ -8,8 +8,10 @@ The body rules run in `request`, once the (kept buffered) body is complete.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from mitmproxy import ctx, http
 from mitmproxy.utils import human
@@ -19,11 +21,12 @@ from addon.auth.gate import AuthSetupError, Gate
 from addon.auth.identity import anonymous
 from addon.caller import Caller
 from addon.config.model import ConfigError
+from addon.config.operations import MintSpec
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.cors import answers
 from addon.flowlocal import FlowLocal
-from addon.guard import body_rules, runware, token_grants
+from addon.guard import body_rules, mints, runware, token_grants
 from addon.problems import Refusal
 from addon.ratelimit.limiter import Admitted, Limiter, make_store
 from addon.resources import Generation
@@ -44,6 +47,7 @@ class Guard:
         self.limiter: Limiter | None = None
         # Open requests holding a concurrency slot; they outlive a rules reload.
         self._open: FlowLocal[Admitted] = FlowLocal("guard.open")
+        self._mints: FlowLocal[MintSpec] = FlowLocal("guard.mints")  # a credential to check
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         """Build this load's gates and limiter; the returned call installs them."""
@@ -105,7 +109,10 @@ class Guard:
         if refusal := body_rules.check_query(provider.validation, query, websocket=websocket):
             return refusal
         mints_token = _mints_token(provider, request.method, route.host, route.path)
-        if provider.validation.reads_body or mints_token or provider.tasks is not None:
+        mint = route.operation.mint if route.operation else None
+        if mint is not None:
+            self._mints.set(flow, mint)
+        if provider.validation.reads_body or mints_token or mint or provider.tasks is not None:
             max_body = provider.validation.max_body
             get_all = request.headers.get_all
             if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
@@ -136,7 +143,8 @@ class Guard:
             return None
         # The request was rewritten for its upstream in requestheaders (relay.py).
         mints_token = _mints_token(provider, request.method, request.host, request.path)
-        if not (provider.validation.reads_body or mints_token or provider.tasks is not None):
+        mint = self._mints.pop(flow)
+        if not (provider.validation.reads_body or mints_token or mint or provider.tasks):
             return None
         if request.stream:
             # Already sent upstream: prepare() should have made this impossible.
@@ -148,11 +156,14 @@ class Guard:
         refusal = body_rules.check_body(provider.validation, content_types, body)
         if refusal is None and mints_token:
             refusal = token_grants.check(provider.endpoints, content_types, body)
+        if refusal is None and mint is not None:
+            refusal = _check_mint(provider, mint, request, body)
         return refusal
 
     def response(self, flow: http.HTTPFlow) -> None:
         """Give back the request's concurrency slot. A WebSocket holds it until it closes:
         `response` runs on its 101, the socket stays open; `websocket_end` gives it back."""
+        self._mints.pop(flow)  # refused before its body was checked
         if websocket_open(flow):
             return
         admitted = self._open.pop(flow)
@@ -174,6 +185,23 @@ def _check_tasks(provider: Provider, request: http.Request, body: bytes) -> Refu
     if isinstance(tasks, Refusal):
         return tasks
     request.content = runware.encode(tasks)
+    return None
+
+
+def _check_mint(
+    provider: Provider, mint: MintSpec, request: http.Request, body: bytes
+) -> Refusal | None:
+    """A credential minted for a browser: its model and lifetime held to the rules; what goes
+    upstream is the body as checked (its lifetime lowered to the cap where it asked for more)."""
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except ValueError:
+        return Refusal(400, "invalid-json", "the request for a credential is not JSON")
+    checked = mints.check(mint, provider.validation, data, datetime.now(UTC))
+    if isinstance(checked, Refusal):
+        return checked
+    if checked is not data:
+        request.content = json.dumps(checked).encode()
     return None
 
 

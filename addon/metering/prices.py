@@ -126,6 +126,7 @@ class RequestFacts:
     tools: bool = False  # it offers tools (Anthropic adds a system prompt for them)
     searches: int | None = 0  # web searches its server tools may run; None: without bound
     size: int = 0  # the body's bytes (an upload's bound its audio's seconds)
+    key_seconds: int | None = None  # a minted credential: how long it can be spent with
 
 
 def read_body(body: bytes) -> tuple[RequestFacts, dict[str, Any] | None]:
@@ -224,6 +225,8 @@ def worst_case(
     provider's validation.max_tokens, when the body names none."""
     if price is None:
         return 0
+    if facts.key_seconds is not None:  # a minted key: the session it enables, by the minute
+        return math.ceil(facts.key_seconds * price.minute / 60 * NANO)
     if price.prediction:  # EachLabs: a create makes one prediction, its price the model's dearest
         return math.ceil(price.prediction * NANO) if method == "POST" else 0
     if price.by_endpoint:
