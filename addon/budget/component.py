@@ -174,6 +174,8 @@ class Budget(TaskArrays):
             else:
                 facts, data, form = read
         call.model, call.hidden = facts.model, facts.hidden_output
+        if facts.model:
+            flowstate.of(flow)["request_model"] = facts.model[:100]
         if limited and data is not None and (refusal := refusals.unreadable(data)):
             self._calls.pop(flow)
             return refusal
