@@ -10,6 +10,7 @@ the queue's size are dropped, and the exporter logs its failures).
 from __future__ import annotations
 
 import threading
+import time
 
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -96,15 +97,20 @@ class Exporter:
             self._first_chunk.record(call.first_chunk_ms / 1000, attributes)
 
     def shutdown(self, wait: float) -> None:
-        """What is queued goes out, for at most `wait` seconds: a collector that is down
-        must not hold the process's exit (the threads are daemons)."""
-
-        def close() -> None:
-            if self._tracers is not None:
-                self._tracers.shutdown()
-            if self._meters is not None:
-                self._meters.shutdown(timeout_millis=wait * 1000)
-
-        closing = threading.Thread(target=close, name="keyrelay-otel-shutdown", daemon=True)
-        closing.start()
-        closing.join(wait)
+        """What is queued goes out, for at most `wait` seconds, spans and metrics side by side:
+        a collector that is down must not hold the process's exit (the threads are daemons)."""
+        closing = []
+        if self._tracers is not None:
+            closing.append(threading.Thread(target=self._tracers.shutdown, daemon=True))
+        if self._meters is not None:
+            meters = self._meters
+            closing.append(
+                threading.Thread(
+                    target=lambda: meters.shutdown(timeout_millis=wait * 1000), daemon=True
+                )
+            )
+        deadline = time.monotonic() + wait
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join(max(0.0, deadline - time.monotonic()))

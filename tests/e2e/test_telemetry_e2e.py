@@ -295,3 +295,18 @@ def test_server_timing_is_off_by_default(
         reply = c.post("/api/anthropic/v1/messages", json=chat("hi", model="claude-haiku-4-5"))
     assert reply.status == 200
     assert reply.header("server-timing") is None
+
+
+def test_what_is_queued_goes_out_at_exit(
+    keyrelay_factory: Any, upstream: UpstreamServer, receiver: OtlpReceiver
+) -> None:
+    metered.install(upstream)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}  # 5 s batches, 60 s metric reads
+    proc = keyrelay_factory(RULES, env=env)
+    with HttpClient(proc.port) as c:
+        reply = c.post("/api/anthropic/v1/messages", json=chat(PROMPT, model="claude-haiku-4-5"))
+        assert reply.status == 200
+    assert proc.stop() == 0
+    got = receiver.wait_for(lambda r: bool(r.spans) and bool(r.points), timeout=1)
+    assert [s.name for s in got.spans] == ["chat claude-haiku-4-5"]
+    assert "gen_ai.client.operation.duration" in {p.metric for p in got.points}
