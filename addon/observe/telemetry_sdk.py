@@ -2,34 +2,49 @@
 
 Imported only when those variables ask for it (telemetry.py): a keyrelay without them loads
 none of the SDK and starts none of its threads. Each span is recorded once its call is over,
-with its real start and end times; the batch span processor and the periodic metric reader
-export on their own threads, so a slow or absent collector never holds a request (spans past
-the queue's size are dropped, and the exporter logs its failures).
+with its real start and end times; the batch span processor and the metrics' thread
+(telemetry_metrics.py) export on their own threads, so a slow or absent collector never holds a
+request (spans past the queue's size are dropped, and the exporters log their failures).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from importlib import metadata
 
-from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from addon.observe import telemetry_attrs
 from addon.observe.accesslog import Entry
+from addon.observe.telemetry_metrics import Histograms, Instrument
 
 SCOPE = "keyrelay"
 DEFAULT_SERVICE = "keyrelay"  # unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES name one
 # The conventions' advised bucket boundaries.
-TOKEN_BUCKETS = [4.0**i for i in range(14)]  # 1, 4, 16 ... 67108864
-SECONDS_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01, 0.02 ... 81.92
+SECONDS_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01, 0.02 ... 81.92
+TOKENS = Instrument(
+    "gen_ai.client.token.usage",
+    "{token}",
+    "Number of input and output tokens used",
+    tuple(4.0**i for i in range(14)),  # 1, 4, 16 ... 67108864
+)
+DURATION = Instrument(
+    "gen_ai.client.operation.duration", "s", "GenAI operation duration", SECONDS_BUCKETS
+)
+FIRST_CHUNK = Instrument(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "s",
+    "Time to receive the first chunk of a streamed answer",
+    SECONDS_BUCKETS,
+)
+INSTRUMENTS = (TOKENS, DURATION, FIRST_CHUNK)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 class Exporter:
@@ -37,80 +52,78 @@ class Exporter:
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE}))
-        self._tracers: TracerProvider | None = None
-        self._meters: MeterProvider | None = None
+        self._resource = resource
+        self._scope = InstrumentationScope(SCOPE, _version())
+        self._spans: BatchSpanProcessor | None = None
         if traces:
-            # Not the process-wide provider: keyrelay's spans are its own, and shut down with it.
-            self._tracers = TracerProvider(resource=resource, shutdown_on_exit=False)
-            self._tracers.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-            self._tracer = self._tracers.get_tracer(SCOPE)
-        if metrics:
-            reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-            self._meters = MeterProvider([reader], resource=resource, shutdown_on_exit=False)
-            meter = self._meters.get_meter(SCOPE)
-            self._tokens = meter.create_histogram(
-                "gen_ai.client.token.usage",
-                unit="{token}",
-                description="Number of input and output tokens used",
-                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-            )
-            self._duration = meter.create_histogram(
-                "gen_ai.client.operation.duration",
-                unit="s",
-                description="GenAI operation duration",
-                explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-            )
-            self._first_chunk = meter.create_histogram(
-                "gen_ai.client.operation.time_to_first_chunk",
-                unit="s",
-                description="Time to receive the first chunk of a streamed answer",
-                explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
-            )
+            # The provider only for what OTEL_TRACES_SAMPLER chose and its ids: a finished call
+            # is handed to the batch processor as a finished span, not started and ended
+            # through the tracer (three times the work on the request's thread).
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            self._sampler, self._ids = provider.sampler, provider.id_generator
+            self._spans = BatchSpanProcessor(OTLPSpanExporter())
+        self._meters = Histograms(INSTRUMENTS, resource, SCOPE, _version()) if metrics else None
 
     def record(self, entry: Entry, call: telemetry_attrs.Call) -> None:
-        if self._tracers is not None:
-            self._span(entry, call)
+        if self._spans is not None:
+            self._span(self._spans, entry, call)
         if self._meters is not None:
-            self._measure(entry, call)
+            self._measure(self._meters, entry, call)
 
-    def _span(self, entry: Entry, call: telemetry_attrs.Call) -> None:
+    def _span(self, spans: BatchSpanProcessor, entry: Entry, call: telemetry_attrs.Call) -> None:
+        name = telemetry_attrs.span_name(entry, call)
+        attributes = telemetry_attrs.attributes(entry, call)
+        trace_id = self._ids.generate_trace_id()  # a root span: keyrelay has no parent for it
+        sampled = self._sampler.should_sample(None, trace_id, name, SpanKind.CLIENT, attributes)
+        if not sampled.decision.is_sampled():
+            return
+        if sampled.attributes:
+            attributes.update(sampled.attributes)
         start = int(entry.time * 1e9)
-        end = start + int((entry.duration_ms or 0.0) * 1e6)
-        span = self._tracer.start_span(
-            telemetry_attrs.span_name(entry, call),
-            context=Context(),  # a root span: nothing of the event loop's context leaks in
-            kind=SpanKind.CLIENT,
-            attributes=telemetry_attrs.attributes(entry, call),
-            start_time=start,
+        context = SpanContext(
+            trace_id, self._ids.generate_span_id(), False, _SAMPLED, sampled.trace_state
         )
-        if telemetry_attrs.error_type(entry) is not None:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end(end_time=end)
+        error = telemetry_attrs.error_type(entry) is not None
+        span = ReadableSpan(
+            name=name,
+            context=context,
+            resource=self._resource,
+            attributes=attributes,
+            kind=SpanKind.CLIENT,
+            instrumentation_scope=self._scope,
+            status=Status(StatusCode.ERROR if error else StatusCode.UNSET),
+            start_time=start,
+            end_time=start + int((entry.duration_ms or 0.0) * 1e6),
+        )
+        spans.on_end(span)  # queued; exported from the processor's thread
 
-    def _measure(self, entry: Entry, call: telemetry_attrs.Call) -> None:
+    def _measure(self, meters: Histograms, entry: Entry, call: telemetry_attrs.Call) -> None:
+        record = meters.record
         attributes = telemetry_attrs.metric_attributes(entry, call)
         if entry.duration_ms is not None:
-            self._duration.record(entry.duration_ms / 1000, attributes)
+            record(DURATION.name, entry.duration_ms / 1000, attributes)
         for kind, count in telemetry_attrs.tokens(entry):
-            self._tokens.record(count, {**attributes, "gen_ai.token.type": kind})
+            record(TOKENS.name, count, {**attributes, "gen_ai.token.type": kind})
         if call.first_chunk_ms is not None:
-            self._first_chunk.record(call.first_chunk_ms / 1000, attributes)
+            record(FIRST_CHUNK.name, call.first_chunk_ms / 1000, attributes)
 
     def shutdown(self, wait: float) -> None:
         """What is queued goes out, for at most `wait` seconds, spans and metrics side by side:
         a collector that is down must not hold the process's exit (the threads are daemons)."""
         closing = []
-        if self._tracers is not None:
-            closing.append(threading.Thread(target=self._tracers.shutdown, daemon=True))
+        if self._spans is not None:
+            closing.append(threading.Thread(target=self._spans.shutdown, daemon=True))
         if self._meters is not None:
-            meters = self._meters
-            closing.append(
-                threading.Thread(
-                    target=lambda: meters.shutdown(timeout_millis=wait * 1000), daemon=True
-                )
-            )
+            closing.append(threading.Thread(target=self._meters.shutdown, daemon=True))
         deadline = time.monotonic() + wait
         for thread in closing:
             thread.start()
         for thread in closing:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("keyrelay")
+    except metadata.PackageNotFoundError:
+        return "0"
