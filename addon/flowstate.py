@@ -35,6 +35,8 @@ class FlowState(TypedDict, total=False):
     cost: float  # USD, from the rules' prices (a cut stream: its whole reservation)
     charged: str  # "reservation" when the cost is the worst case (no usage was reported)
     model: str  # the model (or fal endpoint) it was priced as
+    operation: str  # the profile's name of the call (`messages.create`), once routed
+    request_model: str  # the model the request body asked for, once read (budget/)
 
 
 def of(flow: http.HTTPFlow) -> FlowState:

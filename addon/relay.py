@@ -40,6 +40,8 @@ from addon.observe.access import AccessLog
 from addon.observe.admin_endpoints import AdminEndpoints
 from addon.observe.masking import Masking
 from addon.observe.replay import Replay
+from addon.observe.server_timing import ServerTiming
+from addon.observe.telemetry import Telemetry
 from addon.problems import Answer, Refusal
 from addon.resources import Resources
 from addon.routing.component import Routing
@@ -130,7 +132,9 @@ class KeyRelay:
         self.replay = Replay()
         self.admin = AdminEndpoints(self._current, self._usage, lambda: not self.drain.draining)
         self.masking = Masking(self._current)
-        self.access = AccessLog(lambda: self.rules, self.masking.masks)
+        self.telemetry = Telemetry()  # OpenTelemetry, when the OTEL_* variables ask for it
+        self.access = AccessLog(lambda: self.rules, self.masking.masks, self.telemetry)
+        self.timing = ServerTiming()  # keyrelay_server_timing
         self.cors = cors.Cors()
         self.routing = Routing()
         self.connect_to = ConnectTo()
@@ -164,6 +168,7 @@ class KeyRelay:
         h1_framing.install()  # HTTP/2 bodies without content-length, to HTTP/1 upstreams
         h2_bounds.install()  # HTTP/2 clients: buffered answers, rapid resets
         self.access.load(loader)
+        self.timing.load(loader)
         self.replay.load(loader)
         self.connect_to.load(loader)
         self.head_limit.load(loader)
@@ -175,6 +180,7 @@ class KeyRelay:
     def configure(self, updated: set[str]) -> None:
         self.engine.configure(updated)  # first: it may stop start-up before anything installs
         self.access.configure(updated)
+        self.timing.configure(updated)
         self.connect_to.configure(updated)
         self.replay.configure(updated)
         self.head_limit.configure(updated)
@@ -208,6 +214,7 @@ class KeyRelay:
         heap.freeze_once()
         self.replay.running()
         self.resources.start()
+        self.telemetry.running()  # its exporting threads, if OTEL_* asks for them
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_rules())
 
@@ -215,6 +222,7 @@ class KeyRelay:
         await self.budget.done()  # calls still open: settled as cut ones, before they are logged
         self.access.done()  # flows still open: logged, with the masks they need...
         self.masking.done()  # ...then masked, before Save's `done` writes them
+        self.telemetry.done()  # what is queued goes out (a few seconds at most)
         self.resources.stop()  # file watchers, key commands, connections
         if self._watcher:
             self._watcher.cancel()
@@ -282,6 +290,7 @@ class KeyRelay:
             answer(flow, given)
         if flow.response is not None:  # answered here: a large body still arriving is not read
             self.early.divert(flow, refusal)
+        self.timing.requestheaders(flow)
 
     async def _decide(self, flow: http.HTTPFlow) -> Answer | None:
         """Route the request, admit it and inject the key; or the answer instead (in order)."""
@@ -331,6 +340,7 @@ class KeyRelay:
         elif flow.is_replay == "response":
             cors.decorate(flow)  # an answer set here skips responseheaders
         self.transport.request(flow)  # the time to first byte starts now
+        self.timing.request(flow)  # and keyrelay's own time stops until the answer
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -344,7 +354,8 @@ class KeyRelay:
             self.budget.responseheaders(flow)  # meters the decoded stream as it passes
             self.jobs.tap(flow)  # ...or find it in the decoded stream as it passes
             self.masking.responseheaders(flow)  # keys an upstream echoes, chunk by chunk
-            self.access.responseheaders(flow)  # last: counts the bytes that go out
+            self.access.responseheaders(flow)  # counts the bytes that go out
+            self.timing.responseheaders(flow)  # last: a streamed answer's head goes now
         except Exception:
             # The head may be half rewritten (upstream CORS headers, a stale encoding): an
             # answer is not owed, so the client gets a reset rather than a wrong response.
@@ -361,6 +372,7 @@ class KeyRelay:
             self.jobs.response,  # a submission's owner, before the client has the id
             self.guard.response,  # frees the concurrency slot
             self.budget.response,  # usage and cost into the flow's state; settles the books
+            self.timing.response,  # a buffered answer's head goes after this hook
             self.access.response,  # logs and counts (with the masks the flow needs)
             self.masking.response,  # masks every secret before Save or mitmweb see the flow
         )
@@ -379,6 +391,7 @@ class KeyRelay:
             self.jobs.error,
             self.guard.error,
             self.budget.error,
+            self.timing.error,
             self.access.error,
             self.masking.error,
         )

@@ -45,7 +45,7 @@ from addon.flowlocal import FlowLocal
 from addon.guard import body_rules
 from addon.guard.component import buffer_limit
 from addon.jobs.owners import Owners, make_owners
-from addon.metering import prices
+from addon.metering import gemini, prices
 from addon.metering.stream import StreamMeter
 from addon.metering.usage import from_body, from_headers
 from addon.problems import Refusal
@@ -176,6 +176,8 @@ class Budget(TaskArrays):
             else:
                 facts, data, form = read
         call.model, call.hidden = facts.model, facts.hidden_output
+        if asked := facts.model or gemini.path_model(call.endpoint):  # Gemini's is in its path
+            flowstate.of(flow)["request_model"] = asked[:100]
         if limited and data is not None and (refusal := refusals.unreadable(data)):
             self._calls.pop(flow)
             return refusal

@@ -25,7 +25,8 @@ from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.flowlocal import FlowLocal
-from addon.observe import accesslog, metrics, redaction
+from addon.observe import accesslog, metrics, redaction, telemetry_attrs
+from addon.observe.telemetry import Telemetry
 from addon.ratelimit.limiter import RATE_LIMITED
 from addon.transport.component import add_stage
 
@@ -41,6 +42,7 @@ class _Live:
     sent: _Sent
     streamed_bytes: int = 0
     streaming: str | None = None  # the provider whose open-streams gauge this flow holds
+    first_chunk: float | None = None  # time.time() of a streamed answer's first chunk out
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +79,11 @@ class AccessLog:
         self,
         rules: Callable[[], Rules | None],
         masks: Callable[[http.HTTPFlow], redaction.Masks],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._rules = rules
         self._masks = masks
+        self._telemetry = telemetry  # OpenTelemetry, fed each entry when it exports
         self._live: FlowLocal[_Live] = FlowLocal("access.live", walked=True)
         self._output = accesslog.Output(access_logger)
         self._format = "text"  # keyrelay_access_log, read once per change, not per request
@@ -129,6 +133,8 @@ class AccessLog:
         provider = flowstate.of(flow).get("provider") or metrics.NO_PROVIDER
 
         def counted(data: bytes) -> bytes:
+            if live.first_chunk is None and data:
+                live.first_chunk = time.time()
             live.streamed_bytes += len(data)
             return data
 
@@ -156,6 +162,23 @@ class AccessLog:
         line = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
         if line is not None:
             self._output.write(redaction.scrub_text(line, self._masks(flow)))
+        if self._telemetry is not None and self._telemetry.exporter is not None:
+            self._telemetry.record(entry, self._call(flow, entry, live))
+
+    def _call(
+        self, flow: http.HTTPFlow, entry: accesslog.Entry, live: _Live | None
+    ) -> telemetry_attrs.Call:
+        """What a span adds to the entry: the call's name, its profile, the model asked for,
+        when a streamed answer's first chunk went out."""
+        state = flowstate.of(flow)
+        provider = _provider(self._rules(), entry.provider)
+        first = live.first_chunk if live else None
+        return telemetry_attrs.Call(
+            operation=state.get("operation"),
+            profile=provider.catalogue.profile if provider else None,
+            request_model=state.get("request_model"),
+            first_chunk_ms=(first - entry.time) * 1000 if first is not None else None,
+        )
 
     def _entry(self, flow: http.HTTPFlow, live: _Live | None, note: str | None) -> accesslog.Entry:
         state = flowstate.of(flow)

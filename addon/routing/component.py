@@ -78,7 +78,10 @@ class Routing:
         header = header_index.lookup(request.headers)
         decision = self.router.route(request.method, request.path, header)
         if isinstance(decision, Route):
-            flowstate.of(flow)["provider"] = decision.provider.name
+            state = flowstate.of(flow)
+            state["provider"] = decision.provider.name
+            if decision.operation is not None:
+                state["operation"] = decision.operation.name
         return decision
 
     def forward(self, flow: http.HTTPFlow, route: Route, key: str) -> None:

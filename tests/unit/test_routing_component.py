@@ -51,7 +51,7 @@ def test_routing_names_the_provider_but_rewrites_nothing(routing: Routing) -> No
     flow = request("/api/openai/chat/completions", authorization="Bearer client-token")
     route = routed(routing, flow)
     assert (route.host, route.path) == ("api.openai.com", "/v1/chat/completions")
-    assert flowstate.of(flow) == {"provider": "openai"}
+    assert flowstate.of(flow) == {"provider": "openai", "operation": "chat.create"}
     assert flow.request.path == "/api/openai/chat/completions"
     assert flow.request.headers["authorization"] == "Bearer client-token"
 
@@ -86,6 +86,7 @@ def test_forward_injects_the_key_once_and_drops_the_clients_credentials(
     assert req.headers["host"] == "api.openai.com"
     assert flowstate.of(flow) == {
         "provider": "openai",
+        "operation": "chat.create",  # what the profile knows the call as
         "upstream": "api.openai.com/v1/chat/completions",
         "decision": "forwarded",
     }
