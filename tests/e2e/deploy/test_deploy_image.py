@@ -19,11 +19,11 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+from recipes import DEPLOY, DOCKERFILE, REPO, UNIT, env_file
 from support.client import HttpClient
 from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.redis_server import RedisServer
@@ -33,79 +33,12 @@ from support.upstream import UpstreamServer
 from addon.auth.tokens import token_hash
 from addon.transport.drain import DRAIN_TIMEOUT
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
 # The image's own paths: the test's root stands in for its filesystem.
 IMAGE_PATHS = ("/opt/keyrelay", "/src", "/etc/keyrelay", "/var/lib/keyrelay")
 CLIENT_TOKEN = "kr_deploy-test-token-3b9f"
 ENV_FILE_KEYS = {**TEST_KEYS, "KEYRELAY_TOKENS": f"app:{token_hash(CLIENT_TOKEN)}"}
 HOME = "/nonexistent"  # the image user's home (useradd --home-dir), here a file
 SYSTEMD_ANALYZE = "systemd-analyze"  # scripts/_setup_systemd.sh installs it
-
-
-# -- reading the recipes -------------------------------------------------------------------------
-
-
-@dataclass
-class Dockerfile:
-    copies: list[tuple[list[str], str]] = field(default_factory=list)
-    runs: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    volumes: list[str] = field(default_factory=list)
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    user: str = ""
-    stopsignal: str = ""
-
-
-def read_dockerfile(path: Path) -> Dockerfile:
-    """The instructions this recipe uses; continuation lines joined, comments dropped."""
-    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
-    recipe = Dockerfile()
-    for instruction in re.split(r"(?<!\\)\n", "\n".join(lines)):
-        if not instruction.strip():
-            continue
-        word, _, rest = instruction.replace("\\\n", " ").strip().partition(" ")
-        rest = rest.strip()
-        match word.upper():
-            case "COPY":
-                *sources, dest = shlex.split(rest)
-                recipe.copies.append((sources, dest))
-            case "RUN":
-                recipe.runs.append(rest)
-            case "ENV":
-                recipe.env.update(pair.split("=", 1) for pair in shlex.split(rest))  # type: ignore[misc]
-            case "VOLUME":
-                recipe.volumes += yaml.safe_load(rest)  # the JSON form
-            case "ENTRYPOINT":
-                recipe.entrypoint = yaml.safe_load(rest)
-            case "CMD":
-                recipe.cmd = yaml.safe_load(rest)
-            case "USER":
-                recipe.user = rest
-            case "STOPSIGNAL":
-                recipe.stopsignal = rest
-    return recipe
-
-
-def systemd_unit(path: Path) -> dict[str, list[str]]:
-    """`Key=value` lines of a unit, each key's values in order."""
-    found: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.startswith(("#", "[")):
-            key, value = line.split("=", 1)
-            found.setdefault(key, []).append(value)
-    return found
-
-
-def env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines, as `docker run --env-file` and systemd's EnvironmentFile read them."""
-    pairs = (ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln)
-    return {k.strip(): v for k, v in pairs if not k.lstrip().startswith("#")}
-
-
-DOCKERFILE = read_dockerfile(DEPLOY / "Dockerfile")
-UNIT = systemd_unit(DEPLOY / "keyrelay.service")
 
 
 class Root:
@@ -311,9 +244,7 @@ def test_the_image_serves_tls_with_the_operators_own_certificate(
     relay = start_as_deployed(mounted, launch, upstream, test_ca.ca_cert)
     try:
         tls = operator.client_context()  # trusts the operator's CA and nothing else
-        with HttpClient(
-            relay.port, tls=tls, server_hostname="keyrelay.example.com"
-        ) as client:
+        with HttpClient(relay.port, tls=tls, server_hostname="keyrelay.example.com") as client:
             forwarded(client, upstream, host="keyrelay.example.com")
         # a client trusting another CA (the fake upstreams') is refused: it is the operator's
         other = test_ca.client_context()
