@@ -142,7 +142,7 @@ def systemd_launch(root: Root) -> Launch:
 
 
 def start_as_deployed(
-    root: Root, launch: Launch, upstream: UpstreamServer, ca_file: Path, extra: list[str] = ()
+    root: Root, launch: Launch, upstream: UpstreamServer, ca_file: Path
 ) -> KeyrelayProcess:
     """keyrelay from the recipe's command, wired to the fake upstream. HOME is a file, so
     nothing can be made under it (mitmproxy's default confdir is ~/.mitmproxy); the test's own
@@ -155,7 +155,6 @@ def start_as_deployed(
         keys={},
         env={**launch.env, "HOME": str(root / HOME)},
         command=[program],
-        extra_args=list(extra),
     )
     # The recipe names the rules and the confdir; the harness's own would set them twice.
     proc.args = [*args, *_without_options(proc.args, "confdir", "keyrelay_rules")]
