@@ -200,6 +200,10 @@ def test_the_image_runs_as_its_own_user_with_its_state_on_a_volume() -> None:
     assert "keyrelay_rules=/etc/keyrelay/rules.yaml" in DOCKERFILE.entrypoint
     assert DOCKERFILE.stopsignal == "SIGTERM"
     assert DOCKERFILE.entrypoint[0] == "keyrelay"  # the console command, not scripts/dev
+    # the build context holds what the COPY steps copy, and nothing else
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    copied = {source for sources, _ in DOCKERFILE.copies for source in sources}
+    assert "*" in ignore and {line[1:] for line in ignore if line.startswith("!")} == copied
 
 
 @pytest.mark.parametrize("recipe", ["docker", "systemd"])
