@@ -41,6 +41,9 @@ _RATES = (
     "second",
     "search",
     "prediction",
+    "audio_input",
+    "audio_output",
+    "audio_cache_read",
 )
 
 
@@ -52,6 +55,7 @@ METER_RATES = {
     "units": ("unit", "prediction"),  # fal's billable units; an EachLabs prediction
     "images": ("image",),
     "seconds": ("second",),
+    "session": ("input", "output", "audio_input", "audio_output"),
 }
 
 
@@ -72,6 +76,11 @@ class Price:
     search: float = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
     prediction: float = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
     reserve: float = 0.0  # units reserved before a request to a matching endpoint
+    # Per million audio tokens (OpenAI Realtime); 0: audio costs what text does. A cached audio
+    # token with no rate of its own costs a whole audio input token (never under-counted).
+    audio_input: float = 0.0
+    audio_output: float = 0.0
+    audio_cache_read: float = 0.0
 
     def covers(self, meter: str | None) -> bool:
         """Whether it has a rate for what the meter counts: `{model: "*", unit: 0.1}` matched
@@ -115,6 +124,8 @@ def _price(node: Node) -> Price:
     if "input" in given:
         given.setdefault("cache_read", given["input"] * CACHE_READ_FACTOR)
         given.setdefault("cache_write", given["input"] * CACHE_WRITE_FACTOR)
+    if "audio_input" in given:
+        given.setdefault("audio_cache_read", given["audio_input"])
     reserve = node.number("reserve", 0.0)
     if reserve and not by_endpoint:
         node.fail(
