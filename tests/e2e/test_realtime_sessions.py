@@ -19,7 +19,7 @@ from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.realtime_upstream import Rates, RealtimeUpstream
 from support.tls import TlsMaterial
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 ALICE = "alice-realtime-token-4b7e"
 KEY = TEST_KEYS["OPENAI_API_KEY"]
@@ -202,7 +202,8 @@ def test_a_session_whose_budget_cannot_cover_a_response_is_refused_at_open(
     keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
 ) -> None:
     relay = start(keyrelay_factory, realtime, daily=0.5)  # below one response's worst case
-    with pytest.raises(Exception, match="429"):
-        with client(relay).realtime.connect(model=MODEL) as connection:
-            connection.recv()
+    with pytest.raises(InvalidStatus) as refused, client(relay).realtime.connect(model=MODEL):
+        pass
+    assert refused.value.response.status_code == 429
+    assert json.loads(refused.value.response.body)["type"].endswith("/budget-exhausted")
     assert realtime.handshakes == []
