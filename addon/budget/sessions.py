@@ -65,6 +65,7 @@ class Session:
     usage: Usage = field(default_factory=dict)
     cost: int = 0  # nano-dollars settled so far
     ended: bool = False  # keyrelay ended it: nothing more from the client goes on
+    ga: bool = True  # OpenAI's GA interface (`max_output_tokens`), else the beta's
     leases_made: int = 0
 
     def worst(self) -> int:
@@ -108,7 +109,11 @@ class Sessions:
         """The handshake: the model priced, the first response's worst case reserved."""
         provider, operation = call.provider, call.operation
         assert operation is not None
-        model = model_of(flow.request.path.partition("?")[2])
+        query = flow.request.path.partition("?")[2]
+        model = model_of(query)
+        if limited and ("intent", "transcription") in parse_qsl(query):
+            why = "a transcription session is billed by its transcriptions, unmetered"
+            return _unpriced_what(provider.name, why)
         if model is None:
             return Refusal(
                 400, "model-required", "a metered session's URL must name its model (?model=)"
@@ -198,6 +203,10 @@ class Sessions:
         if not isinstance(config, dict):
             return False
         provider = call.provider
+        if session.limited and realtime.transcribes(config):
+            why = "input audio transcription is billed apart from responses, unmetered"
+            self._end(flow, session, _from_refusal(_unpriced_what(provider.name, why)))
+            return False
         model, price = session.model, session.price
         if "model" in config:
             asked = config["model"]
@@ -237,9 +246,17 @@ class Sessions:
         """Forwarded only when covered; its own output cap is held to the session's."""
         changed = False
         config = event.get("response")
-        if isinstance(config, dict) and any(f in config for f in realtime.CAP_FIELDS):
+        if config is None:
+            config = event["response"] = {}
+            changed = True
+        if isinstance(config, dict):
             asked = realtime.asked_cap(config)
             cap = min(realtime.output_cap(asked, call.provider.validation.max_tokens), session.cap)
+            if not any(f in config for f in realtime.CAP_FIELDS):
+                # Explicit, so the cap holds even before the session's own has reached the
+                # provider.
+                config[realtime.CAP_FIELDS[0] if session.ga else realtime.CAP_FIELDS[1]] = cap
+                changed = True
             for name in realtime.CAP_FIELDS:
                 if name in config:
                     changed = changed or config[name] != cap
@@ -292,14 +309,13 @@ class Sessions:
         sets the session's own (the client then sees one `session.updated` it did not ask for)."""
         if not isinstance(config, dict):
             return
+        session.ga = "type" in config  # the GA interface names the session's type; the beta not
         asked = realtime.asked_cap(config)
         if type(asked) is int and 0 < asked <= session.cap:
             return
-        update: dict[str, Any] = {"max_output_tokens": session.cap}
-        if "type" in config:
-            update["type"] = config["type"]  # the GA interface names the session's type
-        else:
-            update = {"max_response_output_tokens": session.cap}
+        update: dict[str, Any] = {"max_response_output_tokens": session.cap}
+        if session.ga:
+            update = {"type": config["type"], "max_output_tokens": session.cap}
         event = {"type": "session.update", "event_id": "keyrelay_cap", "session": update}
         websocket_close.say(flow, json.dumps(event).encode(), upstream=True)
 
@@ -334,7 +350,6 @@ class Sessions:
     def _end(self, flow: http.HTTPFlow, session: Session, refused: realtime.Refused) -> None:
         session.ended = True
         logger.info("keyrelay: session ended: %s", refused.code)
-        flowstate.of(flow)["reason"] = refused.code
         websocket_close.say_and_close(
             flow, refused.event("keyrelay_" + refused.code), refused.close, refused.message
         )
@@ -396,12 +411,11 @@ def _unreadable() -> realtime.Refused:
 
 
 def _unpriced(provider: str, model: str) -> Refusal:
-    return Refusal(
-        403,
-        "unpriced",
-        f"{provider}: a session with {model[:100]!r} has no price in rules.yaml, so under a "
-        "budget it is refused",
-    )
+    return _unpriced_what(provider, f"a session with {model[:100]!r} has no price in rules.yaml")
+
+
+def _unpriced_what(provider: str, why: str) -> Refusal:
+    return Refusal(403, "unpriced", f"{provider}: {why}, so under a budget it is refused")
 
 
 def _from_refusal(refusal: Refusal, close: int = realtime.POLICY_CLOSE) -> realtime.Refused:

@@ -142,6 +142,19 @@ def asked_cap(config: Mapping[str, Any]) -> Any:
     return next((config[f] for f in CAP_FIELDS if f in config), None)
 
 
+def transcribes(config: Mapping[str, Any]) -> bool:
+    """A session config that turns on what is billed apart from responses: input audio
+    transcription (GA `audio.input.transcription`, beta `input_audio_transcription`), or a
+    transcription session."""
+    audio = config.get("audio")
+    given = audio.get("input") if isinstance(audio, Mapping) else None
+    transcription = given.get("transcription") if isinstance(given, Mapping) else None
+    return (
+        bool(transcription or config.get("input_audio_transcription"))
+        or config.get("type") == "transcription"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Refused:
     """Why keyrelay ends a session: sent as the protocol's `error` event, then the close."""

@@ -180,20 +180,37 @@ def test_a_budget_that_runs_out_ends_the_session_within_one_response(
     assert books["spent"] <= daily and books["reserved"] == 0
 
 
-def test_a_session_update_naming_a_forbidden_model_ends_the_session(
-    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+TRANSCRIBED = {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}
+
+
+@pytest.mark.parametrize(
+    ("session", "code"),
+    [
+        ({"model": "gpt-4o-realtime-preview"}, "model-not-allowed"),
+        # Transcription of the input is billed apart from responses: keyrelay cannot meter it.
+        ({"audio": TRANSCRIBED}, "unpriced"),
+    ],
+)
+def test_a_session_update_the_rules_refuse_ends_the_session(
+    keyrelay_factory: KeyrelayFactory,
+    realtime: RealtimeUpstream,
+    session: dict[str, Any],
+    code: str,
 ) -> None:
     relay = start(keyrelay_factory, realtime, daily=50.0)
     with client(relay).realtime.connect(model=MODEL) as connection:
-        connection.session.update(session={"type": "realtime", "model": "gpt-4o-realtime-preview"})
+        connection.session.update(session={"type": "realtime", **session})
         events = iter(connection)
         error = next(e for e in events if e.type == "error")
-        assert error.error.code == "model-not-allowed"
+        assert error.error.code == code
         with pytest.raises(ConnectionClosed) as closed:
             for _ in range(10):
                 connection.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-    assert not [e for e in realtime.received if e.get("session", {}).get("model")]
+    # Only keyrelay's own update (the output cap) reached the upstream.
+    assert [e["session"] for e in realtime.received] == [
+        {"type": "realtime", "max_output_tokens": CAP}
+    ]
     assert realtime.bills == []
     assert spent(relay)["spent"] == 0
 

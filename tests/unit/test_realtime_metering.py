@@ -189,3 +189,18 @@ def test_reserve_is_for_seconds_and_sessions_and_positive(meter: str, reserve: i
     op = {"op": "GET api.openai.com/v1/realtime", "kind": "stream", "meter": meter}
     with pytest.raises(ConfigError, match="reserve"):
         parse_operations(Node({"x": {**op, "reserve": reserve}}, "f", "operations"), {})
+
+
+@pytest.mark.parametrize(
+    ("config", "billed_apart"),
+    [
+        ({"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}, True),
+        ({"type": "realtime", "audio": {"input": {"transcription": None}}}, False),
+        ({"input_audio_transcription": {"model": "whisper-1"}}, True),  # the beta's spelling
+        ({"type": "transcription"}, True),
+        ({"type": "realtime", "audio": "nonsense"}, False),
+        ({"type": "realtime", "instructions": "be brief"}, False),
+    ],
+)
+def test_input_transcription_is_billed_apart(config: dict[str, Any], billed_apart: bool) -> None:
+    assert realtime.transcribes(config) is billed_apart

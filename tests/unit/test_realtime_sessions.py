@@ -111,6 +111,8 @@ def test_each_response_is_reserved_before_it_starts_and_settled_at_its_usage(
         assert await held(budget) == (0, WORST)  # the first response's, from the open
         create = await send(budget, flow, {"type": "response.create"}, client=True)
         assert not create.dropped
+        # Sent with the cap its reservation assumed, whatever the session's cap is by then.
+        assert json.loads(create.content)["response"] == {"max_output_tokens": CAP}
         assert await held(budget) == (0, 2 * WORST)  # its own, and the next one's
         created = {"type": "response.created", "response": {"id": "resp_1"}}
         await send(budget, flow, created, client=False)
