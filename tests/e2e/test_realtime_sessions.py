@@ -84,6 +84,16 @@ def spent(relay: KeyrelayProcess, until: float | None = None) -> dict[str, Any]:
     return figures
 
 
+def closes(upstream: RealtimeUpstream) -> list[int]:
+    """The close codes the upstream received (its thread records one just after the client
+    saw it)."""
+    for _ in range(100):
+        if upstream.closes:
+            break
+        time.sleep(0.05)
+    return [code for code, _ in upstream.closes]
+
+
 def until_done(events: Iterator[Any]) -> list[Any]:
     """Events up to and including the next `response.done` (or an error)."""
     seen = []
@@ -173,6 +183,7 @@ def test_a_budget_that_runs_out_ends_the_session_within_one_response(
             for _ in range(10):
                 connection.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4402
+    assert closes(realtime) == [4402]  # the upstream's session ends too
     assert len(realtime.bills) == 2  # nothing was made past the budget
     assert [e["type"] for e in realtime.received].count("response.create") == 2
     books = spent(relay, until=realtime.billed)
@@ -207,6 +218,7 @@ def test_a_session_update_the_rules_refuse_ends_the_session(
             for _ in range(10):
                 connection.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert closes(realtime) == [1008]
     # Only keyrelay's own update (the output cap) reached the upstream.
     assert [e["session"] for e in realtime.received] == [
         {"type": "realtime", "max_output_tokens": CAP}

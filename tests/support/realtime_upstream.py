@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
+from wsproto.events import CloseConnection, Message, Request, TextMessage
 
 from support.tls import TlsMaterial
-from support.transport import _TlsServer
+from support.transport import WebSocketUpstream
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,10 @@ class _Conversation:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
-class RealtimeUpstream(_TlsServer):
+class RealtimeUpstream(WebSocketUpstream):
     def __init__(self, tls: TlsMaterial, rates: Rates = Rates()) -> None:
-        super().__init__(tls, ("http/1.1",))
+        super().__init__(tls)
         self.rates = rates
-        self.handshakes: list[tuple[str, dict[str, str]]] = []
         self.received: list[dict[str, Any]] = []  # every client event, in order
         self.bills: list[float] = []  # USD per response made
         self.closes: list[tuple[int, str]] = []  # close frames received
@@ -113,34 +112,24 @@ class RealtimeUpstream(_TlsServer):
         def send(event: dict[str, Any]) -> None:
             sock.sendall(ws.send(Message(data=json.dumps(event))))
 
-        while not self._stop.is_set():
-            data = sock.recv(65536)
-            if not data:
+        for event in self.events(sock, ws):
+            if isinstance(event, Request):
+                model = event.target.partition("model=")[2].partition("&")[0]
+                conv = _Conversation(model)
+                send({"type": "session.created", "event_id": "e0", "session": _shown(conv)})
+            elif isinstance(event, TextMessage) and conv is not None:
+                parts.append(event.data)
+                if not event.message_finished:
+                    continue
+                got = json.loads("".join(parts))
+                parts.clear()
+                self.received.append(got)
+                self._event(conv, got, send)
+            elif isinstance(event, CloseConnection):
+                self.closes.append((event.code, event.reason))
+                if ws.state.name == "REMOTE_CLOSING":
+                    sock.sendall(ws.send(event.response()))
                 return
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, Request):
-                    headers = {k.decode().lower(): v.decode() for k, v in event.extra_headers}
-                    if event.subprotocols:
-                        headers["sec-websocket-protocol"] = ", ".join(event.subprotocols)
-                    self.handshakes.append((event.target, headers))
-                    model = event.target.partition("model=")[2].partition("&")[0]
-                    conv = _Conversation(model)
-                    sock.sendall(ws.send(AcceptConnection()))
-                    send({"type": "session.created", "event_id": "e0", "session": _shown(conv)})
-                elif isinstance(event, TextMessage) and conv is not None:
-                    parts.append(event.data)
-                    if not event.message_finished:
-                        continue
-                    got = json.loads("".join(parts))
-                    parts.clear()
-                    self.received.append(got)
-                    self._event(conv, got, send)
-                elif isinstance(event, CloseConnection):
-                    self.closes.append((event.code, event.reason))
-                    if ws.state.name == "REMOTE_CLOSING":
-                        sock.sendall(ws.send(event.response()))
-                    return
 
     def _event(self, conv: _Conversation, got: dict[str, Any], send: Any) -> None:
         kind = got["type"]
