@@ -18,6 +18,7 @@ from support.client import HttpClient
 from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.realtime_upstream import Rates, RealtimeUpstream
+from support.redis_server import RedisServer
 from support.tls import TlsMaterial
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -30,7 +31,7 @@ CONTEXT = 32768  # the profile's `reserve`: input tokens one response may be bil
 FLAT = Rates(text_in=32, text_cached=32, audio_in=32, audio_cached=32, text_out=64, audio_out=64)
 
 
-def rules(rates: Rates, *, daily: float) -> str:
+def rules(rates: Rates, *, daily: float, redis: str | None = None) -> str:
     provider = {
         "match": {"prefix": "/api/openai"},
         "upstream": "https://api.openai.com/v1",
@@ -48,7 +49,19 @@ def rules(rates: Rates, *, daily: float) -> str:
         "budget": {"daily": daily},
         "providers": {"openai": provider},
     }
+    if redis:
+        doc["limits_backend"] = {"redis": redis}
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def books(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Where the books are kept: keyrelay's memory, or a shared redis-server."""
+    if request.param == "memory":
+        yield None
+        return
+    with RedisServer() as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -57,9 +70,11 @@ def realtime(test_ca: TlsMaterial) -> Iterator[RealtimeUpstream]:
         yield server
 
 
-def start(factory: KeyrelayFactory, upstream: RealtimeUpstream, daily: float) -> KeyrelayProcess:
+def start(
+    factory: KeyrelayFactory, upstream: RealtimeUpstream, daily: float, redis: str | None = None
+) -> KeyrelayProcess:
     return factory(
-        rules(upstream.rates, daily=daily),
+        rules(upstream.rates, daily=daily, redis=redis),
         env={"KR_TOKENS": token_entry("alice", ALICE)},
         upstream_port=upstream.port,
     )
@@ -157,7 +172,7 @@ def test_a_session_is_metered_by_what_the_fake_billed(
 
 
 def test_a_budget_that_runs_out_ends_the_session_within_one_response(
-    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream, books: str | None
 ) -> None:
     # A response's worst case: its whole context and its cap, at the dearest rates.
     worst = (CONTEXT * 32 + CAP * 64) / 1e6
@@ -166,7 +181,7 @@ def test_a_budget_that_runs_out_ends_the_session_within_one_response(
     # Room for the first response and the one after it, not a third.
     daily = 2.5
     assert 2 * worst < daily < first + 2 * worst
-    relay = start(keyrelay_factory, realtime, daily=daily)
+    relay = start(keyrelay_factory, realtime, daily=daily, redis=books)
     with client(relay).realtime.connect(model=MODEL) as connection:
         events = iter(connection)
         say(connection, text)
@@ -186,9 +201,9 @@ def test_a_budget_that_runs_out_ends_the_session_within_one_response(
     assert closes(realtime) == [4402]  # the upstream's session ends too
     assert len(realtime.bills) == 2  # nothing was made past the budget
     assert [e["type"] for e in realtime.received].count("response.create") == 2
-    books = spent(relay, until=realtime.billed)
-    assert books["spent"] == pytest.approx(realtime.billed, abs=1e-8)
-    assert books["spent"] <= daily and books["reserved"] == 0
+    day = spent(relay, until=realtime.billed)
+    assert day["spent"] == pytest.approx(realtime.billed, abs=1e-8)
+    assert day["spent"] <= daily and day["reserved"] == 0
 
 
 TRANSCRIBED = {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}
