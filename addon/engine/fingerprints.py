@@ -71,7 +71,6 @@ FINGERPRINTS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     },
     "mitmproxy.addons.proxyserver": {
         "Proxyserver.register_connection": ("4a527f8b52d3b521", ("connections", "timeouts")),
-        "Proxyserver.inject_websocket": ("7cbc6a85a243993e", ("websocket_close",)),
     },
     "mitmproxy.proxy.mode_servers": {
         "ServerInstance.handle_stream": ("03cd65b53b489ee9", ("connections", "timeouts")),
