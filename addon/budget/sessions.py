@@ -348,6 +348,8 @@ class Sessions:
         await retrying(lambda: books.settle(call.accounts, call.provider.name, lease, cost))
 
     def _end(self, flow: http.HTTPFlow, session: Session, refused: realtime.Refused) -> None:
+        if session.ended:
+            return  # its close is on its way
         session.ended = True
         logger.info("keyrelay: session ended: %s", refused.code)
         websocket_close.say_and_close(
