@@ -115,8 +115,14 @@ class Sessions:
             why = "a transcription session is billed by its transcriptions, unmetered"
             return _unpriced_what(provider.name, why)
         if model is None:
+            rules = provider.validation
+            if not limited and rules.models is None and rules.max_tokens is None:
+                return None  # nothing to meter or hold it to (a call's sideband, say)
             return Refusal(
-                400, "model-required", "a metered session's URL must name its model (?model=)"
+                403,
+                "model-required",
+                "a metered session's URL must name its model (?model=): its price and the "
+                "rules depend on it",
             )
         price = prices.price_for(provider.prices, model, call.endpoint)
         if price is not None and not price.covers(operation.meter):

@@ -29,9 +29,9 @@ AUDIO_CACHE_READ = "cache_read_audio_tokens"
 AUDIO_OUTPUT = "audio_output_tokens"
 # OpenAI: "an integer between 1 and 4096 ... or inf" (a session's or a response's output cap).
 MAX_OUTPUT = 4096
-# Input tokens one response may be billed when the profile names no `reserve`: gpt-realtime's
-# context window.
-CONTEXT_TOKENS = 32_768
+# Input tokens one response may be billed when the operation names no `reserve`: the largest
+# context window of OpenAI's realtime models (gpt-4o-realtime-preview).
+CONTEXT_TOKENS = 128_000
 MAX_EVENT = 16 << 20  # a server message larger than this is not read (an audio chunk)
 # What a server event keyrelay reads says in its bytes (others, audio deltas most, are not parsed).
 MARKERS = (b"response.done", b"response.created", b"session.created")

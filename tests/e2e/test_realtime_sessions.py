@@ -26,7 +26,9 @@ ALICE = "alice-realtime-token-4b7e"
 KEY = TEST_KEYS["OPENAI_API_KEY"]
 MODEL = "gpt-realtime"
 CAP = 100  # the rules' max_tokens: every response's output cap
-CONTEXT = 32768  # the profile's `reserve`: input tokens one response may be billed
+# Input tokens one response may be billed: gpt-realtime's context window, set in the rules (the
+# profile's default is the largest of OpenAI's realtime models).
+CONTEXT = 32000
 # No cache discount, so that a response costs near its worst case and a budget runs out fast.
 FLAT = Rates(text_in=32, text_cached=32, audio_in=32, audio_cached=32, text_out=64, audio_out=64)
 
@@ -41,6 +43,14 @@ def rules(rates: Rates, *, daily: float, redis: str | None = None) -> str:
             "key": {"env": "OPENAI_API_KEY"},
         },
         "allow": ["browser", "realtime.socket"],
+        "operations": {
+            "realtime.socket": {
+                "op": "GET api.openai.com/v1/realtime",
+                "kind": "stream",
+                "meter": "session",
+                "reserve": CONTEXT,
+            }
+        },
         "prices": [rates.prices("gpt-realtime*")],
         "validation": {"models": ["gpt-realtime*"], "max_tokens": CAP},
     }

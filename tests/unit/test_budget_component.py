@@ -164,7 +164,7 @@ def test_under_a_budget_what_cannot_be_priced_is_refused_and_the_free_is_free(
     # A Realtime session is metered (budget/sessions.py): it names its model, and its first
     # response's worst case (4096 output tokens at $1,000 per million) is more than $1 a day.
     session = call(loaded, "GET", "/api/openai/realtime", None, **upgrade)
-    assert refused(*session, budget) == (400, "model-required")
+    assert refused(*session, budget) == (403, "model-required")
     session = call(loaded, "GET", "/api/openai/realtime?model=gpt-realtime", None, **upgrade)
     assert refused(*session, budget) == (429, "budget-exhausted")
     assert refused(*call(loaded, "GET", "/api/openai/models", None), budget) is None  # free

@@ -122,7 +122,7 @@ def test_counts_that_are_not_whole_numbers_count_nothing() -> None:
 
 def test_a_responses_worst_case_is_its_context_and_cap_at_the_dearest_rates() -> None:
     p = parse_prices(Node({"prices": [GPT_REALTIME]}, "rules.yaml", "p"))[0]
-    assert realtime.worst_case(p, 100, 32768) == (32768 * 32 + 100 * 64) * 1000
+    assert realtime.worst_case(p, 100, 32000) == (32000 * 32 + 100 * 64) * 1000
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,9 @@ from addon.routing.router import Route, Router
 ALICE = Caller("token:alice")
 PRICE = {"model": "gpt-realtime*", "input": 1.0, "output": 10.0, "audio_input": 2.0}
 CAP = 100
-# One response's worst case: 32,768 input tokens at $2 per million, 100 output at $10.
-WORST = (32768 * 2 + CAP * 10) * 1000
+# One response's worst case: 128,000 input tokens (the profile's bound) at $2 per million, 100
+# output at $10.
+WORST = (128_000 * 2 + CAP * 10) * 1000
 
 
 def setup(tmp_path: Path, daily: float) -> tuple[Budget, Route, http.HTTPFlow]:
