@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from openai.types.realtime import RealtimeErrorEvent, ResponseDoneEvent
 
-from addon.config.budget import parse_prices
-from addon.config.node import ConfigError, Node
-from addon.config.operations import parse_operations
+from addon.config.budget import Price
+from addon.config.model import ConfigError, read
+from addon.config.operations import OperationEntry
 from addon.config.profiles import load
 from addon.metering import realtime
 from addon.metering.usage import CACHE_READ, INPUT, OUTPUT
@@ -27,8 +27,9 @@ GPT_REALTIME = {
 }
 
 
-def price(**rates: Any) -> Any:
-    return parse_prices(Node({"prices": [{"model": "*", **rates}]}, "rules.yaml", "p"))[0]
+def price(**rates: Any) -> Price:
+    """A price as rules.yaml writes it (its defaults filled in as the rules' are)."""
+    return read(Price, {"model": "*", **rates}, "rules.yaml")
 
 
 def done(usage: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def test_response_done_usage_is_split_into_text_and_audio_cached_or_not() -> Non
 
 
 def test_audio_is_priced_at_audio_rates() -> None:
-    p = parse_prices(Node({"prices": [GPT_REALTIME]}, "rules.yaml", "p"))[0]
+    p = read(Price, GPT_REALTIME, "rules.yaml")
     usage = realtime.usage_of(done(FULL))
     assert usage is not None
     usd = (100 * 4 + 300 * 0.4 + 600 * 32 + 200 * 0.4 + 40 * 16 + 300 * 64) / 1e6
@@ -121,7 +122,7 @@ def test_counts_that_are_not_whole_numbers_count_nothing() -> None:
 
 
 def test_a_responses_worst_case_is_its_context_and_cap_at_the_dearest_rates() -> None:
-    p = parse_prices(Node({"prices": [GPT_REALTIME]}, "rules.yaml", "p"))[0]
+    p = read(Price, GPT_REALTIME, "rules.yaml")
     assert realtime.worst_case(p, 100, 32000) == (32000 * 32 + 100 * 64) * 1000
 
 
@@ -171,12 +172,12 @@ def test_the_error_event_has_the_protocols_shape() -> None:
 
 
 def test_audio_rates_and_the_session_meter_parse() -> None:
-    p = parse_prices(Node({"prices": [GPT_REALTIME]}, "rules.yaml", "p"))[0]
+    p = read(Price, GPT_REALTIME, "rules.yaml")
     assert (p.audio_input, p.audio_output, p.audio_cache_read) == (32.0, 64.0, 0.4)
     assert p.covers("session")
     assert price(audio_input=10.0).audio_cache_read == 10.0  # none given: a whole input token
-    with pytest.raises(ConfigError):
-        parse_prices(Node({"prices": [{"model": "*", "audio_output": "lots"}]}, "f", "p"))
+    with pytest.raises(ConfigError, match="number"):
+        price(audio_output="lots")
 
 
 def test_the_openai_profile_meters_realtime_sessions_with_a_context_bound() -> None:
@@ -187,8 +188,9 @@ def test_the_openai_profile_meters_realtime_sessions_with_a_context_bound() -> N
 @pytest.mark.parametrize(("meter", "reserve"), [("tokens", 10), ("session", 0), ("session", -1)])
 def test_reserve_is_for_seconds_and_sessions_and_positive(meter: str, reserve: int) -> None:
     op = {"op": "GET api.openai.com/v1/realtime", "kind": "stream", "meter": meter}
-    with pytest.raises(ConfigError, match="reserve"):
-        parse_operations(Node({"x": {**op, "reserve": reserve}}, "f", "operations"), {})
+    with pytest.raises(ConfigError) as refused:
+        read(OperationEntry, {**op, "reserve": reserve}, "rules.yaml")
+    assert refused.value.key == "reserve"
 
 
 @pytest.mark.parametrize(
