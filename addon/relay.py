@@ -46,7 +46,7 @@ from addon.problems import Answer, Refusal
 from addon.resources import Resources
 from addon.routing.component import Routing
 from addon.routing.connect_to import ConnectTo
-from addon.transport import h1_framing, h2_bounds
+from addon.transport import h1_framing, h2_bounds, websocket_close
 from addon.transport.component import Transport
 from addon.transport.connections import Connections
 from addon.transport.drain import Drain
@@ -396,9 +396,11 @@ class KeyRelay:
             self.masking.error,
         )
 
-    def websocket_message(self, flow: http.HTTPFlow) -> None:
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
         try:
             self.masking.websocket_message(flow)  # a key the upstream echoes
+            await self.budget.websocket_message(flow)  # a metered session: reserve, settle
+            websocket_close.closing(flow)  # keyrelay's last message: the close goes behind it
         except Exception:
             # Unmasked, the message must not go on: drop it and end the socket.
             logger.exception("keyrelay: internal error in websocket_message")

@@ -35,6 +35,7 @@ from addon.budget.books import (
 from addon.budget.calls import Call, retrying
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
+from addon.budget.sessions import Sessions
 from addon.budget.task_arrays import TaskArrays
 from addon.caller import Caller
 from addon.config.budget import BudgetSpec
@@ -93,6 +94,7 @@ class Budget(TaskArrays):
         self._log = Every(LOG_EVERY)
         # Off in replay mode: a recording holds what clients sent, and the replay matches on it.
         self.ask_for_usage = True
+        self.sessions = Sessions(lambda: self.books, self.unavailable)  # metered WebSockets
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         backend = rules.limits_backend
@@ -159,6 +161,8 @@ class Budget(TaskArrays):
             return None
         if call.provider.tasks is not None:
             return await self._tasks(flow, call)
+        if call.operation is not None and call.operation.meter == "session":
+            return await self._open_session(flow, call)
         body = b"" if request.stream else (request.raw_content or b"")  # streamed: no cost in it
         # A stream key is `"stream"` or spelt with a \u escape: only such a body is parsed to
         # find out (parsed, not byte-searched: `"str\u0065am"` is a stream too).
@@ -198,6 +202,25 @@ class Budget(TaskArrays):
             call.client_body = body
             request.content = json.dumps(data).encode()
         return None
+
+    async def _open_session(self, flow: http.HTTPFlow, call: Call) -> Refusal | None:
+        """A metered WebSocket session: its first response reserved (budget/sessions.py)."""
+        limited = self.limited(call.provider)
+        if self.books is not None:
+            call.accounts = self.accounts(call.identity, call.provider, datetime.now(UTC))
+        refusal = await self.sessions.open(flow, call, limited)
+        if refusal is not None:
+            self._calls.pop(flow)
+        elif limited and self._renewing is None:
+            self._renewing = tasks.spawn(self._renew())
+        return refusal
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """A metered session's message: responses reserved before they start, settled as
+        their usage arrives."""
+        call = self._calls.get(flow)
+        if call is not None:
+            await self.sessions.message(flow, call)
 
     async def _reserve(
         self, flow: http.HTTPFlow, call: Call, facts: prices.RequestFacts, limited: bool
@@ -264,6 +287,8 @@ class Budget(TaskArrays):
                 for flow, call in self._calls.items():
                     if call.lease == flow.id:
                         held.setdefault(call.accounts, []).append(flow.id)
+                    elif (session := self.sessions.of(flow)) and (leases := session.leases()):
+                        held.setdefault(call.accounts, []).extend(leases)
                 if not held or self.books is None:
                     return
                 for accounts, leases in held.items():
@@ -334,6 +359,9 @@ class Budget(TaskArrays):
         if self._renewing is not None:
             self._renewing.cancel()
         for flow, call in self._calls.items():
+            if self.sessions.of(flow) is not None:
+                await self.websocket_end(flow)  # type: ignore[arg-type]  # HTTP flows only
+                continue
             self._calls.pop(flow)
             self._settle(flow, call, cut=True)  # type: ignore[arg-type]  # HTTP flows only
         await tasks.settled(SHUTDOWN_WAIT)
@@ -348,7 +376,18 @@ class Budget(TaskArrays):
             sent = call.stream is None and flow.response is None and _reached(flow.server_conn)
             self._settle(flow, call, cut=sent or _cut(call, ended=False))
 
-    websocket_end = error
+    async def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """A metered session settles what it still holds; any other WebSocket as `error`."""
+        call = self._calls.get(flow)
+        if call is None:
+            return
+        writes = self.sessions.end(flow, call)
+        if writes is None:
+            self.error(flow)
+            return
+        self._calls.pop(flow)
+        for write in writes:
+            tasks.spawn(write())
 
     # -- settling -----------------------------------------------------------------------------
 

@@ -35,10 +35,12 @@ _STORED_CONTEXT = ("previous_response_id", "conversation")
 
 def unmeterable(request: http.Request, route: Route) -> Refusal | None:
     """Under a budget: what keyrelay cannot meter is refused, never free."""
+    operation = route.operation
     if header_index.asks_for_websocket(request.headers):
+        if operation is not None and operation.meter == "session":
+            return None  # its messages are metered (budget/sessions.py)
         why = f"{route.provider.name}: a WebSocket's usage is not metered"
         return _refused(why, reason="websocket-unmetered")
-    operation = route.operation
     if operation is None or operation.meter is None:
         what = operation.name if operation else f"{request.method} {route.host}"
         return _refused(f"{route.provider.name}: {what} cannot be priced by keyrelay")

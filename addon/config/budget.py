@@ -44,6 +44,9 @@ _RATES = (
     "search",
     "prediction",
     "minute",
+    "audio_input",
+    "audio_output",
+    "audio_cache_read",
 )
 
 
@@ -56,6 +59,7 @@ METER_RATES = {
     "images": ("image",),
     "seconds": ("second",),
     "minutes": ("minute",),  # a minted credential: the session it enables, per minute
+    "session": ("input", "output", "audio_input", "audio_output"),
 }
 
 
@@ -79,6 +83,11 @@ class Price:
     prediction: Number = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
     minute: Number = 0.0  # per minute a minted key may be used (a Realtime session's dearest)
     reserve: Number = 0.0  # units reserved before a request to a matching endpoint
+    # Per million audio tokens (OpenAI Realtime); 0: audio costs what text does. A cached audio
+    # token with no rate of its own costs a whole audio input token (never under-counted).
+    audio_input: Number = 0.0
+    audio_output: Number = 0.0
+    audio_cache_read: Number = 0.0
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +108,9 @@ class Price:
             raw = {**raw}
             raw.setdefault("cache_read", raw["input"] * CACHE_READ_FACTOR)
             raw.setdefault("cache_write", raw["input"] * CACHE_WRITE_FACTOR)
+        if isinstance(raw.get("audio_input"), int | float):
+            raw = {**raw}
+            raw.setdefault("audio_cache_read", raw["audio_input"])
         return raw
 
     @property

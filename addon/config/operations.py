@@ -53,8 +53,10 @@ Kind = Literal[
 KINDS: tuple[str, ...] = get_args(Kind)
 # How a call is metered under a budget (addon/budget/): what its answer says it used, priced by
 # the provider's `prices:`. `free`: costs nothing. An operation with none cannot be priced: under
-# a budget it is refused (403 unpriced), never free.
-Meter = Literal["tokens", "characters", "units", "images", "seconds", "minutes", "free"]
+# a budget it is refused (403 unpriced), never free. `session`: a WebSocket session whose
+# messages report each response's usage (OpenAI Realtime: addon/metering/realtime.py).
+# `minutes`: a minted credential, by the minutes it can be spent (addon/guard/mints.py).
+Meter = Literal["tokens", "characters", "units", "images", "seconds", "session", "minutes", "free"]
 METERS: tuple[str, ...] = get_args(Meter)
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")
@@ -231,7 +233,9 @@ class Operation:
     creates: str | None = None  # the object type its answer creates
     creates_if: str | None = None  # ...only when this top-level body field is true (`store`)
     meter: Meter | None = None  # how a budget prices it; None: it cannot be priced
-    reserve: float | None = None  # in the meter's unit, when the request names no count
+    # In the meter's unit, when the request names no count; for `session`, the input tokens
+    # one response may be billed at most (the model's context window).
+    reserve: float | None = None
     # The body field the provider reads as its output cap: under a budget, a request that names
     # none is sent with the cap its reservation assumed (the provider's default may be higher).
     output_cap: str | None = None
@@ -356,8 +360,12 @@ class OperationEntry:
         for name in ("output_cap", "tools_prompt"):
             if getattr(self, name) and self.meter != "tokens":
                 fail("for `meter: tokens` only", name)
-        if self.reserve is not None and self.meter != "seconds":
-            fail("a positive number of seconds, for `meter: seconds` only", "reserve")
+        if self.reserve is not None and self.meter not in ("seconds", "session"):
+            fail(
+                "a positive number: seconds for `meter: seconds`, the input tokens one response "
+                "may be billed for `meter: session`",
+                "reserve",
+            )
 
 
 def build_objects(

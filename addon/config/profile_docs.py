@@ -76,7 +76,9 @@ def _meter(op: Operation) -> str:
         notes.append(f"sent `{op.output_cap}` if it names none")
     if op.tools_prompt:
         notes.append(f"{op.tools_prompt} input tokens more with tools")
-    if op.reserve is not None:
+    if op.reserve is not None and op.meter == "session":
+        notes.append(f"a response billed up to {op.reserve:g} input tokens")
+    elif op.reserve is not None:
         notes.append(f"{op.reserve:g} if it names none")
     return op.meter + (f" ({'; '.join(notes)})" if notes else "")
 

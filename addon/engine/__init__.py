@@ -1,14 +1,15 @@
 """keyrelay's patches to mitmproxy, and the one list of mitmproxy versions they were checked on.
 
-Eight modules replace a piece of mitmproxy or reach into its internals (PATCHES). Their code was
+Nine modules replace a piece of mitmproxy or reach into its internals (PATCHES). Their code was
 read against the mitmproxy versions in CHECKED; what they touch there is fingerprinted in
 fingerprints.py, and tests/unit/test_engine_fingerprints.py names the patch to read again when
 a fingerprint differs. scripts/ install 12.3.1, pinned in constraints.txt.
 
 On any other version none of them installs. Six are security patches: then start-up stops with
 one line (`Gate`, exit 2), unless `keyrelay_unprotected=true`, which is logged as an error at
-every start while they step aside. The two speed patches (dispatch.py, fast_paths.py) step
-aside with a warning, and mitmproxy runs at its own speed.
+every start while they step aside. The other three step aside with a warning: the two speed
+patches (dispatch.py, fast_paths.py), and transport/websocket_close.py (a metered WebSocket
+session keyrelay ends then has its client's messages dropped instead of a close).
 
 This module imports nothing of keyrelay's: `mitmdump -s addon/dispatch.py` loads it alone.
 """
@@ -70,6 +71,13 @@ PATCHES: dict[str, Patch] = {
         "addon/errorpage.py",
         "the JSON error page",
         "error pages are mitmproxy's (HTML, naming internal addresses, no CORS)",
+    ),
+    "websocket_close": Patch(
+        "addon/transport/websocket_close.py",
+        "closing a WebSocket with a code",
+        "a metered WebSocket session keyrelay ends is not closed with its code (what its client "
+        "sends is dropped instead)",
+        security=False,
     ),
     "dispatch": Patch(
         "addon/dispatch.py",

@@ -56,6 +56,12 @@ FINGERPRINTS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "mitmproxy.proxy.layers.http": {
         "HttpLayer.__init__": ("8cc1284ccfb06668", ("timeouts",)),
         "HttpLayer._handle_event": ("0ece69f869e6bd35", ("timeouts",)),
+        "HttpLayer.make_stream": ("06a668dfa3bb1dcf", ("websocket_close",)),
+        "HttpStream.flow_done": ("6fc07fb34199230d", ("websocket_close",)),
+    },
+    "mitmproxy.proxy.layers.websocket": {
+        "WebsocketLayer.start": ("47a5fc01e500a74f", ("websocket_close",)),
+        "WebsocketLayer.relay_messages": ("78edf1f769f5f767", ("websocket_close",)),
     },
     "h2.connection": {
         "H2Connection.send_headers": ("dacda6a33a4ecc49", ("errorpage",)),

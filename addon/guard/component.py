@@ -103,10 +103,14 @@ class Guard:
             state["claims"] = claims  # only the claim that picks the tenant's key: saved with flows
 
         path, _, query = route.path.partition("?")
-        websocket = header_index.asks_for_websocket(request.headers)
+        # A metered session's messages are read: its model changes and output caps are held
+        # to the rules there (budget/sessions.py); any other WebSocket's are not.
+        unread = header_index.asks_for_websocket(request.headers) and not (
+            route.operation is not None and route.operation.meter == "session"
+        )
         if refusal := body_rules.check_path(provider.validation, path):
             return refusal
-        if refusal := body_rules.check_query(provider.validation, query, websocket=websocket):
+        if refusal := body_rules.check_query(provider.validation, query, websocket=unread):
             return refusal
         mints_token = _mints_token(provider, request.method, route.host, route.path)
         mint = route.operation.mint if route.operation else None

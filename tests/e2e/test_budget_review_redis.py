@@ -451,7 +451,8 @@ def test_realtime_client_secrets_and_batches_are_refused(review: Review) -> None
 
 
 def test_realtime_websocket_of_a_user_whose_budget_is_spent(review: Review) -> None:
-    """A WebSocket's usage is in its messages, which are not metered: 403 websocket-unmetered."""
+    """A Realtime session is metered from its messages (budget/sessions.py), priced by the
+    session's model: one the price list does not name is refused, 403 unpriced."""
     review.begin("websocket")
     client = HttpClient(review.ports[0])
     chat = openai_chat(max_tokens=1500)
@@ -474,7 +475,7 @@ def test_realtime_websocket_of_a_user_whose_budget_is_spent(review: Review) -> N
 
     replies = spread(review, socket_open, total=12)
     within_budget(review, replies)
-    assert outcomes(replies) == Counter({"403 websocket-unmetered": 12}), outcomes(replies)
+    assert outcomes(replies) == Counter({"403 unpriced": 12}), outcomes(replies)
     assert not [b for b in review.ledger.bills("websocket") if "WebSocket" in b.what]
 
 

@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -25,6 +25,7 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Event,
     Message,
     Request,
     TextMessage,
@@ -139,33 +140,37 @@ class WebSocketUpstream(_TlsServer):
         super().__init__(tls, ("http/1.1",))
         self.handshakes: list[tuple[str, dict[str, str]]] = []  # (target, lower-cased headers)
 
+    def events(self, sock: socket.socket, ws: WSConnection) -> Iterator[Event]:
+        """What the client sends, until it hangs up (or the server stops); a handshake is
+        recorded and accepted."""
+        while not self._stop.is_set():
+            data = sock.recv(65536)
+            if not data:
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, Request):
+                    headers = {k.decode().lower(): v.decode() for k, v in event.extra_headers}
+                    headers["host"] = event.host  # wsproto keeps it apart
+                    if event.subprotocols:  # and these
+                        headers["sec-websocket-protocol"] = ", ".join(event.subprotocols)
+                    self.handshakes.append((event.target, headers))
+                    sock.sendall(ws.send(AcceptConnection()))
+                yield event
+
     def _serve(self, raw: socket.socket) -> None:
         try:
             with self._ctx.wrap_socket(raw, server_side=True) as sock:
                 sock.settimeout(5)
                 ws = WSConnection(ConnectionType.SERVER)
-                while not self._stop.is_set():
-                    data = sock.recv(65536)
-                    if not data:
+                for event in self.events(sock, ws):
+                    if isinstance(event, TextMessage):
+                        sock.sendall(ws.send(Message(data="echo: " + event.data)))
+                    elif isinstance(event, BytesMessage):
+                        sock.sendall(ws.send(Message(data=bytes(event.data)[::-1])))
+                    elif isinstance(event, CloseConnection):
+                        sock.sendall(ws.send(event.response()))
                         return
-                    ws.receive_data(data)
-                    for event in ws.events():
-                        if isinstance(event, Request):
-                            headers = {
-                                k.decode().lower(): v.decode() for k, v in event.extra_headers
-                            }
-                            headers["host"] = event.host  # wsproto keeps it apart
-                            if event.subprotocols:  # and these
-                                headers["sec-websocket-protocol"] = ", ".join(event.subprotocols)
-                            self.handshakes.append((event.target, headers))
-                            sock.sendall(ws.send(AcceptConnection()))
-                        elif isinstance(event, TextMessage):
-                            sock.sendall(ws.send(Message(data="echo: " + event.data)))
-                        elif isinstance(event, BytesMessage):
-                            sock.sendall(ws.send(Message(data=bytes(event.data)[::-1])))
-                        elif isinstance(event, CloseConnection):
-                            sock.sendall(ws.send(event.response()))
-                            return
         except (OSError, ssl.SSLError):
             return
 

@@ -158,9 +158,15 @@ def test_under_a_budget_what_cannot_be_priced_is_refused_and_the_free_is_free(
     secret = {"session": {"type": "realtime", "model": "gpt-realtime"}}
     minted = call(loaded, "POST", "/api/openai/realtime/client_secrets", secret)
     assert refused(*minted, budget) == (403, "unpriced")  # a key that spends unmetered
-    socket = call(loaded, "GET", "/api/openai/realtime", None)
-    socket[0].request.headers.update(upgrade="websocket", connection="Upgrade")
+    upgrade = {"upgrade": "websocket", "connection": "Upgrade"}
+    socket = call(loaded, "GET", "/api/openai/models", None, **upgrade)  # nothing reads its usage
     assert refused(*socket, budget) == (403, "websocket-unmetered")
+    # A Realtime session is metered (budget/sessions.py): it names its model, and its first
+    # response's worst case (4096 output tokens at $1,000 per million) is more than $1 a day.
+    session = call(loaded, "GET", "/api/openai/realtime", None, **upgrade)
+    assert refused(*session, budget) == (403, "model-required")
+    session = call(loaded, "GET", "/api/openai/realtime?model=gpt-realtime", None, **upgrade)
+    assert refused(*session, budget) == (429, "budget-exhausted")
     assert refused(*call(loaded, "GET", "/api/openai/models", None), budget) is None  # free
     assert budget.books is not None
 
