@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from addon.config.alerts import AlertsSpec, parse_alerts
 from addon.config.node import Node
 
 # Anthropic's multipliers of the input price, for a price that names none.
@@ -88,6 +89,7 @@ class Price:
 class BudgetSpec:
     daily: float | None = None  # USD per identity per UTC day
     monthly: float | None = None  # USD per identity per UTC month
+    alerts: AlertsSpec | None = None  # the top-level budget's (config/alerts.py)
 
     @property
     def active(self) -> bool:
@@ -124,11 +126,16 @@ def _price(node: Node) -> Price:
     return Price(glob, by_endpoint, reserve=reserve, **given)
 
 
-def parse_budget(parent: Node) -> BudgetSpec:
+def parse_budget(parent: Node, *, alerts: bool = False) -> BudgetSpec:
+    """`alerts`: the top-level budget, which may have `alerts:` (a provider's may not)."""
     node = parent.child("budget", None)
     if node is None:
         return BudgetSpec()
-    spec = BudgetSpec(node.number("daily", None), node.number("monthly", None))
+    spec = BudgetSpec(
+        node.number("daily", None),
+        node.number("monthly", None),
+        parse_alerts(node.child("alerts", None)) if alerts else None,
+    )
     if not spec.active:
         node.fail("needs daily or monthly (USD)")
     node.finish()

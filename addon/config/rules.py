@@ -117,7 +117,7 @@ def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
     _check_unique(root, providers)
     admin = parse_admin(root.child("admin", None))
     limits_backend = parse_backend(root.child("limits_backend", None))
-    budget = parse_budget(root)
+    budget = parse_budget(root, alerts=True)
     server_names = _server_names(root)
     trusted_proxies = _trusted_proxies(root.child("server", None))
     root.finish()
