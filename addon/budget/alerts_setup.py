@@ -21,10 +21,13 @@ def watch(rules: Rules, live: Generation) -> AlertWatch | None:
         return None
     secret = None
     if spec.webhook is not None:
+        where = (str(rules.source), "budget.alerts.webhook.secret")
         try:
-            secret = spec.webhook.secret.read(rules.env)
+            secret = spec.webhook.secret.read(rules.env).strip()  # a file's last newline: not it
         except SecretMissing as e:  # at load, as any secret the rules name
-            raise ConfigError(str(rules.source), "budget.alerts.webhook.secret", str(e)) from e
+            raise ConfigError(*where, str(e)) from e
+        if not secret:
+            raise ConfigError(*where, f"{spec.webhook.secret.describe()} is empty")
     # Alarms on pace are raised once per the budget's shortest period.
     period: PeriodName = "monthly" if rules.budget.daily is None else "daily"
     backend = rules.limits_backend

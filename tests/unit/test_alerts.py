@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from addon.budget import alerts_setup
 from addon.budget.alerts import NANO, SpendRate, alert_key, reached
 from addon.budget.alerts_ledger import MemoryLedger
 from addon.budget.alerts_watch import AlertWatch
@@ -22,6 +23,7 @@ from addon.config.alerts import AlertsSpec, RateSpec, WebhookSpec
 from addon.config.node import ConfigError
 from addon.config.rules import load
 from addon.config.secret_ref import SecretRef
+from addon.resources import Resources
 
 RULES = """
 providers:
@@ -257,3 +259,22 @@ def test_a_full_webhook_queue_drops_and_logs(caplog: pytest.LogCaptureFixture) -
     assert hook.post("a", {}) and hook.post("b", {})
     assert not hook.post("c", {})
     assert "the webhook queue is full (2 waiting); dropped c" in caplog.text
+
+
+def test_a_webhook_secret_that_is_not_set_stops_the_load(tmp_path: Path) -> None:
+    budget = """
+budget:
+  daily: 1.0
+  alerts: {webhook: {url: "https://hooks.example.com/kr", secret: {env: KR_ALERT_SECRET}}}
+"""
+    rules = rules_with(tmp_path, budget)
+    with Resources().reload() as live, pytest.raises(ConfigError) as info:
+        alerts_setup.watch(rules, live)
+    assert str(info.value).endswith(
+        "rules.yaml: budget.alerts.webhook.secret: environment variable KR_ALERT_SECRET is not set"
+    )
+    (tmp_path / ".env").write_text("KR_ALERT_SECRET=s3cret\n")  # the .env beside the rules
+    with Resources().reload() as live:
+        watch = alerts_setup.watch(rules_with(tmp_path, budget), live)
+    assert watch is not None and watch.webhook is not None
+    assert watch.webhook._secret == "s3cret"  # the line's newline is not part of it
