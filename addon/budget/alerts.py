@@ -82,8 +82,13 @@ class Alert:
 def alert_key(identity: str, period: str, which: str, provider: str | None) -> str:
     """Which alert, for the ledger: whose (hashed, as the books are), which period (its ident,
     `d20261207`), which alert (`t80`, `rate`) and of which budget (a provider's share)."""
+    return hashed_key(who(identity), period, which, provider)
+
+
+def hashed_key(whose: str, period: str, which: str, provider: str | None) -> str:
+    """alert_key, given the identity's hash (made once per settlement, not per threshold)."""
     share = f":{provider}" if provider else ""
-    return f"{{{who(identity)}}}:{period}:{which}{share}"
+    return f"{{{whose}}}:{period}:{which}{share}"
 
 
 def reached(spent: int, limit: int, thresholds: tuple[int, ...]) -> tuple[int, ...]:

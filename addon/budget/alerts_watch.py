@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from addon.budget.alerts import Alert, SpendRate, alert_key, reached
+from addon.budget.alerts import Alert, SpendRate, hashed_key, reached
 from addon.budget.alerts_ledger import Ledger
 from addon.budget.alerts_webhook import Webhook
-from addon.budget.books import Account, BudgetStore, PeriodName, periods
+from addon.budget.books import Account, BudgetStore, Period, PeriodName, periods, who
 from addon.config.alerts import AlertsSpec
 from addon.ratelimit.backend import StoreError
 from addon.redis_client import Every
@@ -46,6 +46,8 @@ class AlertWatch:
         self._clock = clock
         self._next_sweep = clock() + SWEEP_EVERY
         self._log = Every(LOG_EVERY)
+        self._current: dict[str, Period] = {}
+        self._periods_end = 0.0
 
     async def settled(
         self,
@@ -59,23 +61,35 @@ class AlertWatch:
         if spent <= 0:
             return
         now = self._clock()
-        when = datetime.fromtimestamp(now, UTC)
-        found = await self._thresholds(books, identity, provider, accounts, when)
+        whose = who(identity)
+        found = await self._thresholds(books, identity, whose, provider, accounts, now)
         if self._pace is not None:
-            found += self._rate(identity, spent, now, when)
+            found += self._rate(identity, whose, spent, now)
+        if not found:
+            return
+        when = datetime.fromtimestamp(now, UTC)
         for alert in found:
             if await self.ledger.claim(alert.key, alert.period.seconds_left(when)):
                 self._raise(alert, when)
+
+    def _periods(self, now: float) -> dict[str, Period]:
+        """This day's and month's periods by ident, made again when the day ends."""
+        if now >= self._periods_end:
+            day, month = periods(datetime.fromtimestamp(now, UTC))
+            self._current = {day.ident: day, month.ident: month}
+            self._periods_end = day.resets.timestamp()
+        return self._current
 
     async def _thresholds(
         self,
         books: BudgetStore,
         identity: str,
+        whose: str,
         provider: str,
         accounts: tuple[Account, ...],
-        when: datetime,
+        now: float,
     ) -> list[Alert]:
-        current = {period.ident: period for period in periods(when)}
+        current = self._periods(now)
         pending = []  # (account, field, limit, share, thresholds not yet raised)
         for account in accounts:
             period = current.get(account.period)
@@ -90,7 +104,7 @@ class AlertWatch:
                 left = tuple(
                     t
                     for t in self.spec.thresholds
-                    if not self.ledger.taken(alert_key(identity, period.ident, f"t{t}", share))
+                    if not self.ledger.taken(hashed_key(whose, period.ident, f"t{t}", share))
                 )
                 if left:
                     pending.append((account, field, limit, share, left))
@@ -120,7 +134,7 @@ class AlertWatch:
                 )
         return found
 
-    def _rate(self, identity: str, spent: int, now: float, when: datetime) -> list[Alert]:
+    def _rate(self, identity: str, whose: str, spent: int, now: float) -> list[Alert]:
         pace = self._pace
         assert pace is not None
         if now >= self._next_sweep:
@@ -129,8 +143,8 @@ class AlertWatch:
         window, hour = pace.add(identity, spent, now)
         if not pace.fast(window, hour):
             return []
-        period = next(p for p in periods(when) if p.name == self._rate_period)
-        if self.ledger.taken(alert_key(identity, period.ident, "rate", None)):
+        period = next(p for p in self._periods(now).values() if p.name == self._rate_period)
+        if self.ledger.taken(hashed_key(whose, period.ident, "rate", None)):
             return []
         return [Alert("spend-rate", identity, period, window, baseline=hour, rate=pace.spec)]
 
