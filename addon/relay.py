@@ -27,7 +27,7 @@ from mitmproxy.proxy import server_hooks
 from addon import engine, errorpage, flowstate, heap, peer
 from addon.budget import usage_endpoint
 from addon.budget.component import Budget
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import Rules
 from addon.config.rules import load as load_rules
 from addon.cors import component as cors

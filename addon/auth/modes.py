@@ -96,8 +96,8 @@ class Jwt:
         keys = None
         if spec.jwks_file is not None:  # read again at every load
             keys = JwksKeys(spec.algorithms, file=spec.jwks_file, url=None)
-        elif spec.jwks_url is not None:
-            url, algorithms = spec.jwks_url, spec.algorithms
+        elif spec.jwks is not None:
+            url, algorithms = spec.jwks, spec.algorithms
             keys = setup.live.get(
                 ("jwks", url, algorithms), lambda: JwksKeys(algorithms, file=None, url=url)
             )

@@ -9,7 +9,7 @@ from addon.budget.alerts_webhook import Webhook
 from addon.budget.books import PeriodName
 from addon.config.alerts import AlertsSpec
 from addon.config.limits import BackendSpec
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import Rules
 from addon.config.secret_ref import SecretMissing
 from addon.resources import Generation

@@ -3,6 +3,7 @@
     admin:
       loopback: true                          # clients on 127.0.0.1 / ::1 need no token
       token: {env: KEYRELAY_ADMIN_TOKEN}       # anyone sending `Authorization: Bearer TOKEN`
+      probes: [10.0.0.0/8]                    # may read /_keyrelay/live and /ready, nothing else
 
 Without the section only loopback clients may read them.
 """
@@ -11,19 +12,17 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
 
-from addon.config.credential import EnvSource
-from addon.config.node import Node
+from addon.config.key_sources import EnvSource
+from addon.config.model import Flag, Networks, section
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class Admin:
-    loopback: bool = True
+    loopback: Flag = True
     token: EnvSource | None = None
     # Networks whose probes may read /_keyrelay/live and /ready (a kubelet's), nothing else.
-    probes: tuple[IPv4Network | IPv6Network, ...] = ()
+    probes: Networks = ()
 
     def token_value(self, env: Mapping[str, str]) -> str | None:
         return self.token.read(dict(env)) if self.token else None
@@ -35,20 +34,3 @@ def bearer_is(token: str | None, authorization: str | None) -> bool:
         return False
     scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
-
-
-def parse_admin(node: Node | None) -> Admin:
-    if node is None:
-        return Admin()
-    loopback = node.flag("loopback", True)
-    token = None
-    if "token" in node:
-        source = node.child("token")
-        name = source.text("env")
-        if not name.isidentifier():
-            source.fail("must name an environment variable", "env")
-        source.finish()
-        token = EnvSource((name,))
-    probes = node.networks("probes")
-    node.finish()
-    return Admin(loopback, token, probes)

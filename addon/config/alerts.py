@@ -12,98 +12,90 @@
           retries: 3                    # after the first attempt, 1 s, 2 s, 4 s... apart
           queue: 1000                   # alerts waiting to be posted; more are dropped, logged
 
-Every alert is logged; with `webhook:` it is also posted.
+Every alert is logged; with `webhook:` it is also posted. A provider's `budget:` has no alerts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from addon.config.node import Node
-from addon.config.secret_ref import SecretRef, parse_secret
+from pydantic import AfterValidator, Field, StrictInt, model_validator
+
+from addon.config.budget import BudgetSpec, some_budget
+from addon.config.model import Number, Positive, Text, Whole, fail, section
+from addon.config.secret_ref import SecretRef
 
 DEFAULT_THRESHOLDS = (50, 80, 100)
 MINUTE = 60
 HOUR = 3600
 
 
-@dataclass(frozen=True, slots=True)
+def _whole_minutes(seconds: int) -> int:
+    if seconds % MINUTE:
+        fail("must be a whole number of minutes, in seconds (60, 300, 600...)")
+    return seconds
+
+
+@section
 class RateSpec:
-    times: float  # the window's pace, as a multiple of the trailing hour's
-    window: int  # seconds, a whole number of minutes
-    min_spend: float  # USD the window must reach before it can alarm
+    times: Annotated[Number, Field(gt=1)]  # the window's pace, as a multiple of the hour's
+    # seconds, a whole number of minutes
+    window: Annotated[StrictInt, Field(ge=MINUTE, le=HOUR // 2), AfterValidator(_whole_minutes)] = (
+        300
+    )
+    min_spend: Number = 0.10  # USD the window must reach before it can alarm
 
 
-@dataclass(frozen=True, slots=True)
+def _web_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail("must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        fail("must not hold a user or password (the secret signs the body)")
+    return url
+
+
+@section
 class WebhookSpec:
-    url: str
+    url: Annotated[Text, AfterValidator(_web_url)]
     secret: SecretRef
-    timeout: int = 5  # seconds per attempt
-    retries: int = 3  # attempts after the first
-    queue: int = 1000  # alerts waiting to be posted
+    timeout: Positive = 5  # seconds per attempt
+    retries: Whole = 3  # attempts after the first
+    queue: Positive = 1000  # alerts waiting to be posted
 
 
-@dataclass(frozen=True, slots=True)
+Percent = Annotated[StrictInt, Field(ge=1, le=1000)]
+
+
+@section
 class AlertsSpec:
-    thresholds: tuple[int, ...] = ()  # percent, ascending
+    thresholds: tuple[Percent, ...] = DEFAULT_THRESHOLDS  # percent, ascending
     rate: RateSpec | None = None
     webhook: WebhookSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _as_written(cls, raw: Any) -> Any:
+        """With `rate:` and no `thresholds:`, the rate alarm alone."""
+        if isinstance(raw, dict) and "thresholds" not in raw and raw.get("rate") is not None:
+            return {**raw, "thresholds": []}
+        return raw
 
-def parse_alerts(node: Node | None) -> AlertsSpec | None:
-    if node is None:
-        return None
-    thresholds = _thresholds(node)
-    rate = _rate(node.child("rate", None))
-    webhook = _webhook(node.child("webhook", None))
-    node.finish()
-    if not thresholds and rate is None:
-        node.fail("needs thresholds or rate")
-    return AlertsSpec(thresholds, rate, webhook)
-
-
-def _thresholds(node: Node) -> tuple[int, ...]:
-    raw = node.raw("thresholds", list(DEFAULT_THRESHOLDS) if "rate" not in node else [])
-    if not isinstance(raw, list):
-        node.fail("must be a list of percentages", "thresholds")
-    for i, value in enumerate(raw):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-            node.fail("must be a whole percentage from 1 to 1000", f"thresholds[{i}]")
-    if len(set(raw)) != len(raw):
-        node.fail("names a percentage twice", "thresholds")
-    return tuple(sorted(raw))
+    def __post_init__(self) -> None:
+        if len(set(self.thresholds)) != len(self.thresholds):
+            fail("names a percentage twice", "thresholds")
+        if not self.thresholds and self.rate is None:
+            fail("needs thresholds or rate")
+        object.__setattr__(self, "thresholds", tuple(sorted(self.thresholds)))
 
 
-def _rate(node: Node | None) -> RateSpec | None:
-    if node is None:
-        return None
-    times = node.number("times")
-    if times <= 1:
-        node.fail("must be more than 1 (faster than the trailing hour)", "times")
-    window = node.integer("window", 300, minimum=MINUTE)
-    if window % MINUTE or window > HOUR // 2:
-        node.fail("must be a whole number of minutes, in seconds, up to 1800", "window")
-    min_spend = node.number("min_spend", 0.10)
-    node.finish()
-    return RateSpec(times, window, min_spend)
+@section
+class TopBudget(BudgetSpec):
+    """The top-level `budget:`: a provider's share and its own alerts."""
+
+    alerts: AlertsSpec | None = None
 
 
-def _webhook(node: Node | None) -> WebhookSpec | None:
-    if node is None:
-        return None
-    url = node.text("url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        node.fail("must be an http:// or https:// URL", "url")
-    if parts.username or parts.password:
-        node.fail("must not hold a user or password (the secret signs the body)", "url")
-    spec = WebhookSpec(
-        url,
-        parse_secret(node, "secret"),
-        timeout=node.integer("timeout", 5, minimum=1),
-        retries=node.integer("retries", 3),
-        queue=node.integer("queue", 1000, minimum=1),
-    )
-    node.finish()
-    return spec
+# As rules.yaml writes it: a budget names at least one period.
+TopBudgetIn = Annotated[TopBudget, AfterValidator(some_budget)]

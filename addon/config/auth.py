@@ -3,131 +3,106 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from addon.config.node import Node
-from addon.config.secret_ref import SecretRef, parse_secret
+from pydantic import AfterValidator, Field, StrictStr, model_validator
+
+from addon.config.key_sources import RulesPath
+from addon.config.model import (
+    ONE_OR_MANY,
+    Flag,
+    Number,
+    Positive,
+    Text,
+    Texts,
+    fail,
+    matching,
+    section,
+)
+from addon.config.secret_ref import SecretRef
 
 MODES = ("none", "tokens", "jwt", "forward")
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
-_HEADER = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_COOKIE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110: header and cookie names
 
 
-@dataclass(frozen=True, slots=True)
+def _http_url(url: str) -> str:
+    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
+        fail("must be an http(s) URL")
+    return url
+
+
+Names = Annotated[frozenset[StrictStr], ONE_OR_MANY]
+# Lower-case once read.
+HeaderName = Annotated[
+    Text, matching(_TOKEN, "is not a valid header name"), AfterValidator(str.lower)
+]
+HttpUrl = Annotated[Text, AfterValidator(_http_url)]
+
+
+def _algorithms(algorithms: tuple[str, ...]) -> tuple[str, ...]:
+    for alg in algorithms:
+        if alg not in JWT_ALGORITHMS:
+            fail(f"'{alg}' is not one of {', '.join(JWT_ALGORITHMS)}")
+    if "HS256" in algorithms and len(algorithms) > 1:
+        # A key set shared between HMAC and public-key algorithms invites algorithm confusion.
+        fail("HS256 cannot be combined with public-key algorithms")
+    return algorithms
+
+
+@section
 class JwtSpec:
-    algorithms: tuple[str, ...]
-    audience: str
-    issuer: str
+    audience: Text
+    issuer: Text
+    algorithms: Annotated[Texts, AfterValidator(_algorithms)] = ("RS256",)
     secret: SecretRef | None = None  # HS256
-    jwks_url: str | None = None  # RS256 / ES256
-    jwks_file: Path | None = None
-    leeway: float = 30.0
-    refresh: float = 300.0  # seconds between JWKS fetches
-    identity_claim: str = "sub"
+    jwks: HttpUrl | None = None  # RS256 / ES256: a URL...
+    jwks_file: RulesPath | None = None  # ...or a file
+    leeway: Number = 30.0
+    refresh: Annotated[Number, Field(ge=10)] = 300.0  # seconds between JWKS fetches
+    identity_claim: Text = "sub"
+
+    def __post_init__(self) -> None:
+        if "HS256" in self.algorithms:
+            if self.secret is None or self.jwks or self.jwks_file:
+                fail("HS256 needs secret (and no jwks)", "secret")
+        elif self.secret is not None or (self.jwks is None) == (self.jwks_file is None):
+            fail("RS256/ES256 need exactly one of jwks (a URL) or jwks_file, and no secret")
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class ForwardSpec:
-    url: str
-    identity_header: str
-    cache: float = 10.0  # seconds a decision is reused for the same cookies + Authorization
-    timeout: float = 3.0
-    per_uri: bool = False  # the app decides per method and URI: cache per URI too
-    concurrency: int = 4  # calls to the app at once; more wait (at most `timeout`), then 503
+    url: HttpUrl
+    identity_header: HeaderName
+    cache: Number = 10.0  # seconds a decision is reused for the same cookies + Authorization
+    timeout: Annotated[Number, Field(ge=0.1)] = 3.0
+    per_uri: Flag = False  # the app decides per method and URI: cache per URI too
+    concurrency: Positive = 4  # calls to the app at once; more wait (at most `timeout`), then 503
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class AuthSpec:
-    mode: str = "none"
-    header: str = "authorization"  # "Bearer <credential>" there; the raw value in any other
-    cookie: str | None = None  # browser clients: the credential in this cookie instead
-    allow: frozenset[str] | None = None  # only these identities (names); others get a 403
+    mode: Literal["none", "tokens", "jwt", "forward"] = "none"
+    header: HeaderName = "authorization"  # "Bearer <credential>" there; the raw value elsewhere
+    cookie: Annotated[Text, matching(_TOKEN, "is not a valid cookie name")] | None = None
+    allow: Names | None = None  # only these identities; others get a 403
     tokens: SecretRef | None = None
     jwt: JwtSpec | None = None
     forward: ForwardSpec | None = None
 
-
-def parse_auth(node: Node | None) -> AuthSpec:
-    if node is None:
-        return AuthSpec()
-    mode = node.text("mode", "none")
-    if mode not in MODES:
-        node.fail(f"must be one of {', '.join(MODES)}", "mode")
-    header = node.text("header", "authorization").lower()
-    if not _HEADER.fullmatch(header):
-        node.fail("is not a valid header name", "header")
-    cookie = node.text("cookie", None)
-    if cookie is not None and not _COOKIE.fullmatch(cookie):
-        node.fail("is not a valid cookie name", "cookie")
-    allow = node.texts("allow", None)
-    spec = AuthSpec(
-        mode=mode,
-        header=header,
-        cookie=cookie,
-        allow=frozenset(allow) if allow is not None else None,
-        tokens=parse_secret(node, "tokens") if mode == "tokens" else None,
-        jwt=_jwt(node.child("jwt")) if mode == "jwt" else None,
-        forward=_forward(node.child("forward")) if mode == "forward" else None,
-    )
-    for other in ("tokens", "jwt", "forward"):
-        if other in node and other != mode:
-            node.fail(f"only applies to mode: {other}", other)
-    if mode == "none" and (cookie or allow is not None):
-        node.fail("cookie and allow need an auth mode other than none", "mode")
-    node.finish()
-    return spec
-
-
-def _jwt(node: Node) -> JwtSpec:
-    algorithms = node.texts("algorithms", ("RS256",))
-    for alg in algorithms:
-        if alg not in JWT_ALGORITHMS:
-            node.fail(f"'{alg}' is not one of {', '.join(JWT_ALGORITHMS)}", "algorithms")
-    hmac = "HS256" in algorithms
-    if hmac and len(algorithms) > 1:
-        # A key set shared between HMAC and public-key algorithms invites algorithm confusion.
-        node.fail("HS256 cannot be combined with public-key algorithms", "algorithms")
-    secret = parse_secret(node, "secret") if "secret" in node else None
-    jwks_url = node.text("jwks", None)
-    jwks_file = node.text("jwks_file", None)
-    if hmac and (secret is None or jwks_url or jwks_file):
-        node.fail("HS256 needs secret (and no jwks)", "secret")
-    if not hmac and (secret is not None or (jwks_url is None) == (jwks_file is None)):
-        node.fail("RS256/ES256 need exactly one of jwks (a URL) or jwks_file, and no secret")
-    if jwks_url is not None and urlsplit(jwks_url).scheme not in ("https", "http"):
-        node.fail("must be an http(s) URL", "jwks")
-    spec = JwtSpec(
-        algorithms=tuple(algorithms),
-        audience=node.text("audience"),
-        issuer=node.text("issuer"),
-        secret=secret,
-        jwks_url=jwks_url,
-        jwks_file=Path(node.file).resolve().parent / jwks_file if jwks_file else None,
-        leeway=node.number("leeway", 30.0),
-        refresh=node.number("refresh", 300.0, minimum=10),
-        identity_claim=node.text("identity_claim", "sub"),
-    )
-    node.finish()
-    return spec
-
-
-def _forward(node: Node) -> ForwardSpec:
-    url = node.text("url")
-    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
-        node.fail("must be an http(s) URL", "url")
-    identity_header = node.text("identity_header").lower()
-    if not _HEADER.fullmatch(identity_header):
-        node.fail("is not a valid header name", "identity_header")
-    spec = ForwardSpec(
-        url=url,
-        identity_header=identity_header,
-        cache=node.number("cache", 10.0),
-        timeout=node.number("timeout", 3.0, minimum=0.1),
-        per_uri=node.flag("per_uri", False),
-        concurrency=node.integer("concurrency", 4, minimum=1),
-    )
-    node.finish()
-    return spec
+    @model_validator(mode="before")
+    @classmethod
+    def _as_written(cls, raw: Any) -> Any:
+        """Checks of the mapping as written: each mode's own key, and only that mode's."""
+        if not isinstance(raw, dict):
+            return raw
+        mode = raw.get("mode", "none")
+        for other in ("tokens", "jwt", "forward"):
+            if other in raw and other != mode:
+                fail(f"only applies to mode: {other}", other)
+        if mode in ("tokens", "jwt", "forward") and raw.get(mode) is None:
+            fail("is required", mode)
+        if mode == "none" and (raw.get("cookie") or raw.get("allow") is not None):
+            fail("cookie and allow need an auth mode other than none", "mode")
+        return raw

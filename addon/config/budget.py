@@ -23,10 +23,11 @@ The metering and the arithmetic are in addon/metering/; the books in addon/budge
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from typing import Annotated, Any
 
-from addon.config.alerts import AlertsSpec, parse_alerts
-from addon.config.node import Node
+from pydantic import AfterValidator, model_validator
+
+from addon.config.model import Number, Text, fail, section
 
 # Anthropic's multipliers of the input price, for a price that names none.
 CACHE_READ_FACTOR = 0.1
@@ -56,23 +57,54 @@ METER_RATES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class Price:
     """USD per million tokens (input, output, cache_*), per million characters, per unit."""
 
-    glob: str
-    by_endpoint: bool  # `endpoint:` (fal: matched against the upstream path), else `model:`
-    input: float = 0.0
-    output: float = 0.0
-    cache_read: float = 0.0
-    cache_write: float = 0.0
-    characters: float = 0.0
-    unit: float = 0.0
-    image: float = 0.0  # per image made (OpenAI images: set the dearest size and quality you allow)
-    second: float = 0.0  # per second of audio heard or video made
-    search: float = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
-    prediction: float = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
-    reserve: float = 0.0  # units reserved before a request to a matching endpoint
+    model: Text | None = None  # a glob matched against the request's model...
+    endpoint: Text | None = None  # ...or against the upstream path (fal's endpoints)
+    input: Number = 0.0
+    output: Number = 0.0
+    cache_read: Number = 0.0  # when not given: the input price x CACHE_READ_FACTOR
+    cache_write: Number = 0.0  # likewise, x CACHE_WRITE_FACTOR
+    characters: Number = 0.0
+    unit: Number = 0.0
+    image: Number = (
+        0.0  # per image made (OpenAI images: set the dearest size and quality you allow)
+    )
+    second: Number = 0.0  # per second of audio heard or video made
+    search: Number = 0.0  # per web search a server tool runs (Anthropic: $10 per 1,000)
+    prediction: Number = 0.0  # per prediction (EachLabs: the dearest its model makes one for)
+    reserve: Number = 0.0  # units reserved before a request to a matching endpoint
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_written(cls, raw: Any) -> Any:
+        """Checks of the mapping as written: which keys it has, not what they default to."""
+        if not isinstance(raw, dict):
+            return raw
+        if ("model" in raw) == ("endpoint" in raw):
+            fail("a price names either a model or an endpoint glob")
+        if not any(name in raw for name in _RATES):
+            fail(f"names no price: give one of {', '.join(_RATES)}")
+        if raw.get("reserve") and "model" in raw:
+            fail(
+                "applies to endpoint prices (tokens and characters are known from the body)",
+                "reserve",
+            )
+        if isinstance(raw.get("input"), int | float):
+            raw = {**raw}
+            raw.setdefault("cache_read", raw["input"] * CACHE_READ_FACTOR)
+            raw.setdefault("cache_write", raw["input"] * CACHE_WRITE_FACTOR)
+        return raw
+
+    @property
+    def glob(self) -> str:
+        return self.endpoint if self.endpoint is not None else self.model or ""
+
+    @property
+    def by_endpoint(self) -> bool:
+        return self.endpoint is not None
 
     def covers(self, meter: str | None) -> bool:
         """Whether it has a rate for what the meter counts: `{model: "*", unit: 0.1}` matched
@@ -85,58 +117,21 @@ class Price:
         return fnmatch.fnmatchcase(endpoint if self.by_endpoint else model or "", self.glob)
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class BudgetSpec:
-    daily: float | None = None  # USD per identity per UTC day
-    monthly: float | None = None  # USD per identity per UTC month
-    alerts: AlertsSpec | None = None  # the top-level budget's (config/alerts.py)
+    daily: Number | None = None  # USD per identity per UTC day
+    monthly: Number | None = None  # USD per identity per UTC month
 
     @property
     def active(self) -> bool:
         return self.daily is not None or self.monthly is not None
 
 
-def parse_prices(parent: Node) -> tuple[Price, ...]:
-    raw = parent.raw("prices", [])
-    if not isinstance(raw, list):
-        parent.fail("must be a list of prices", "prices")
-    return tuple(
-        _price(Node(item, parent.file, parent.key(f"prices[{i}]"))) for i, item in enumerate(raw)
-    )
-
-
-def _price(node: Node) -> Price:
-    if ("model" in node) == ("endpoint" in node):
-        node.fail("a price names either a model or an endpoint glob")
-    by_endpoint = "endpoint" in node
-    glob = node.text("endpoint" if by_endpoint else "model")
-    rates = {name: node.number(name, None) for name in _RATES}
-    if all(v is None for v in rates.values()):
-        node.fail(f"names no price: give one of {', '.join(_RATES)}")
-    given = {k: v for k, v in rates.items() if v is not None}
-    if "input" in given:
-        given.setdefault("cache_read", given["input"] * CACHE_READ_FACTOR)
-        given.setdefault("cache_write", given["input"] * CACHE_WRITE_FACTOR)
-    reserve = node.number("reserve", 0.0)
-    if reserve and not by_endpoint:
-        node.fail(
-            "applies to endpoint prices (tokens and characters are known from the body)", "reserve"
-        )
-    node.finish()
-    return Price(glob, by_endpoint, reserve=reserve, **given)
-
-
-def parse_budget(parent: Node, *, alerts: bool = False) -> BudgetSpec:
-    """`alerts`: the top-level budget, which may have `alerts:` (a provider's may not)."""
-    node = parent.child("budget", None)
-    if node is None:
-        return BudgetSpec()
-    spec = BudgetSpec(
-        node.number("daily", None),
-        node.number("monthly", None),
-        parse_alerts(node.child("alerts", None)) if alerts else None,
-    )
+def some_budget(spec: BudgetSpec) -> BudgetSpec:
     if not spec.active:
-        node.fail("needs daily or monthly (USD)")
-    node.finish()
+        fail("needs daily or monthly (USD)")
     return spec
+
+
+# As rules.yaml writes them: a budget names at least one period.
+Budget = Annotated[BudgetSpec, AfterValidator(some_budget)]

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from addon.config.node import Node
+from pydantic import AfterValidator
+
+from addon.config.model import TEXT, Flag, Text, Whole, fail, from_text, section
 
 DEFAULT_MAX_AGE = 600  # seconds; Chromium caps preflight caching at 7200
 # Request headers the providers' own clients send from a browser (PROVIDERS.md and what the
@@ -122,36 +125,32 @@ class CorsPolicy:
 NO_CORS = CorsPolicy()
 
 
-def parse_cors(node: Node | None, base: CorsPolicy = NO_CORS) -> CorsPolicy:
-    """A `cors:` section; keys it leaves out come from `base` (the one under `defaults:`)."""
-    if node is None:
-        return base
-    origins = base.origins
-    if "origins" in node:
-        origins = tuple(_origin(node, i, text) for i, text in enumerate(node.texts("origins")))
-    extra = tuple(h.lower() for h in node.texts("allow_headers", ()))
-    for i, name in enumerate(extra):
-        if not re.fullmatch(r"[a-z0-9!#$%&'+.^_`|~-]+\*?", name):
-            node.fail(
-                f"'{name}' is not a header name (or a prefix ending in '*')", f"allow_headers[{i}]"
-            )
-    policy = CorsPolicy(
-        origins=origins,
-        credentials=node.flag("credentials", base.credentials),
-        max_age=node.integer("max_age", base.max_age),
-        allow_headers=tuple(dict.fromkeys(base.allow_headers + extra)),
-    )
-    node.finish()
-    return policy
-
-
-def _origin(node: Node, index: int, text: str) -> Origin:
+def _allowed_origin(text: str) -> Origin:
     if text.strip() == "*":
-        node.fail(
-            "'*' would let every website spend your keys; list the origins instead",
-            f"origins[{index}]",
+        fail("'*' would let every website spend your keys; list the origins instead")
+    return parse_origin(text, pattern=True)
+
+
+def _header_glob(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9!#$%&'+.^_`|~-]+\*?", name.lower()):
+        fail(f"'{name}' is not a header name (or a prefix ending in '*')")
+    return name.lower()
+
+
+@section
+class Cors:
+    """The `cors:` section as rules.yaml writes it; `layer` puts it over `defaults.cors`."""
+
+    origins: tuple[Annotated[Origin, from_text(_allowed_origin), TEXT], ...] | None = None
+    credentials: Flag | None = None
+    max_age: Whole | None = None
+    allow_headers: tuple[Annotated[Text, AfterValidator(_header_glob)], ...] = ()
+
+    def layer(self, base: CorsPolicy = NO_CORS) -> CorsPolicy:
+        """This section over `base`: keys it leaves out are base's; headers add to base's."""
+        return CorsPolicy(
+            origins=base.origins if self.origins is None else self.origins,
+            credentials=base.credentials if self.credentials is None else self.credentials,
+            max_age=base.max_age if self.max_age is None else self.max_age,
+            allow_headers=tuple(dict.fromkeys(base.allow_headers + self.allow_headers)),
         )
-    try:
-        return parse_origin(text, pattern=True)
-    except OriginError as e:
-        node.fail(f"'{text}': {e}", f"origins[{index}]")

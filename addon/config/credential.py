@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import unquote_plus
 
-from addon.config.key_sources import (
-    EnvSource,
-    KeySource,
-    PoolSpec,
-    TenantSpec,
-    parse_pool,
-    parse_sources,
-    parse_tenants,
-)
-from addon.config.node import Node
+from pydantic import AfterValidator, model_validator
+
+from addon.config.key_sources import EnvSource, PoolSpec, Sources, TenantSpec
+from addon.config.model import Text, fail, section
 
 __all__ = [
     "CLIENT_ACCOUNT_HEADERS",
@@ -22,7 +16,6 @@ __all__ = [
     "CLIENT_CREDENTIAL_QUERY",
     "Credential",
     "EnvSource",
-    "parse_credential",
 ]
 
 # Headers that carry a credential in one provider's API or another. The client never
@@ -100,33 +93,33 @@ CLIENT_ACCOUNT_HEADERS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+def _one_key(fmt: str) -> str:
+    if fmt.count("{key}") != 1:
+        fail("must contain '{key}' exactly once")
+    return fmt
+
+
+@section
 class Credential:
-    header: str
-    format: str  # with one "{key}"
-    sources: tuple[KeySource, ...]  # `key:` alternatives, first available wins; may be empty
+    header: Annotated[Text, AfterValidator(str.lower)]
+    format: Annotated[Text, AfterValidator(_one_key)] = "{key}"  # with one "{key}"
+    key: Sources = ()  # alternatives, the first available wins; none with a pool or tenants
     pool: PoolSpec | None = None  # instead of `key:`: several keys, round-robin
     tenants: TenantSpec | None = None  # per-tenant keys; `key`/`pool` is then the fallback
+
+    @model_validator(mode="after")
+    def _one_source_of_keys(self) -> Credential:
+        if self.pool and self.key:
+            fail("use either key or pool, not both", "pool")
+        if not (self.key or self.pool or self.tenants):
+            fail("is required", "key")
+        if self.tenants and self.tenants.fallback == "shared" and not (self.pool or self.key):
+            fail("fallback: shared needs a key or a pool beside tenants", "tenants.fallback")
+        return self
 
     def header_value(self, key: str) -> str:
         return self.format.replace("{key}", key)
 
     def describe_missing(self) -> str:
-        sources = self.sources or (self.pool.sources if self.pool else ())
+        sources = self.key or (self.pool.keys if self.pool else ())
         return " or ".join(s.describe() for s in sources) or "a key for this tenant"
-
-
-def parse_credential(node: Node) -> Credential:
-    header = node.text("header").lower()
-    fmt = node.text("format", "{key}")
-    if fmt.count("{key}") != 1:
-        node.fail("must contain '{key}' exactly once", "format")
-    pool = parse_pool(node.child("pool", None))
-    tenants = parse_tenants(node.child("tenants", None))
-    sources = parse_sources(node, "key") if "key" in node or not (pool or tenants) else ()
-    if pool and sources:
-        node.fail("use either key or pool, not both", "pool")
-    if tenants and tenants.fallback == "shared" and not (pool or sources):
-        node.fail("fallback: shared needs a key or a pool beside tenants", "tenants.fallback")
-    node.finish()
-    return Credential(header, fmt, sources, pool, tenants)

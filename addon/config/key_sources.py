@@ -10,172 +10,181 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from addon.config.node import Node
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    model_validator,
+)
+
+from addon.config.model import Number, Text, Texts, beside, fail, matching, section
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SOURCE_FORMS = "{env: NAME}, {env: [ID, SECRET]}, {file: PATH} or {command: [PROGRAM, ARG...]}"
 
 
-@dataclass(frozen=True, slots=True)
+def _env_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    if not names or not all(_ENV_NAME.fullmatch(n) for n in names):
+        fail("must name one or more environment variables")
+    return names
+
+
+EnvName = Annotated[Text, matching(_ENV_NAME, "must name an environment variable")]
+
+
+def _beside_rules(path: Any, info: ValidationInfo) -> Any:
+    """Relative paths are taken from the rules file's directory, like the .env beside it."""
+    return beside(info, path) if isinstance(path, str) else path
+
+
+# A file named in rules.yaml: a string, resolved beside the rules file.
+RulesPath = Annotated[Path, BeforeValidator(_beside_rules)]
+
+
+@section
 class EnvSource:
     """A key read from one environment variable, or several joined with ':' (fal's id:secret)."""
 
-    names: tuple[str, ...]
+    env: Annotated[Texts, AfterValidator(_env_names)]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.env
 
     def read(self, env: dict[str, str]) -> str | None:
-        values = [env.get(name, "").strip() for name in self.names]
+        values = [env.get(name, "").strip() for name in self.env]
         return ":".join(values) if all(values) else None
 
     def describe(self) -> str:
-        return " and ".join(self.names)
+        return " and ".join(self.env)
 
     def placeholder(self) -> str:
-        return f"<{self.names[0]}>"
+        return f"<{self.env[0]}>"
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class FileSource:
     """A key in a file (a Docker/Kubernetes secret, a Vault agent sink), re-read when it changes."""
 
-    path: Path
-    names: tuple[str, ...] = ()  # no environment variable (replay mode replaces env names)
+    file: RulesPath
+    names: ClassVar[tuple[str, ...]] = ()  # no environment variable (replay replaces env names)
 
     def describe(self) -> str:
-        return f"its key file ({self.path.name})"
+        return f"its key file ({self.file.name})"
 
     def placeholder(self) -> str:
-        return f"<key file {self.path.name}>"
+        return f"<key file {self.file.name}>"
 
 
-@dataclass(frozen=True, slots=True)
+def _argv(raw: Any) -> Any:
+    if isinstance(raw, str):
+        raw = shlex.split(raw)  # split like a shell, but never run by one
+    if not isinstance(raw, list | tuple) or not all(isinstance(a, str) for a in raw):
+        fail("must be a list of strings (program and arguments) or a string")
+    if not raw or not raw[0]:
+        fail("needs a program")
+    return tuple(raw)
+
+
+@section
 class CommandSource:
     """A key printed by a program (a secrets manager's CLI). Run in the background every
     `refresh` seconds, never per request; its output is the key."""
 
-    argv: tuple[str, ...]
-    refresh: float = 300.0
-    timeout: float = 10.0
-    names: tuple[str, ...] = ()
+    command: Annotated[
+        tuple[str, ...],
+        BeforeValidator(_argv),
+        Field(json_schema_extra={"anyOf": [{"type": "string"}, {"type": "array"}]}),
+    ]
+    refresh: Annotated[Number, Field(ge=1)] = 300.0
+    timeout: Annotated[Number, Field(ge=0.1)] = 10.0
+    names: ClassVar[tuple[str, ...]] = ()
 
     def describe(self) -> str:
         # Only the program's name: arguments may name secret paths.
-        return f"its key command ({Path(self.argv[0]).name})"
+        return f"its key command ({Path(self.command[0]).name})"
 
     def placeholder(self) -> str:
-        return f"<key command {Path(self.argv[0]).name}>"
+        return f"<key command {Path(self.command[0]).name}>"
 
 
 KeySource = EnvSource | FileSource | CommandSource
+_FORMS: dict[str, type[KeySource]] = {
+    "env": EnvSource,
+    "file": FileSource,
+    "command": CommandSource,
+}
 
 
-@dataclass(frozen=True, slots=True)
+def _one_form(value: Any) -> Any:
+    if isinstance(value, EnvSource | FileSource | CommandSource):
+        return value
+    if not isinstance(value, dict) or len([k for k in _FORMS if k in value]) != 1:
+        fail(f"a key source is {SOURCE_FORMS}")
+    return value
+
+
+def _form(value: Any) -> str:
+    """A source is told apart by its key, not by trying each form (whose errors would mislead)."""
+    if not isinstance(value, dict):
+        return f"<{next((k for k, kind in _FORMS.items() if isinstance(value, kind)), 'env')}>"
+    return f"<{next((k for k in _FORMS if k in value), 'env')}>"
+
+
+def _sources(value: Any) -> Any:
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        fail("needs at least one source")
+    return items
+
+
+Source = Annotated[
+    Annotated[EnvSource, Tag("<env>")]
+    | Annotated[FileSource, Tag("<file>")]
+    | Annotated[CommandSource, Tag("<command>")],
+    Discriminator(_form),
+    BeforeValidator(_one_form),
+]
+Sources = Annotated[
+    tuple[Source, ...], BeforeValidator(_sources, json_schema_input_type=Source | list[Source])
+]
+
+
+def _two_or_more(keys: tuple[KeySource, ...]) -> tuple[KeySource, ...]:
+    if len(keys) < 2:
+        fail("a pool needs at least two keys")
+    if len(set(keys)) != len(keys):
+        fail("lists the same source twice")
+    return keys
+
+
+@section
 class PoolSpec:
     """Several keys of one provider, chosen round-robin; one answered 429/401 rests a while."""
 
-    sources: tuple[KeySource, ...]
-    cooldown: float = 60.0  # when a 429 has no usable retry-after, and after a 401
-    max_cooldown: float = 900.0  # an upstream's retry-after is honoured up to this
+    keys: Annotated[Sources, AfterValidator(_two_or_more)]
+    cooldown: Annotated[Number, Field(ge=1)] = 60.0  # after a 429 without retry-after, a 401
+    max_cooldown: Annotated[Number, Field(ge=1)] = 900.0  # retry-after is honoured up to this
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class TenantSpec:
     """Per-tenant keys: the tenant is the caller's identity (the guard's), or one JWT claim."""
 
-    file: Path | None = None  # YAML mapping tenant -> key, re-read when it changes
-    redis_hash: str | None = None  # a Redis hash tenant -> key (limits_backend's connection)
-    claim: str | None = None  # None: the identity's name
-    cache: float = 60.0  # seconds a Redis answer (key or none) is reused
-    fallback: str = "refuse"  # a tenant without a key: "refuse" (403) or "shared" (key/pool)
+    file: RulesPath | None = None  # YAML mapping tenant -> key, re-read when it changes
+    redis_hash: Text | None = None  # a Redis hash tenant -> key (limits_backend's connection)
+    claim: Text | None = None  # None: the identity's name
+    cache: Number = 60.0  # seconds a Redis answer (key or none) is reused
+    fallback: Literal["refuse", "shared"] = "refuse"  # a tenant without a key: 403, or key/pool
 
-
-def parse_sources(node: Node, name: str) -> tuple[KeySource, ...]:
-    """`name`: one source or a list of them."""
-    raw = node.raw(name)
-    items = raw if isinstance(raw, list) else [raw]
-    if not items:
-        node.fail("needs at least one source", name)
-    return tuple(_source(node, f"{name}[{i}]", item) for i, item in enumerate(items))
-
-
-def _source(parent: Node, key: str, value: Any) -> KeySource:
-    if not isinstance(value, dict):
-        parent.fail(f"a key source is {SOURCE_FORMS}", key)
-    node = Node(value, parent.file, parent.key(key))
-    kinds = [k for k in ("env", "file", "command") if k in value]
-    if len(kinds) != 1:
-        node.fail(f"a key source is {SOURCE_FORMS}")
-    source: KeySource
-    if kinds[0] == "env":
-        names = node.texts("env")
-        if not names or not all(_ENV_NAME.fullmatch(n) for n in names):
-            node.fail("must name one or more environment variables", "env")
-        source = EnvSource(tuple(names))
-    elif kinds[0] == "file":
-        source = FileSource(_relative(node, node.text("file")))
-    else:
-        source = _command(node)
-    node.finish()
-    return source
-
-
-def _command(node: Node) -> CommandSource:
-    raw = node.raw("command")
-    if isinstance(raw, str):
-        argv = shlex.split(raw)  # split like a shell, but never run by one
-    elif isinstance(raw, list) and all(isinstance(a, str) for a in raw):
-        argv = list(raw)
-    else:
-        node.fail("must be a list of strings (program and arguments) or a string", "command")
-    if not argv or not argv[0]:
-        node.fail("needs a program", "command")
-    return CommandSource(
-        tuple(argv),
-        refresh=node.number("refresh", 300.0, minimum=1),
-        timeout=node.number("timeout", 10.0, minimum=0.1),
-    )
-
-
-def parse_pool(node: Node | None) -> PoolSpec | None:
-    if node is None:
-        return None
-    sources = parse_sources(node, "keys")
-    if len(sources) < 2:
-        node.fail("a pool needs at least two keys", "keys")
-    spec = PoolSpec(
-        sources,
-        cooldown=node.number("cooldown", 60.0, minimum=1),
-        max_cooldown=node.number("max_cooldown", 900.0, minimum=1),
-    )
-    if len(set(sources)) != len(sources):
-        node.fail("lists the same source twice", "keys")
-    node.finish()
-    return spec
-
-
-def parse_tenants(node: Node | None) -> TenantSpec | None:
-    if node is None:
-        return None
-    file, redis_hash = node.text("file", None), node.text("redis_hash", None)
-    if (file is None) == (redis_hash is None):
-        node.fail("needs exactly one of file: PATH or redis_hash: NAME")
-    fallback = node.text("fallback", "refuse")
-    if fallback not in ("refuse", "shared"):
-        node.fail("must be refuse or shared", "fallback")
-    spec = TenantSpec(
-        file=_relative(node, file) if file is not None else None,
-        redis_hash=redis_hash,
-        claim=node.text("claim", None),
-        cache=node.number("cache", 60.0),
-        fallback=fallback,
-    )
-    node.finish()
-    return spec
-
-
-def _relative(node: Node, path: str) -> Path:
-    """Relative paths are taken from the rules file's directory, like the .env beside it."""
-    return Path(node.file).resolve().parent / Path(path).expanduser()
+    @model_validator(mode="after")
+    def _one_table(self) -> TenantSpec:
+        if (self.file is None) == (self.redis_hash is None):
+            fail("needs exactly one of file: PATH or redis_hash: NAME")
+        return self

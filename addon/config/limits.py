@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import limits
+from pydantic import AfterValidator, Field
 
-from addon.config.node import Node
-from addon.targets import Pattern, PatternError, Target, compile_pattern
+from addon.config.model import (
+    ONE_OR_MANY,
+    TEXT,
+    Number,
+    Positive,
+    Text,
+    Texts,
+    Whole,
+    fail,
+    from_text,
+    section,
+)
+from addon.targets import Pattern, Target, compile_pattern
 
 POOL_SIZE = 32  # Redis connections per instance; a decision holds one for about a round trip
 
@@ -55,88 +68,81 @@ class LimitSpec:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+def _redis_url(url: str) -> str:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        fail("must be a redis://, rediss:// or unix:// URL")
+    return url
+
+
+@section
 class BackendSpec:
-    redis: str | None = None  # None: in memory, per process
-    on_error: str = "closed"  # when Redis fails: "closed" answers 503, "open" lets requests by
-    prefix: str = "keyrelay"
-    timeout: float = 0.5  # seconds for one Redis decision, connect included
-    lease_seconds: int = 3600  # an open request's slot is freed after this even if never closed
-    connections: int = (
-        POOL_SIZE  # Redis connections per instance; a burst queues for one up to timeout
+    """The top-level `limits_backend:`: where limits, budgets and owners are kept."""
+
+    redis: Annotated[Text, AfterValidator(_redis_url)] | None = None  # None: in memory, per process
+    on_error: Literal["closed", "open"] = "closed"  # when Redis fails: 503, or let requests by
+    prefix: Text = "keyrelay"
+    timeout: Annotated[Number, Field(ge=0.01)] = 0.5  # seconds for one decision, connect included
+    lease_seconds: Positive = (
+        3600  # an open request's slot is freed after this even if never closed
+    )
+    connections: Positive = POOL_SIZE  # per instance; a burst queues for one up to timeout
+
+
+def _rate(text: str) -> list[limits.RateLimitItem]:
+    try:
+        return limits.parse_many(text)
+    except ValueError:
+        fail(f"'{text}' is not a rate like 60/minute or 1000 per day")
+
+
+# `rate: 60/minute` or a list of them, in the `limits` library's notation.
+Rates = Annotated[
+    tuple[Annotated[list[limits.RateLimitItem], from_text(_rate), TEXT], ...],
+    ONE_OR_MANY,
+]
+
+
+def _windows(rates: tuple[list[limits.RateLimitItem], ...], name: str) -> tuple[Window, ...]:
+    single = len(rates) == 1 and len(rates[0]) == 1
+    return tuple(
+        Window(
+            name if single else f"{name}-{i}-{item.get_expiry()}", item.amount, item.get_expiry()
+        )
+        for i, items in enumerate(rates)
+        for item in items
     )
 
 
-def parse_limits(node: Node | None) -> LimitSpec:
-    if node is None:
-        return LimitSpec()
-    windows = _windows(node, "rate", "rate")
-    daily = node.integer("daily", None, minimum=1)
-    if daily is not None:
-        windows += (Window("daily", daily, 86400),)
-    endpoints = tuple(_endpoint(node, i, raw) for i, raw in enumerate(_list(node, "endpoints")))
-    spec = LimitSpec(windows, node.integer("concurrent", None, minimum=1), endpoints)
-    node.finish()
-    return spec
+@section
+class EndpointLimits:
+    """One of `limits.endpoints`: requests it matches cost `cost` and have windows of their own."""
+
+    match: tuple[Annotated[Pattern, from_text(compile_pattern), TEXT], ...]
+    methods: Texts | None = None
+    cost: Whole = 1
+    rate: Rates = ()
 
 
-def parse_backend(node: Node | None) -> BackendSpec:
-    if node is None:
-        return BackendSpec()
-    redis = node.text("redis", None)
-    if redis is not None and not redis.startswith(("redis://", "rediss://", "unix://")):
-        node.fail("must be a redis://, rediss:// or unix:// URL", "redis")
-    on_error = node.text("on_error", "closed")
-    if on_error not in ("closed", "open"):
-        node.fail("must be closed or open", "on_error")
-    spec = BackendSpec(
-        redis=redis,
-        on_error=on_error,
-        prefix=node.text("prefix", "keyrelay"),
-        timeout=node.number("timeout", 0.5, minimum=0.01),
-        lease_seconds=node.integer("lease_seconds", 3600, minimum=1),
-        connections=node.integer("connections", POOL_SIZE, minimum=1),
-    )
-    node.finish()
-    return spec
+@section
+class Limits:
+    """The `limits:` section as rules.yaml writes it."""
 
+    rate: Rates = ()
+    daily: Positive | None = None
+    concurrent: Positive | None = None
+    endpoints: tuple[EndpointLimits, ...] = ()
 
-def _list(node: Node, name: str) -> list[object]:
-    raw = node.raw(name, [])
-    if not isinstance(raw, list):
-        node.fail("must be a list", name)
-    return raw
-
-
-def _endpoint(parent: Node, index: int, raw: object) -> EndpointLimit:
-    node = Node(raw, parent.file, parent.key(f"endpoints[{index}]"))
-    patterns = []
-    for i, text in enumerate(node.texts("match")):
-        try:
-            patterns.append(compile_pattern(text))
-        except PatternError as e:
-            node.fail(f"'{text}': {e}", f"match[{i}]")
-    methods = node.texts("methods", None)
-    rule = EndpointLimit(
-        match=tuple(patterns),
-        methods=frozenset(m.upper() for m in methods) if methods is not None else None,
-        cost=node.integer("cost", 1),
-        windows=_windows(node, "rate", f"endpoint{index}"),
-    )
-    node.finish()
-    return rule
-
-
-def _windows(node: Node, key: str, name: str) -> tuple[Window, ...]:
-    """`rate: 60/minute` or a list of them, in the `limits` library's notation."""
-    texts = node.texts(key, ())
-    out = []
-    for i, text in enumerate(texts):
-        try:
-            items = limits.parse_many(text)
-        except ValueError:
-            node.fail(f"'{text}' is not a rate like 60/minute or 1000 per day", key)
-        for item in items:
-            suffix = "" if len(texts) == 1 and len(items) == 1 else f"-{i}-{item.get_expiry()}"
-            out.append(Window(f"{name}{suffix}", item.amount, item.get_expiry()))
-    return tuple(out)
+    def spec(self) -> LimitSpec:
+        windows = _windows(self.rate, "rate")
+        if self.daily is not None:
+            windows += (Window("daily", self.daily, 86400),)
+        endpoints = tuple(
+            EndpointLimit(
+                match=e.match,
+                methods=frozenset(m.upper() for m in e.methods) if e.methods is not None else None,
+                cost=e.cost,
+                windows=_windows(e.rate, f"endpoint{i}"),
+            )
+            for i, e in enumerate(self.endpoints)
+        )
+        return LimitSpec(windows, self.concurrent, endpoints)

@@ -16,10 +16,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 from urllib.parse import unquote
 
-from addon.config.node import Node
+from pydantic import Field
+
+from addon.config.model import (
+    TEXT,
+    Flag,
+    Number,
+    Text,
+    Texts,
+    Where,
+    Whole,
+    fail,
+    from_text,
+    section,
+)
 
 Kind = Literal[
     "generate",
@@ -277,101 +290,109 @@ def _any_of(specs: list[ObjectSpec]) -> re.Pattern[str] | None:
 BROWSER = "browser"  # the `allow:` entry that stands for the profile's browser operations
 
 
-def parse_objects(node: Node | None, scope: str) -> dict[str, ObjectSpec]:
-    if node is None:
-        return {}
+def _id_form(text: str) -> re.Pattern[str]:
+    try:
+        form = re.compile(text)
+    except re.error as e:
+        fail(f"is not a regular expression: {e}")
+    if form.fullmatch("") is not None:
+        fail("must not match an empty id")
+    return form
+
+
+@section
+class ObjectEntry:
+    """One of `objects:` as a profile (or rules.yaml) writes it."""
+
+    id: Annotated[re.Pattern[str], from_text(_id_form, quote=False), TEXT]
+    in_answer: Texts
+    in_bodies: Flag = False
+    in_paths: Flag = False
+
+
+@section
+class OperationEntry:
+    """One of `operations:` as a profile (or rules.yaml) writes it."""
+
+    op: Annotated[OperationPattern, from_text(compile_operation, quote=False), TEXT]
+    kind: Kind
+    purpose: Text = Field("", alias="for")
+    browser: Flag = False
+    creates: Text | None = None
+    creates_if: Text | None = None
+    meter: Meter | None = None
+    reserve: Annotated[Number, Field(gt=0)] | None = None
+    output_cap: Text | None = None
+    tools_prompt: Whole = 0
+    clients: Texts = ()
+
+    def __post_init__(self) -> None:
+        if self.creates_if is not None and self.creates is None:
+            fail("only applies with creates", "creates_if")
+        for name in ("output_cap", "tools_prompt"):
+            if getattr(self, name) and self.meter != "tokens":
+                fail("for `meter: tokens` only", name)
+        if self.reserve is not None and self.meter != "seconds":
+            fail("a positive number of seconds, for `meter: seconds` only", "reserve")
+
+
+def build_objects(
+    entries: dict[str, ObjectEntry], scope: str, where: Where
+) -> dict[str, ObjectSpec]:
     objects: dict[str, ObjectSpec] = {}
-    for name in list(node.names()):
-        entry = node.child(name)
+    for name, entry in entries.items():
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-            node.fail("an object type is lower-case letters, digits and '_'", name)
-        form = entry.text("id")
-        try:
-            compiled = re.compile(form)
-        except re.error as e:
-            entry.fail(f"is not a regular expression: {e}", "id")
-        if compiled.fullmatch("") is not None:
-            entry.fail("must not match an empty id", "id")
+            where.fail("an object type is lower-case letters, digits and '_'", name)
         objects[name] = ObjectSpec(
-            name=name,
-            scope=scope,
-            form=compiled,
-            in_answer=entry.texts("in_answer"),
-            in_bodies=entry.flag("in_bodies", False),
-            in_paths=entry.flag("in_paths", False),
+            name, scope, entry.id, entry.in_answer, entry.in_bodies, entry.in_paths
         )
-        entry.finish()
-    node.finish()
     return objects
 
 
-def parse_operations(node: Node | None, objects: dict[str, ObjectSpec]) -> tuple[Operation, ...]:
-    if node is None:
-        return ()
+def build_operations(
+    entries: dict[str, OperationEntry], objects: dict[str, ObjectSpec], where: Where
+) -> tuple[Operation, ...]:
     operations: list[Operation] = []
-    for name in list(node.names()):
+    for name, entry in entries.items():
         if not _NAME.fullmatch(name):
-            node.fail("an operation name looks like 'responses.get'", name)
-        entry = node.child(name)
-        try:
-            pattern = compile_operation(entry.text("op"))
-        except OperationError as e:
-            entry.fail(str(e), "op")
-        for placeholder in pattern.placeholders:
+            where.fail("an operation name looks like 'responses.get'", name)
+        for placeholder in entry.op.placeholders:
             if placeholder not in objects:
-                entry.fail(f"'{{{placeholder}}}' is not an object type of this provider", "op")
-        kind = entry.text("kind")
-        if kind not in KINDS:
-            entry.fail(f"must be one of {', '.join(KINDS)}", "kind")
-        creates = entry.text("creates", None)
-        if creates is not None and creates not in objects:
-            entry.fail(f"'{creates}' is not an object type of this provider", "creates")
-        meter = entry.text("meter", None)
-        if meter is not None and meter not in METERS:
-            entry.fail(f"must be one of {', '.join(METERS)}", "meter")
-        creates_if = entry.text("creates_if", None)
-        if creates_if is not None and creates is None:
-            entry.fail("only applies with creates", "creates_if")
-        output_cap = entry.text("output_cap", None)
-        if output_cap is not None and meter != "tokens":
-            entry.fail("for `meter: tokens` only", "output_cap")
-        tools_prompt = int(entry.number("tools_prompt", 0))
-        if tools_prompt and meter != "tokens":
-            entry.fail("for `meter: tokens` only", "tools_prompt")
-        reserve = entry.number("reserve", None)
-        if reserve is not None and (meter != "seconds" or reserve <= 0):
-            entry.fail("a positive number of seconds, for `meter: seconds` only", "reserve")
+                where.fail(
+                    f"'{{{placeholder}}}' is not an object type of this provider", f"{name}.op"
+                )
+        if entry.creates is not None and entry.creates not in objects:
+            where.fail(
+                f"'{entry.creates}' is not an object type of this provider", f"{name}.creates"
+            )
         operations.append(
             Operation(
                 name=name,
-                pattern=pattern,
-                kind=kind,
-                purpose=entry.text("for", ""),
-                browser=entry.flag("browser", False),
-                creates=creates,
-                creates_if=creates_if,
-                meter=meter,
-                reserve=reserve,
-                output_cap=output_cap,
-                tools_prompt=tools_prompt,
-                clients=entry.texts("clients", ()),
+                pattern=entry.op,
+                kind=entry.kind,
+                purpose=entry.purpose,
+                browser=entry.browser,
+                creates=entry.creates,
+                creates_if=entry.creates_if,
+                meter=entry.meter,
+                reserve=entry.reserve,
+                output_cap=entry.output_cap,
+                tools_prompt=entry.tools_prompt,
+                clients=entry.clients,
             )
         )
-        entry.finish()
-    node.finish()
     return tuple(operations)
 
 
-def parse_allow(
-    parent: Node,
+def build_allow(
+    entries: tuple[str, ...],
     operations: tuple[Operation, ...],
-    default: tuple[str, ...],
     upstream_host: str | None,
+    where: Where,
 ) -> tuple[AllowRule, ...]:
     """`allow:` entries: `browser`, an operation's name, or `METHODS host/path`. A provider
     with one upstream (`upstream_host`) takes from `browser` the operations on that host."""
     by_name = {o.name: o for o in operations}
-    entries = parent.texts("allow", default)
     rules: list[AllowRule] = []
     for i, entry in enumerate(entries):
         text = entry.strip()
@@ -389,11 +410,11 @@ def parse_allow(
                 rule = AllowRule(text, compile_operation(text))
             except OperationError as e:
                 known = "" if " " in text else " (or an operation name, or 'browser')"
-                parent.fail(f"{e}{known}", f"allow[{i}]")
+                where.fail(f"{e}{known}", f"[{i}]")
         if upstream_host is not None and not rule.pattern.host_matches(upstream_host):
-            where = f" ({rule.pattern.text})" if rule.operation else ""
-            parent.fail(
-                f"'{text}'{where} can never match the upstream host {upstream_host}", f"allow[{i}]"
+            shown = f" ({rule.pattern.text})" if rule.operation else ""
+            where.fail(
+                f"'{text}'{shown} can never match the upstream host {upstream_host}", f"[{i}]"
             )
         rules.append(rule)
     return tuple(rules)

@@ -12,33 +12,27 @@ address, shared by everyone behind one NAT.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-from addon.config.node import Node
+from addon.config.model import Flag, Positive, over, section
 
 DEFAULT_TTL = 86400
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class OwnershipSpec:
-    enabled: bool | None = None  # None: on whenever auth.mode is not "none"
-    ttl: int = DEFAULT_TTL
+    enabled: Flag | None = None  # None: on whenever auth.mode is not "none"
+    ttl: Positive = DEFAULT_TTL
 
     def active(self, auth_mode: str) -> bool:
         return self.enabled if self.enabled is not None else auth_mode != "none"
 
 
-def parse_ownership(parent: Node, name: str, base: OwnershipSpec) -> OwnershipSpec:
-    """`parent.<name>`: true, false or a mapping; what it leaves out comes from `base`."""
-    raw = parent.raw(name, None)
+Ownership = Flag | OwnershipSpec  # as rules.yaml writes it: `false`, or the mapping
+
+
+def layer_ownership(raw: Any, base: OwnershipSpec, file: str, path: str) -> OwnershipSpec:
+    """An `ownership:` value (true, false or a mapping); what it leaves out comes from `base`."""
     if raw is None:
         return base
-    if isinstance(raw, bool):
-        return OwnershipSpec(raw, base.ttl)
-    node = parent.child(name)
-    spec = OwnershipSpec(
-        enabled=node.flag("enabled", base.enabled),
-        ttl=node.integer("ttl", base.ttl, minimum=1),
-    )
-    node.finish()
-    return spec
+    return over(base, {"enabled": raw} if isinstance(raw, bool) else raw, file, path)

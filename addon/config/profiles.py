@@ -20,8 +20,15 @@ from typing import Any
 
 import yaml
 
-from addon.config.node import ConfigError, Node
-from addon.config.operations import ObjectSpec, Operation, parse_objects, parse_operations
+from addon.config.model import ConfigError, Where, load_yaml
+from addon.config.operations import (
+    ObjectEntry,
+    ObjectSpec,
+    Operation,
+    OperationEntry,
+    build_objects,
+    build_operations,
+)
 
 DIRECTORY = Path(__file__).resolve().parent.parent / "profiles"
 NONE = "none"  # `profile: none`: a provider of rules.yaml's own, with no profile
@@ -45,52 +52,37 @@ def builtin_names() -> tuple[str, ...]:
 def load(name: str) -> Profile:
     """A built-in profile; read once per process (it ships with keyrelay)."""
     path = DIRECTORY / f"{name}.yaml"
-    file = str(path)
+    here = Where(str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(file, "", f"cannot be read: {e}") from e
-    node = Node(data, file)
-    objects = parse_objects(node.child("objects", None), name)
-    operations = parse_operations(node.child("operations", None), objects)
+        raise ConfigError(here.file, "", f"cannot be read: {e}") from e
+    objects = build_objects(
+        here.read(dict[str, ObjectEntry], data.get("objects") or {}, "objects"),
+        name,
+        here.at("objects"),
+    )
+    entries = here.read(dict[str, OperationEntry], data.get("operations") or {}, "operations")
+    operations = build_operations(entries, objects, here.at("operations"))
     entry = {k: v for k, v in data.items() if k not in MERGED}
-    return Profile(name, file, entry, objects, operations)
+    return Profile(name, here.file, entry, objects, operations)
 
 
-def select(name: str, node: Node) -> Profile | None:
+def select(name: str, chosen: Any, where: Where) -> Profile | None:
     """The profile a provider entry selects: `profile:`, else the built-in of its own name."""
-    chosen = node.text("profile", None)
     if chosen is None:
         return load(name) if name in builtin_names() else None
     if chosen == NONE:
         return None
     if chosen not in builtin_names():
         known = ", ".join(builtin_names())
-        node.fail(f"'{chosen}' is not a built-in profile ({known}, or none)", "profile")
+        where.fail(f"'{chosen}' is not a built-in profile ({known}, or none)", "profile")
     return load(chosen)
 
 
-def overlay(profile: Profile | None, node: Node) -> Node:
-    """The provider entry with the profile's keys beneath it: what the entry sets wins."""
-    if profile is None:
-        return node
-    merged = {**profile.entry, **node.value}
-    layered = Node(merged, node.file, node.path)
-    layered.raw("profile", None)  # read by select()
-    return layered
-
-
-def merge_objects(profile: Profile | None, node: Node, scope: str) -> dict[str, ObjectSpec]:
-    own = parse_objects(node.child("objects", None), scope)
-    return {**(profile.objects if profile else {}), **own}
-
-
-def merge_operations(
-    profile: Profile | None, node: Node, objects: dict[str, ObjectSpec]
-) -> tuple[Operation, ...]:
+def merge_operations(profile: Profile | None, own: tuple[Operation, ...]) -> tuple[Operation, ...]:
     """The entry's own operations first (new ones, then the profile's with replacements in
     place): the first operation that matches a request is the one it is."""
-    own = parse_operations(node.child("operations", None), objects)
     inherited = profile.operations if profile else ()
     replaced = {o.name: o for o in own}
     known = {o.name for o in inherited}

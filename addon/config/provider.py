@@ -5,25 +5,54 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from addon.config.auth import AuthSpec, parse_auth
-from addon.config.budget import BudgetSpec, Price, parse_budget, parse_prices
-from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
-from addon.config.credential import Credential, parse_credential
-from addon.config.limits import LimitSpec, parse_limits
-from addon.config.node import Node
-from addon.config.operations import BROWSER, Catalogue, parse_allow
-from addon.config.ownership import OwnershipSpec, parse_ownership
-from addon.config.profiles import Profile, merge_objects, merge_operations, overlay, select
-from addon.config.tasks import TaskForm, parse_body_form
-from addon.config.transport import TransportSpec, parse_transport
-from addon.config.validation import ValidationSpec, parse_validation
+from pydantic import AfterValidator, BeforeValidator, Field, StrictStr
+
+from addon.config.auth import AuthSpec, HeaderName
+from addon.config.budget import Budget, BudgetSpec, Price
+from addon.config.cors import NO_CORS, Cors, CorsPolicy
+from addon.config.credential import Credential
+from addon.config.limits import Limits, LimitSpec
+from addon.config.model import ONE_OR_MANY, Positive, Text, Texts, Where, fail, matching, section
+from addon.config.operations import (
+    BROWSER,
+    Catalogue,
+    ObjectEntry,
+    OperationEntry,
+    build_allow,
+    build_objects,
+    build_operations,
+)
+from addon.config.ownership import Ownership, OwnershipSpec, layer_ownership
+from addon.config.profiles import Profile, merge_operations, select
+from addon.config.tasks import TaskForm
+from addon.config.transport import TransportSpec
+from addon.config.validation import ValidationSpec
 
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PREFIX = re.compile(r"(/[A-Za-z0-9\-._~]+)+")
+
+
+def _methods(methods: frozenset[str]) -> frozenset[str]:
+    upper = frozenset(m.upper() for m in methods)
+    if bad := sorted(m for m in upper if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
+        fail(f"'{bad[0]}' is not a method keyrelay forwards")
+    return upper
+
+
+def _lower_all(raw: Any) -> Any:
+    raw = [raw] if isinstance(raw, str) else raw
+    return [x.lower() if isinstance(x, str) else x for x in raw] if isinstance(raw, list) else raw
+
+
+Hosts = Annotated[
+    frozenset[str], BeforeValidator(_lower_all, json_schema_input_type=str | list[str])
+]
+Methods = Annotated[frozenset[StrictStr], ONE_OR_MANY, AfterValidator(_methods)]
 
 
 # fal's token endpoint: a token for apps outside the endpoint allowlist would get around it.
@@ -39,7 +68,7 @@ class Upstream:
     base_path: str  # "" or "/v1": the rest of the client's path is appended
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class EndpointAllowlist:
     """Only these endpoint ids (fal model ids like `fal-ai/flux/dev`) may be run or read.
 
@@ -48,12 +77,14 @@ class EndpointAllowlist:
     status URLs drop the endpoint's sub-path), so there the app of an allowed endpoint is enough.
     """
 
-    allow: tuple[str, ...]
-    methods: frozenset[str]
-    hosts: frozenset[str]
+    allow: tuple[Annotated[Text, AfterValidator(_endpoint_id)], ...]
+    methods: Methods = DEFAULT_METHODS
+    hosts: Annotated[
+        frozenset[str], BeforeValidator(_lower_all, json_schema_input_type=str | list[str])
+    ] = frozenset()
     # POSTs that mint tokens for allowed apps only (a body rule: addon/guard/token_grants.py)
-    token_urls: tuple[str, ...] = TOKEN_URLS
-    max_token_seconds: int = MAX_TOKEN_SECONDS
+    token_urls: Texts = TOKEN_URLS
+    max_token_seconds: Positive = MAX_TOKEN_SECONDS
     apps: frozenset[str] = field(init=False, compare=False)  # `owner/alias` of each endpoint
 
     def __post_init__(self) -> None:
@@ -110,134 +141,192 @@ class Provider:
     tasks: TaskForm | None = None  # `body: {form: tasks}`: every call is an array of tasks
 
 
-def section(node: Node, defaults: Node, name: str) -> Node | None:
-    """A provider's own `name` section, else the one under `defaults`, else None."""
-    inherited = defaults.child(name, None)
-    return node.child(name) if name in node else inherited
+def _endpoint_id(endpoint: str) -> str:
+    if not endpoint or endpoint.startswith("/") or ".." in endpoint.split("/"):
+        fail("an endpoint id looks like 'fal-ai/flux/dev'")
+    return endpoint
 
 
-def parse_provider(name: str, entry: Node, defaults: Node) -> Provider:
+Prefix = Annotated[Text, matching(_PREFIX, "must look like /api/name (no trailing '/', no query)")]
+
+
+@section
+class Match:
+    """How requests reach a provider: a path prefix, or a target named in a header or query."""
+
+    prefix: Prefix | None = None
+    header: HeaderName | None = None
+    query: Text | None = None
+    paths: tuple[Prefix, ...] = ()  # where a request without a target is a 400, not a 404
+
+    def __post_init__(self) -> None:
+        if self.prefix is None and self.header is None and self.query is None:
+            fail("needs a prefix, a header or a query parameter")
+        if self.prefix is not None and (self.header or self.query):
+            fail("a provider is matched either by prefix or by target header/query, not both")
+        if self.paths and self.prefix is not None:
+            fail("paths only applies to header-routed providers", "paths")
+
+
+def _text_values(raw: Any) -> Any:
+    """Header values may be written as numbers (`anthropic-version: 2023-06-01` is a string,
+    but `x-api-version: 2` is not)."""
+    if isinstance(raw, dict):
+        return {
+            k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in raw.items()
+        }
+    return raw
+
+
+HeaderMap = Annotated[dict[HeaderName, Text], BeforeValidator(_text_values)]
+
+
+@section
+class RequestHeaders:
+    """`request_headers:` which client headers go upstream, and which keyrelay sets."""
+
+    forward: Texts | None = None  # globs; None forwards everything not stripped
+    strip: Texts = ()
+    set: HeaderMap = Field(default_factory=dict)
+    default: HeaderMap = Field(default_factory=dict)
+
+    def policy(self) -> HeaderPolicy:
+        return HeaderPolicy(
+            forward=tuple(h.lower() for h in self.forward) if self.forward is not None else None,
+            strip=frozenset(h.lower() for h in self.strip),
+            set=tuple(self.set.items()),
+            default=tuple(self.default.items()),
+        )
+
+
+@section
+class Defaults:
+    """`defaults:` sections a provider without its own inherits (cors and ownership: key by key)."""
+
+    auth: AuthSpec | None = None
+    limits: Limits | None = None
+    validation: ValidationSpec | None = None
+    transport: TransportSpec | None = None
+    cors: Cors | None = None
+    ownership: Ownership | None = None
+
+
+@section
+class ProviderEntry(Defaults):
+    """A provider as rules.yaml (or a built-in profile, addon/profiles/) writes it. Every key is
+    optional here: a profile supplies what the entry leaves out, and `parse_provider` says what
+    a provider without one still needs. Its own sections (those of `Defaults`) win over those
+    under `defaults:`."""
+
+    profile: Text | None = None  # a built-in profile, `none`, or (absent) the provider's name
+    match: Match | None = None
+    upstream: Text | None = None  # prefix-matched providers: the URL the rest of a path goes to
+    credential: Credential | None = None
+    request_headers: RequestHeaders | None = None
+    methods: Methods | None = None
+    allow: Texts | None = None  # operations (by name), `browser`, or `METHODS host/path`
+    objects: dict[str, ObjectEntry] | None = None
+    operations: dict[str, OperationEntry] | None = None
+    endpoints: EndpointAllowlist | None = None
+    prices: tuple[Price, ...] | None = None  # USD, first match wins (config/budget.py)
+    budget: Budget | None = None  # this provider's own share
+    body: TaskForm | None = None  # `form: tasks`: every call is an array of tasks
+
+
+def parse_provider(name: str, raw: dict[str, Any], defaults: Defaults, where: Where) -> Provider:
+    """A provider from its entry in rules.yaml, over its profile's, and `defaults:`."""
     if not _NAME.fullmatch(name):
-        entry.fail("a provider name must be lower-case letters, digits, '-' or '_'")
-    profile = select(name, entry)
-    node = overlay(profile, entry)
-    match = node.child("match")
-    prefix = match.text("prefix", None)
-    target_header = match.text("header", None)
-    target_query = match.text("query", None)
-    target_paths = match.texts("paths", ())
-    match.finish()
-    if prefix is None and target_header is None and target_query is None:
-        match.fail("needs a prefix, a header or a query parameter")
-    if prefix is not None and (target_header or target_query):
-        match.fail("a provider is matched either by prefix or by target header/query, not both")
-    if prefix is not None and not _PREFIX.fullmatch(prefix):
-        match.fail("must look like /api/name (no trailing '/', no query)", "prefix")
-    if target_header is not None and not _TOKEN.fullmatch(target_header):
-        match.fail("is not a valid header name", "header")
-    if target_paths and prefix is not None:
-        match.fail("paths only applies to header-routed providers", "paths")
-    for i, p in enumerate(target_paths):
-        if not _PREFIX.fullmatch(p):
-            match.fail("must look like /api/name (no trailing '/', no query)", f"paths[{i}]")
-
+        where.fail("a provider name must be lower-case letters, digits, '-' or '_'")
+    profile = select(name, raw.get("profile"), where)
+    merged = {**profile.entry, **raw} if profile else raw
+    entry: ProviderEntry = where.read(ProviderEntry, merged)
+    if entry.match is None:
+        where.fail("is required", "match")
+    if entry.credential is None:
+        where.fail("is required", "credential")
+    match = entry.match
     upstream = None
-    if prefix is not None:
-        upstream = _upstream(node, node.text("upstream"))
-    catalogue = _catalogue(name, node, profile, upstream.host if upstream else None)
-
-    methods = frozenset(m.upper() for m in node.texts("methods", tuple(DEFAULT_METHODS)))
-    if bad := sorted(m for m in methods if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
-        node.fail(f"'{bad[0]}' is not a method keyrelay forwards", "methods")
-    provider = Provider(
+    if match.prefix is not None:
+        if entry.upstream is None:
+            where.fail("is required", "upstream")
+        upstream = _upstream(entry.upstream, where)
+    elif entry.upstream is not None:
+        where.fail("applies to prefix-matched providers only", "upstream")
+    base_ownership = _ownership(defaults.ownership)
+    return Provider(
         name=name,
-        credential=parse_credential(node.child("credential")),
-        headers=_headers(node.child("request_headers", None)),
-        methods=methods,
-        prefix=prefix,
+        credential=entry.credential,
+        headers=(entry.request_headers or RequestHeaders()).policy(),
+        methods=entry.methods if entry.methods is not None else DEFAULT_METHODS,
+        prefix=match.prefix,
         upstream=upstream,
-        target_header=target_header.lower() if target_header else None,
-        target_query=target_query,
-        target_paths=target_paths,
-        catalogue=catalogue,
-        endpoints=_endpoints(node.child("endpoints", None)),
-        auth=parse_auth(section(node, defaults, "auth")),
-        limits=parse_limits(section(node, defaults, "limits")),
-        validation=parse_validation(section(node, defaults, "validation")),
-        transport=parse_transport(section(node, defaults, "transport")),
+        target_header=match.header,
+        target_query=match.query,
+        target_paths=match.paths,
+        catalogue=_catalogue(name, raw, entry, profile, upstream, where),
+        endpoints=entry.endpoints,
+        auth=entry.auth or defaults.auth or AuthSpec(),
+        limits=(entry.limits or defaults.limits or Limits()).spec(),
+        validation=entry.validation or defaults.validation or ValidationSpec(),
+        transport=entry.transport or defaults.transport or TransportSpec(),
         # Keys a provider's cors leaves out come from defaults.cors (e.g. credentials only).
-        cors=parse_cors(node.child("cors", None), parse_cors(defaults.child("cors", None))),
-        ownership=parse_ownership(
-            node, "ownership", parse_ownership(defaults, "ownership", OwnershipSpec())
+        cors=(entry.cors or Cors()).layer((defaults.cors or Cors()).layer()),
+        ownership=layer_ownership(
+            raw.get("ownership"), base_ownership, where.file, where.key("ownership")
         ),
-        prices=parse_prices(node),
-        budget=parse_budget(node),
-        tasks=parse_body_form(node.child("body", None)),
+        prices=entry.prices or (),
+        budget=entry.budget or BudgetSpec(),
+        tasks=entry.body,
     )
-    node.finish()
-    return provider
 
 
-def _upstream(node: Node, url: str) -> Upstream:
+def _ownership(written: Ownership | None) -> OwnershipSpec:
+    """`defaults.ownership`: what a provider's own leaves out (the keys it omits: defaults)."""
+    if isinstance(written, bool):
+        return OwnershipSpec(written)
+    return written or OwnershipSpec()
+
+
+def _upstream(url: str, where: Where) -> Upstream:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        node.fail("must be an http(s) URL with a host", "upstream")
+        where.fail("must be an http(s) URL with a host", "upstream")
     if parts.query or parts.fragment or parts.username or parts.password:
-        node.fail("must not have a query, fragment or user information", "upstream")
+        where.fail("must not have a query, fragment or user information", "upstream")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        node.fail("has an invalid port", "upstream")
+        where.fail("has an invalid port", "upstream")
     return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
 def _catalogue(
-    name: str, node: Node, profile: Profile | None, upstream_host: str | None
+    name: str,
+    raw: dict[str, Any],
+    entry: ProviderEntry,
+    profile: Profile | None,
+    upstream: Upstream | None,
+    where: Where,
 ) -> Catalogue:
-    objects = merge_objects(profile, node, profile.name if profile else name)
-    operations = merge_operations(profile, node, objects)
-    if profile is None and "allow" not in node:
-        node.fail(
+    scope = profile.name if profile else name
+    own_objects = build_objects(_own(raw, entry, "objects"), scope, where.at("objects"))
+    objects = {**(profile.objects if profile else {}), **own_objects}
+    own = build_operations(_own(raw, entry, "operations"), objects, where.at("operations"))
+    operations = merge_operations(profile, own)
+    if profile is None and entry.allow is None:
+        where.fail(
             "is required for a provider without a profile: name the calls it may make, e.g. "
             "'POST api.example.com/v1/generate' ('* api.example.com/**' opens every call)",
             "allow",
         )
-    allow = parse_allow(node, operations, (BROWSER,), upstream_host)
+    upstream_host = upstream.host if upstream else None
+    allow = build_allow(entry.allow or (BROWSER,), operations, upstream_host, where.at("allow"))
     if not allow:
-        node.fail("allows nothing: list operations, or 'browser' for the profile's", "allow")
+        where.fail("allows nothing: list operations, or 'browser' for the profile's", "allow")
     return Catalogue(operations, objects, allow, profile.name if profile else None)
 
 
-def _headers(node: Node | None) -> HeaderPolicy:
-    if node is None:
-        return HeaderPolicy(None, frozenset(), (), ())
-    forward = node.texts("forward", None)
-    policy = HeaderPolicy(
-        forward=tuple(h.lower() for h in forward) if forward is not None else None,
-        strip=frozenset(h.lower() for h in node.texts("strip", ())),
-        set=tuple(node.text_map("set").items()),
-        default=tuple(node.text_map("default").items()),
-    )
-    for name, _ in policy.set + policy.default:
-        if not _TOKEN.fullmatch(name):
-            node.fail(f"'{name}' is not a valid header name")
-    node.finish()
-    return policy
-
-
-def _endpoints(node: Node | None) -> EndpointAllowlist | None:
-    if node is None:
-        return None
-    allow = node.texts("allow")
-    for i, endpoint in enumerate(allow):
-        if not endpoint or endpoint.startswith("/") or ".." in endpoint.split("/"):
-            node.fail("an endpoint id looks like 'fal-ai/flux/dev'", f"allow[{i}]")
-    endpoints = EndpointAllowlist(
-        allow=tuple(allow),
-        methods=frozenset(m.upper() for m in node.texts("methods", tuple(DEFAULT_METHODS))),
-        hosts=frozenset(h.lower() for h in node.texts("hosts", ())),
-        token_urls=node.texts("token_urls", TOKEN_URLS),
-        max_token_seconds=node.integer("max_token_seconds", MAX_TOKEN_SECONDS, minimum=1),
-    )
-    node.finish()
-    return endpoints
+def _own(raw: dict[str, Any], entry: ProviderEntry, key: str) -> dict[str, Any]:
+    """The entry's own objects or operations (a profile's are merged by name, not replaced)."""
+    return (getattr(entry, key) or {}) if key in raw else {}

@@ -9,18 +9,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator
 
 from addon import client_address
 from addon.config import envfile
-from addon.config.admin import Admin, parse_admin
-from addon.config.budget import BudgetSpec, parse_budget
-from addon.config.cors import NO_CORS, CorsPolicy, parse_cors
+from addon.config.admin import Admin
+from addon.config.alerts import TopBudget, TopBudgetIn
+from addon.config.cors import NO_CORS, Cors, CorsPolicy
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
-from addon.config.limits import BackendSpec, parse_backend
-from addon.config.node import ConfigError, Node
-from addon.config.provider import Provider, parse_provider
+from addon.config.limits import BackendSpec
+from addon.config.model import ConfigError, Networks, Text, Where, fail, load_yaml, section
+from addon.config.provider import Defaults, Provider, ProviderEntry, parse_provider
 
 RulesError = ConfigError
 
@@ -33,7 +35,7 @@ class Rules:
     admin: Admin = field(default_factory=Admin)  # /_keyrelay/ endpoints: who may read them
     limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
     cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
-    budget: BudgetSpec = field(default_factory=BudgetSpec)  # USD per identity, all providers
+    budget: TopBudget = field(default_factory=TopBudget)  # USD per identity, all providers
     server_names: tuple[str, ...] = ()  # Host names answered besides loopback (lower-case)
     # Proxies (load balancers) whose X-Forwarded-For / Forwarded name the client (`server:`).
     trusted_proxies: tuple[client_address.Network, ...] = ()
@@ -86,6 +88,40 @@ def _longer_prefix_first(provider: Provider) -> int:
     return -len(provider.prefix or "")
 
 
+def _server_name(name: str) -> str:
+    name = name.strip().lower().rstrip(".")
+    if not _SERVER_NAME.fullmatch(name):
+        fail(
+            f"'{name}' is not a host name (app.example.com, *.example.com or an IPv4 "
+            "address; no scheme or port)"
+        )
+    return name
+
+
+@section
+class Server:
+    # Proxies (load balancers) whose X-Forwarded-For / Forwarded name the client: nobody's,
+    # unless listed.
+    trusted_proxies: Networks = ()
+
+
+@section
+class RulesDocument:
+    """rules.yaml as written: `python -m addon.config.schema` publishes it as a JSON Schema."""
+
+    providers: dict[str, ProviderEntry]
+    defaults: Defaults = field(default_factory=Defaults)
+    admin: Admin = field(default_factory=Admin)
+    limits_backend: BackendSpec = field(default_factory=BackendSpec)
+    budget: TopBudgetIn | None = None  # USD per identity, across providers; its alerts
+    server_names: tuple[Annotated[Text, AfterValidator(_server_name)], ...] = ()
+    server: Server = field(default_factory=Server)
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            fail("needs at least one provider", "providers")
+
+
 def load(path: Path, environ: dict[str, str]) -> Rules:
     """Read and validate a rules file; keys come from `environ` over a `.env` beside it."""
     file = str(path)
@@ -94,54 +130,35 @@ def load(path: Path, environ: dict[str, str]) -> Rules:
     except OSError as e:
         raise ConfigError(file, "", f"cannot be read: {e.strerror}") from e
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
         raise ConfigError(file, where, f"is not valid YAML: {getattr(e, 'problem', e)}") from e
     env = {**envfile.load(path.parent / ".env"), **environ}
-    return parse(Node(data or {}, file), path, env)
+    return parse(data, path, env)
 
 
-def parse(root: Node, path: Path, env: dict[str, str]) -> Rules:
-    defaults = root.child("defaults", None) or Node({}, root.file, "defaults")
-    cors = parse_cors(defaults.child("cors", None))
-    providers_node = root.child("providers")
+def parse(data: Any, path: Path, env: dict[str, str]) -> Rules:
+    """Rules from a parsed rules file (`path` names it in errors and places relative files)."""
+    here = Where(str(path))
+    document: RulesDocument = here.read(RulesDocument, {} if data is None else data)
     providers = tuple(
-        parse_provider(name, providers_node.child(name), defaults)
-        for name in list(providers_node.names())
+        parse_provider(name, raw or {}, document.defaults, here.at(f"providers.{name}"))
+        for name, raw in data["providers"].items()
     )
-    defaults.finish()
-    if not providers:
-        root.fail("needs at least one provider", "providers")
-    _check_unique(root, providers)
-    admin = parse_admin(root.child("admin", None))
-    limits_backend = parse_backend(root.child("limits_backend", None))
-    budget = parse_budget(root, alerts=True)
-    server_names = _server_names(root)
-    trusted_proxies = _trusted_proxies(root.child("server", None))
-    root.finish()
+    _check_unique(here, providers)
     return Rules(
         path,
         providers,
         env,
-        admin,
-        limits_backend=limits_backend,
-        cors=cors,
-        budget=budget,
-        server_names=server_names,
-        trusted_proxies=trusted_proxies,
+        document.admin,
+        limits_backend=document.limits_backend,
+        cors=(document.defaults.cors or Cors()).layer(),
+        budget=document.budget or TopBudget(),
+        server_names=document.server_names,
+        trusted_proxies=document.server.trusted_proxies,
     )
-
-
-def _trusted_proxies(node: Node | None) -> tuple[client_address.Network, ...]:
-    """`server: {trusted_proxies: [10.0.0.0/8, ...]}`: the peers whose forwarding headers are
-    believed (a load balancer's): nobody's, unless listed."""
-    if node is None:
-        return ()
-    networks = node.networks("trusted_proxies")
-    node.finish()
-    return networks
 
 
 _SERVER_NAME = re.compile(
@@ -149,20 +166,7 @@ _SERVER_NAME = re.compile(
 )
 
 
-def _server_names(root: Node) -> tuple[str, ...]:
-    """`server_names:` the Host names keyrelay answers besides loopback (DNS rebinding)."""
-    names = tuple(name.strip().lower().rstrip(".") for name in root.texts("server_names", ()))
-    for i, name in enumerate(names):
-        if not _SERVER_NAME.fullmatch(name):
-            root.fail(
-                f"'{name}' is not a host name (app.example.com, *.example.com or an IPv4 "
-                "address; no scheme or port)",
-                f"server_names[{i}]",
-            )
-    return names
-
-
-def _check_unique(root: Node, providers: tuple[Provider, ...]) -> None:
+def _check_unique(here: Where, providers: tuple[Provider, ...]) -> None:
     seen: dict[str, str] = {}
     for p in providers:
         for claim in (
@@ -173,7 +177,7 @@ def _check_unique(root: Node, providers: tuple[Provider, ...]) -> None:
             if not claim:
                 continue
             if claim in seen:
-                root.fail(
+                here.fail(
                     f"'{claim}' is already claimed by {seen[claim]}", f"providers.{p.name}.match"
                 )
             seen[claim] = p.name

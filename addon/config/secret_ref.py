@@ -3,23 +3,29 @@ or {file: PATH} (relative to the rules file). Read once per rules load, never pe
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from addon.config.node import Node
+from pydantic import model_validator
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from addon.config.key_sources import EnvName, RulesPath
+from addon.config.model import fail, section
 
 
 class SecretMissing(ValueError):
     """The secret's source is not set or cannot be read; the message names the source only."""
 
 
-@dataclass(frozen=True, slots=True)
+@section
 class SecretRef:
-    env: str | None = None
-    file: Path | None = None
+    env: EnvName | None = None
+    file: RulesPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and ("env" in raw) == ("file" in raw):
+            fail("needs exactly one of env: NAME or file: PATH")
+        return raw
 
     def read(self, environ: dict[str, str]) -> str:
         if self.env is not None:
@@ -35,16 +41,3 @@ class SecretRef:
 
     def describe(self) -> str:
         return f"${self.env}" if self.env else str(self.file)
-
-
-def parse_secret(parent: Node, name: str) -> SecretRef:
-    node = parent.child(name)
-    env, file = node.text("env", None), node.text("file", None)
-    node.finish()
-    if (env is None) == (file is None):
-        node.fail("needs exactly one of env: NAME or file: PATH")
-    if env is not None:
-        if not _ENV_NAME.fullmatch(env):
-            node.fail("must name an environment variable", "env")
-        return SecretRef(env=env)
-    return SecretRef(file=Path(node.file).resolve().parent / file)

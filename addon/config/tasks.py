@@ -14,12 +14,12 @@ key); each submitted task's UUID is its caller's (addon/jobs/) and its cost is m
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from addon.config.node import Node
+from pydantic import AfterValidator
 
-FORMS = ("tasks",)
+from addon.config.model import Text, fail, section
+
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 
 # A task, and the fields every reader of one needs (the guard, ownership, metering).
@@ -40,28 +40,24 @@ def results(task: Task) -> int | None:
     return value if type(value) is int and value >= 1 else None
 
 
-@dataclass(frozen=True, slots=True)
+def _task_type(name: str) -> str:
+    if not _TYPE.fullmatch(name):
+        fail("a task type is a name like imageInference")
+    return name
+
+
+TaskType = Annotated[Text, AfterValidator(_task_type)]
+
+
+@section
 class TaskForm:
-    submit: tuple[str, ...]  # task types that start a task: owned by their caller, priced
-    poll: str  # the task type that names earlier tasks by their UUID
+    form: Literal["tasks"]  # the only form there is, named so that another can come
+    submit: tuple[TaskType, ...]  # task types that start a task: owned by their caller, priced
+    poll: TaskType  # the task type that names earlier tasks by their UUID
+
+    def __post_init__(self) -> None:
+        if self.poll in self.submit:
+            fail("a task type cannot both submit and poll", "poll")
 
     def allows(self, task_type: str) -> bool:
         return task_type == self.poll or task_type in self.submit
-
-
-def parse_body_form(node: Node | None) -> TaskForm | None:
-    if node is None:
-        return None
-    form = node.text("form")
-    if form not in FORMS:
-        node.fail(f"must be one of {', '.join(FORMS)}", "form")
-    submit = node.texts("submit")
-    poll = node.text("poll")
-    for i, name in enumerate((*submit, poll)):
-        if not _TYPE.fullmatch(name):
-            where = f"submit[{i}]" if i < len(submit) else "poll"
-            node.fail("a task type is a name like imageInference", where)
-    if poll in submit:
-        node.fail("a task type cannot both submit and poll", "poll")
-    node.finish()
-    return TaskForm(submit, poll)

@@ -18,7 +18,7 @@ from addon import flowstate, header_index, peer, tasks
 from addon.auth.gate import AuthSetupError, Gate
 from addon.auth.identity import anonymous
 from addon.caller import Caller
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.cors import answers

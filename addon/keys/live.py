@@ -148,7 +148,7 @@ class FileKey(LiveKey):
 
     def __init__(self, source: FileSource, label: str) -> None:
         super().__init__(source, label)
-        self.path = source.path
+        self.path = source.file
         self._watch = FileWatch(self.path, self.reload)
         self.reload()
 
@@ -203,11 +203,11 @@ class CommandKey(LiveKey):
             await asyncio.sleep(self.spec.refresh if ok else min(COMMAND_RETRY, self.spec.refresh))
 
     async def run_once(self) -> bool:
-        name = Path(self.spec.argv[0]).name
+        name = Path(self.spec.command[0]).name
         what = f"the command {name}"
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.spec.argv,
+                *self.spec.command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,  # may echo secrets: never read or logged

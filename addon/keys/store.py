@@ -19,7 +19,7 @@ from mitmproxy import http
 from addon import flowstate
 from addon.caller import Caller
 from addon.config.key_sources import EnvSource, KeySource
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.keys import answers
@@ -77,12 +77,12 @@ class KeyStore:
 
     def _provider(self, p: Provider, rules: Rules, live: Generation) -> ProviderKeys:
         credential = p.credential
-        alternatives = [self._source(s, p.name, rules.env, live) for s in credential.sources]
+        alternatives = [self._source(s, p.name, rules.env, live) for s in credential.key]
         pool = None
         if credential.pool is not None:
             members = [
                 self._source(s, f"{p.name} pool key {i + 1}", rules.env, live)
-                for i, s in enumerate(credential.pool.sources)
+                for i, s in enumerate(credential.pool.keys)
             ]
             link = self.redis
             cool = live.get(("cooldowns", p.name, link), lambda: Cooldowns(p.name, link))

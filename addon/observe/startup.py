@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from addon.config.alerts import TopBudget
 from addon.config.budget import BudgetSpec
 from addon.config.cors import CorsPolicy
 from addon.config.limits import BackendSpec, LimitSpec
@@ -84,7 +85,7 @@ def _budget(spec: BudgetSpec) -> str:
     return ", ".join(parts)
 
 
-def _alerts(spec: BudgetSpec) -> str:
+def _alerts(spec: TopBudget) -> str:
     alerts = spec.alerts
     if alerts is None:
         return ""

@@ -59,6 +59,8 @@ from addon.config.transport import Timeouts
 from addon.flowlocal import FlowLocal
 from addon.problems import Refusal, problem_body
 
+DEFAULT_TIMEOUTS = Timeouts()  # for a connection keyrelay did not plan (one per process)
+
 logger = logging.getLogger(__name__)
 
 Connection = tuple[str, str, int]  # (client connection id, upstream host, port)
@@ -163,7 +165,7 @@ class Clock:
         if address is None or not engine.checked("timeouts"):
             return
         watch = self._planned.get((data.client.id, address[0].lower(), address[1]))
-        timeouts = watch.timeouts if watch else Timeouts()
+        timeouts = watch.timeouts if watch else DEFAULT_TIMEOUTS
         task = asyncio.current_task()
         if not timeouts.connect or task is None:
             return

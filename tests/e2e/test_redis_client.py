@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from support.redis_server import RedisServer
 
-from addon.config.limits import POOL_SIZE, parse_backend
-from addon.config.node import ConfigError, Node
+from addon.config.limits import POOL_SIZE, BackendSpec
+from addon.config.model import ConfigError, read
 from addon.redis_client import Every, RedisConnection, RedisFailed
 
 
@@ -158,8 +158,8 @@ def test_every_lets_one_message_per_kind_through() -> None:
 
 
 def test_the_pool_size_is_configured_under_limits_backend() -> None:
-    spec = parse_backend(Node({"redis": "redis://127.0.0.1:1/0", "connections": 8}, "r.yaml", "b"))
-    assert spec.connections == 8 and parse_backend(None).connections == POOL_SIZE
+    spec = read(BackendSpec, {"redis": "redis://127.0.0.1:1/0", "connections": 8}, "r.yaml", "b")
+    assert spec.connections == 8 and BackendSpec().connections == POOL_SIZE
     with pytest.raises(ConfigError) as e:
-        parse_backend(Node({"connections": 0}, "r.yaml", "limits_backend"))
+        read(BackendSpec, {"connections": 0}, "r.yaml", "limits_backend")
     assert str(e.value).startswith("r.yaml: limits_backend.connections: must be at least 1")

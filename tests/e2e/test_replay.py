@@ -108,7 +108,7 @@ providers:
     )
     credential = offline(load(tmp_path / "rules.yaml", {})).providers[0].credential
     assert credential.pool is None and credential.tenants is None
-    assert all(isinstance(s, EnvSource) for s in credential.sources)
+    assert all(isinstance(s, EnvSource) for s in credential.key)
     assert credential.header_value("k") == "Bearer k"
 
 

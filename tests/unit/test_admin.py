@@ -7,8 +7,8 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from addon.config.admin import Admin, parse_admin
-from addon.config.node import ConfigError, Node
+from addon.config.admin import Admin
+from addon.config.model import ConfigError, read
 from addon.observe import admin as endpoints
 from addon.observe import metrics
 from addon.observe.admin import Answer
@@ -83,13 +83,16 @@ def test_metrics_parse_with_the_prometheus_parser() -> None:
     metrics.stream_closed("openai")
 
 
-def test_parse_admin() -> None:
-    assert parse_admin(None) == Admin()
-    admin = parse_admin(
-        Node({"loopback": False, "token": {"env": "ADMIN_TOKEN"}}, "rules.yaml", "admin")
-    )
+def test_reading_the_admin_section() -> None:
+    def parse(raw: dict[str, object]) -> Admin:
+        return read(Admin, raw, "rules.yaml", "admin")
+
+    admin = parse({"loopback": False, "token": {"env": "ADMIN_TOKEN"}, "probes": "10.0.0.0/8"})
     assert not admin.loopback and admin.token_value({"ADMIN_TOKEN": "abc"}) == "abc"
+    assert [str(n) for n in admin.probes] == ["10.0.0.0/8"]
     with pytest.raises(ConfigError, match=r"rules.yaml: admin.token.env: must name"):
-        parse_admin(Node({"token": {"env": "not a name"}}, "rules.yaml", "admin"))
+        parse({"token": {"env": "not a name"}})
     with pytest.raises(ConfigError, match=r"admin.public: unknown key"):
-        parse_admin(Node({"public": True}, "rules.yaml", "admin"))
+        parse({"public": True})
+    with pytest.raises(ConfigError, match=r"admin.probes\[1\]: is not an address or a network"):
+        parse({"probes": ["::1", "nope"]})

@@ -20,7 +20,7 @@ from addon.budget.alerts_webhook import Webhook, signature
 from addon.budget.books import GRACE, Account, account_key, periods
 from addon.budget.memory import MemoryBooks
 from addon.config.alerts import AlertsSpec, RateSpec, WebhookSpec
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import load
 from addon.config.secret_ref import SecretRef
 from addon.resources import Resources
@@ -77,7 +77,11 @@ budget:
     [
         (
             "budget: {daily: 1, alerts: {thresholds: [50, 150.5]}}",
-            "budget.alerts.thresholds[1]: must be a whole percentage from 1 to 1000",
+            "budget.alerts.thresholds[1]: must be a whole number",
+        ),
+        (
+            "budget: {daily: 1, alerts: {thresholds: [0]}}",
+            "budget.alerts.thresholds[0]: must be at least 1",
         ),
         (
             "budget: {daily: 1, alerts: {thresholds: [50, 50]}}",

@@ -10,8 +10,8 @@ from support.guard import rules, token_entry
 from addon.auth.identity import Identity, anonymous
 from addon.auth.presented import presented
 from addon.auth.tokens import TokenError, TokenStore
-from addon.config.auth import AuthSpec, parse_auth
-from addon.config.node import ConfigError, Node
+from addon.config.auth import AuthSpec
+from addon.config.model import ConfigError, read
 from addon.config.rules import load
 
 
@@ -61,7 +61,7 @@ def test_presented_credential() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"mode": "magic"}, "auth.mode: must be one of none, tokens, jwt, forward"),
+        ({"mode": "magic"}, "auth.mode: must be one of none, tokens, jwt or forward"),
         ({"mode": "tokens"}, "auth.tokens: is required"),
         ({"mode": "tokens", "tokens": {"env": "A", "file": "b"}}, "auth.tokens: needs exactly one"),
         (
@@ -83,7 +83,7 @@ def test_presented_credential() -> None:
 )
 def test_auth_config_errors(section: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as e:
-        parse_auth(Node(section, "rules.yaml", "auth"))
+        read(AuthSpec, section, "rules.yaml", "auth")
     assert message in str(e.value) and str(e.value).startswith("rules.yaml: auth")
 
 
@@ -115,7 +115,7 @@ def test_sections_inherit_from_defaults_and_backend_parses(tmp_path: Path) -> No
     [
         ({"limits_backend": {"redis": "http://x"}}, {}, "limits_backend.redis: must be a redis://"),
         ({"limits_backend": {"on_error": "maybe"}}, {}, "limits_backend.on_error"),
-        ({}, {"rate": "often"}, "limits.rate: 'often' is not a rate"),
+        ({}, {"rate": "often"}, "limits.rate[0]: 'often' is not a rate"),
         ({}, {"endpoints": [{"match": ["fal.run"]}]}, "limits.endpoints[0].match[0]"),
         ({}, {"concurrent": 0}, "limits.concurrent: must be at least 1"),
     ],

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from support.guard import multipart_body
 
-from addon.config.node import ConfigError, Node
-from addon.config.validation import ValidationSpec, parse_validation
+from addon.config.model import ConfigError, read
+from addon.config.validation import ValidationSpec
 from addon.guard.body_rules import check_body, check_path, check_query, prepare
 
 SPEC = ValidationSpec(models=("gpt-4o-mini", "claude-sonnet-4-*"), max_tokens=100, max_n=2)
@@ -199,7 +199,7 @@ def test_prepare_refuses_what_cannot_be_buffered() -> None:
 def test_the_default_max_body_bounds_the_time_a_check_holds_the_event_loop() -> None:
     """Checks run on the one event loop: a 30 MiB JSON body of tiny objects took 2-5 s, every
     other flow waiting meanwhile. The default now refuses such a body by its length (413)."""
-    default = parse_validation(Node({"models": ["gpt-4o-mini"]}, "r.yaml"))
+    default = read(ValidationSpec, {"models": ["gpt-4o-mini"]}, "r.yaml")
     assert default.max_body == 4 << 20
     headers = {"content-length": [str(30 << 20)], "content-type": [JSON]}
     refusal = prepare(default.max_body, "POST", lambda name: headers.get(name, []))
@@ -218,16 +218,22 @@ def test_a_multipart_body_of_too_many_parts_is_refused() -> None:
     assert "1000 parts" in refusal.detail
 
 
-def test_parse_validation() -> None:
-    spec = parse_validation(Node({"models": ["a*"], "max_tokens": 5, "max_body": "2MiB"}, "r.yaml"))
+def test_reading_a_validation_section() -> None:
+    def parse(raw: dict[str, object]) -> ValidationSpec:
+        return read(ValidationSpec, raw, "r.yaml", "validation")
+
+    spec = parse({"models": ["a*"], "max_tokens": 5, "max_body": "2MiB"})
     assert spec == ValidationSpec(models=("a*",), max_tokens=5, max_body=2 << 20)
-    assert parse_validation(Node({"max_n": 2}, "r.yaml")).max_n == 2
-    with pytest.raises(ConfigError, match=r"r.yaml: validation.max_body: must be a size"):
-        parse_validation(Node({"max_body": "huge"}, "r.yaml", "validation"))
+    assert spec.reads_body and not parse({"max_body": 10}).reads_body
+    assert parse({"max_n": 2}).max_n == 2 and parse({"models": "gpt-4o"}).models == ("gpt-4o",)
+    with pytest.raises(ConfigError, match=r"r.yaml: validation.max_body: must be a byte count"):
+        parse({"max_body": "huge"})
     with pytest.raises(ConfigError, match=r"validation.max_tokens: must be at least 1"):
-        parse_validation(Node({"max_tokens": 0}, "r.yaml", "validation"))
+        parse({"max_tokens": 0})
+    with pytest.raises(ConfigError, match=r"validation.max_tokens: must be a whole number, not a"):
+        parse({"max_tokens": "5"})
     with pytest.raises(ConfigError, match=r"validation.model: unknown key"):
-        parse_validation(Node({"model": ["x"]}, "r.yaml", "validation"))
+        parse({"model": ["x"]})
 
 
 def test_a_model_named_in_the_path_is_held_to_the_allowlist() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from addon.client_address import behind, group, trusts
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import load
 
 BALANCERS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))

@@ -8,7 +8,7 @@ import pytest
 from support.repo import RULES as REPO_RULES
 
 from addon.config.cors import CorsPolicy, parse_origin
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import Rules, load
 from addon.cors import answers as cors
 from addon.problems import Refusal

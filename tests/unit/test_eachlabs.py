@@ -20,8 +20,8 @@ from addon import flowstate
 from addon.budget.books import account_key, periods
 from addon.budget.component import Budget
 from addon.caller import Caller
-from addon.config.budget import parse_prices
-from addon.config.node import Node
+from addon.config.budget import Price
+from addon.config.model import read
 from addon.config.operations import Catalogue
 from addon.config.profiles import load as load_profile
 from addon.config.rules import Rules, load
@@ -168,8 +168,7 @@ def test_an_answer_that_creates_a_prediction_counts_one() -> None:
 
 
 def test_a_prediction_price_is_its_worst_case_and_its_cost() -> None:
-    node = Node({"prices": [{"model": "veo3-1-*", "prediction": 3.2}]}, "rules.yaml", "p")
-    (price,) = parse_prices(node)
+    price = read(Price, {"model": "veo3-1-*", "prediction": 3.2}, "rules.yaml", "p")
     assert prices.price_for((price,), "veo3-1-text-to-video", "v1/prediction") is price
     facts = prices.RequestFacts(model="veo3-1-text-to-video")
     assert prices.worst_case(price, facts, None, "POST") == 3.2 * prices.NANO

@@ -111,7 +111,7 @@ def test_every_candidate_must_finish_and_a_blocked_prompt_ends_the_stream() -> N
     assert meter.complete and meter.usage == {"input_tokens": 8, "output_tokens": 0}
 
 
-PRICE = Price("gemini-2.5-flash*", False, input=0.30, output=2.50, cache_read=0.03)
+PRICE = Price(model="gemini-2.5-flash*", input=0.30, output=2.50, cache_read=0.03)
 
 
 def facts(config: dict[str, Any] | None, key: str = "generationConfig") -> prices.RequestFacts:
@@ -154,8 +154,8 @@ def test_a_count_google_reads_but_keyrelay_would_guess_at_is_refused(
 
 
 def test_the_model_is_read_from_the_path() -> None:
-    flash = Price("gemini-2.5-flash*", False, output=2.5)
-    pro = Price("gemini-2.5-pro*", False, output=15.0)
+    flash = Price(model="gemini-2.5-flash*", output=2.5)
+    pro = Price(model="gemini-2.5-pro*", output=15.0)
     listed = [flash, pro]
     assert prices.price_for(listed, None, ENDPOINT) is flash
     assert prices.price_for(listed, None, "v1/models/gemini-2.5-pro:streamGenerateContent") is pro

@@ -16,7 +16,7 @@ from support.guard import rules, token_entry
 
 from addon import flowstate
 from addon.caller import Caller
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import Rules, load
 from addon.guard.component import Guard
 from addon.problems import Refusal

@@ -14,9 +14,9 @@ from mitmproxy.test import tflow
 
 from addon import flowstate
 from addon.caller import Caller
-from addon.config.credential import parse_credential
+from addon.config.credential import Credential
 from addon.config.key_sources import CommandSource, EnvSource, FileSource, PoolSpec
-from addon.config.node import ConfigError, Node
+from addon.config.model import ConfigError, read
 from addon.config.rules import parse
 from addon.keys.ids import clean_key, key_id, retry_after_seconds
 from addon.keys.live import EnvKey
@@ -28,13 +28,13 @@ from addon.resources import Resources
 
 
 def credential(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
-    return parse_credential(Node(yaml.safe_load(text), str(tmp_path / "rules.yaml"), "c"))
+    return read(Credential, yaml.safe_load(text), str(tmp_path / "rules.yaml"), "c")
 
 
 def test_existing_env_forms_still_parse(tmp_path: Path) -> None:
     c = credential(tmp_path, "{header: X, key: [{env: A}, {env: [ID, SECRET]}]}")
-    assert c.sources == (EnvSource(("A",)), EnvSource(("ID", "SECRET")))
-    assert c.sources[1].read({"ID": "i", "SECRET": "s"}) == "i:s"
+    assert c.key == (EnvSource(("A",)), EnvSource(("ID", "SECRET")))
+    assert c.key[1].read({"ID": "i", "SECRET": "s"}) == "i:s"
     assert c.pool is None and c.tenants is None
 
 
@@ -43,8 +43,8 @@ def test_file_and_command_sources(tmp_path: Path) -> None:
         tmp_path,
         "{header: x, key: [{file: secrets/k}, {command: 'vault kv get -field=k x', refresh: 30}]}",
     )
-    assert c.sources[0] == FileSource(tmp_path / "secrets" / "k")
-    assert c.sources[1] == CommandSource(("vault", "kv", "get", "-field=k", "x"), 30.0, 10.0)
+    assert c.key[0] == FileSource(tmp_path / "secrets" / "k")
+    assert c.key[1] == CommandSource(("vault", "kv", "get", "-field=k", "x"), 30.0, 10.0)
     assert c.describe_missing() == "its key file (k) or its key command (vault)"
 
 
@@ -124,7 +124,7 @@ def test_parse_table() -> None:
 def test_pool_round_robin_skips_resting_keys() -> None:
     spec = PoolSpec((EnvSource(("A",)), EnvSource(("B",)), EnvSource(("C",))), 60, 900)
     env = {"A": "key-a-000", "B": "key-b-000", "C": "key-c-000"}
-    members = [EnvKey(s, f"p{i}", env) for i, s in enumerate(spec.sources)]
+    members = [EnvKey(s, f"p{i}", env) for i, s in enumerate(spec.keys)]
 
     async def run() -> list[str | float | None]:
         pool = KeyPool("p", members, spec, Cooldowns("p", None))
@@ -176,7 +176,7 @@ def test_keys_a_reload_drops_stay_masked_for_the_life_of_the_process(tmp_path: P
     resources = Resources()
 
     def load(text: str, env: dict[str, str]) -> KeyStore:
-        rules = parse(Node(yaml.safe_load(text), str(rules_file)), rules_file, env)
+        rules = parse(yaml.safe_load(text), rules_file, env)
         with resources.reload() as live:
             return KeyStore(rules, live)
 
@@ -204,7 +204,7 @@ def test_keystore_masks_every_pool_rotated_and_tenant_key(tmp_path: Path) -> Non
     (tmp_path / "b.key").write_text("pool-file-key-1\n")
     (tmp_path / "tenants.yaml").write_text("alice: tenant-alice-key\nbob: tenant-bob-key\n")
     rules_file = tmp_path / "rules.yaml"
-    rules = parse(Node(yaml.safe_load(RULES), str(rules_file)), rules_file, {"A": "pool-env-a"})
+    rules = parse(yaml.safe_load(RULES), rules_file, {"A": "pool-env-a"})
     resources = Resources()
     with resources.reload() as live:
         store = KeyStore(rules, live)
@@ -243,7 +243,7 @@ def test_keystore_masks_every_pool_rotated_and_tenant_key(tmp_path: Path) -> Non
 def test_redis_tenants_need_a_redis_server(tmp_path: Path) -> None:
     text = RULES.replace("{file: tenants.yaml, fallback: shared}", "{redis_hash: t}")
     rules_file = tmp_path / "rules.yaml"
-    rules = parse(Node(yaml.safe_load(text), str(rules_file)), rules_file, {"A": "x-key-000"})
+    rules = parse(yaml.safe_load(text), rules_file, {"A": "x-key-000"})
     with pytest.raises(ConfigError) as e:
         KeyStore(rules)
     assert e.value.key == "providers.openai.credential.tenants.redis_hash"

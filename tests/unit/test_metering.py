@@ -10,7 +10,7 @@ import pytest
 from support import metered
 
 from addon.config.budget import Price
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import load
 from addon.metering import prices
 from addon.metering.stream import MAX_LINE, StreamMeter
@@ -135,7 +135,7 @@ def test_cost_and_cache_defaults(tmp_path: Path) -> None:
 
 
 def test_worst_case() -> None:
-    price = Price("*", False, input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
+    price = Price(model="*", input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
     body = {"model": "x", "max_tokens": 1000, "messages": [{"role": "user", "content": "hello"}]}
     facts, _ = prices.read_body(json.dumps(body).encode())
     assert facts.max_output == 1000 and facts.model == "x"
@@ -149,10 +149,10 @@ def test_worst_case() -> None:
     assert prices.worst_case(price, no_cap, 200, "POST") >= 200 * 15_000
     image = {"content": [{"source": {"data": "A" * 100_000}}]}
     assert prices.read_body(json.dumps(image).encode())[0].input_bound < 2000
-    fal = Price("fal-ai/*", True, unit=0.025, reserve=4)
+    fal = Price(endpoint="fal-ai/*", unit=0.025, reserve=4)
     assert prices.worst_case(fal, facts, None, "POST") == 100_000_000
     assert prices.worst_case(fal, facts, None, "GET") == 0
-    speech = Price("*", False, characters=300.0)
+    speech = Price(model="*", characters=300.0)
     said, _ = prices.read_body(b'{"text": "0123456789"}')
     assert prices.worst_case(speech, said, None, "POST") == 3_000_000  # $0.003
 
@@ -201,7 +201,7 @@ def write(tmp_path: Path, text: str) -> Path:
             "endpoint",
         ),
         ("prices: [{model: x, output: 1, extra: 2}]", "providers.p.prices[0].extra", "unknown key"),
-        ("budget: {weekly: 3}", "providers.p.budget", "needs daily or monthly"),
+        ("budget: {}", "providers.p.budget", "needs daily or monthly"),
         ("budget: {daily: 1, weekly: 3}", "providers.p.budget.weekly", "unknown key"),
     ],
 )
@@ -239,15 +239,15 @@ def test_the_worked_example_in_the_docs_loads(tmp_path: Path) -> None:
 def test_a_dated_snapshot_costs_what_its_family_costs_unless_priced_itself() -> None:
 
     family, snapshot, anything = (
-        Price("gpt-4o", False, input=2.5, output=10.0),
-        Price("gpt-4o-2024-05-13", False, input=5.0, output=15.0),
-        Price("*", False, input=30.0, output=60.0),
+        Price(model="gpt-4o", input=2.5, output=10.0),
+        Price(model="gpt-4o-2024-05-13", input=5.0, output=15.0),
+        Price(model="*", input=30.0, output=60.0),
     )
     listed = (snapshot, family, anything)
     assert prices.price_for(listed, "gpt-4o-2024-08-06", "") is family
     assert prices.price_for(listed, "gpt-4o-2024-05-13", "") is snapshot
     assert prices.price_for(listed, "o3", "") is anything
-    haiku = Price("claude-3-5-haiku", False, input=0.8, output=4.0)
+    haiku = Price(model="claude-3-5-haiku", input=0.8, output=4.0)
     assert prices.price_for((haiku,), "claude-3-5-haiku-20241022", "") is haiku
     assert prices.price_for((haiku,), "claude-3-5-haiku-latest", "") is None
     assert prices.family("gpt-4o-mini") == "gpt-4o-mini"
@@ -276,7 +276,7 @@ def test_a_cut_anthropic_stream_is_bounded_by_what_it_passed_on() -> None:
 
 
 def test_images_are_priced_per_image_made_and_reserved_per_image_asked() -> None:
-    price = Price("gpt-image-1", False, image=0.25)
+    price = Price(model="gpt-image-1", image=0.25)
     facts, _ = prices.read_body(json.dumps({"model": "gpt-image-1", "n": 3}).encode())
     assert prices.worst_case(price, facts, None, "POST") == 3 * prices.NANO // 4
     answer = {"created": 1, "data": [{"b64_json": "x"}, {"b64_json": "y"}], "usage": {}}
@@ -287,7 +287,7 @@ def test_images_are_priced_per_image_made_and_reserved_per_image_asked() -> None
 
 
 def test_openai_speech_reserves_its_input_characters() -> None:
-    price = Price("tts-1", False, characters=15.0)
+    price = Price(model="tts-1", characters=15.0)
     facts, _ = prices.read_body(json.dumps({"model": "tts-1", "input": "x" * 1000}).encode())
     assert prices.worst_case(price, facts, None, "POST") == 15 * prices.NANO // 1000  # $0.015
 
@@ -311,7 +311,7 @@ def test_web_searches_are_bounded_by_max_uses_and_charged_per_search() -> None:
     from addon.metering.prices import cost, read_body, worst_case
     from addon.metering.usage import normalise
 
-    price = Price("*", False, input=0.0, output=0.0, search=0.01)
+    price = Price(model="*", input=0.0, output=0.0, search=0.01)
     tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
     facts, _ = read_body(json.dumps({"max_tokens": 10, "tools": [tool]}).encode())
     assert facts.searches == 5

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from addon.config.node import ConfigError, Node
-from addon.config.operations import (
-    OperationError,
-    compile_operation,
-    parse_allow,
-    parse_objects,
-    parse_operations,
-)
+from addon.config.model import ConfigError, Where
+from addon.config.operations import Catalogue, OperationError, compile_operation
 from addon.config.profiles import builtin_names, load
+from addon.config.provider import Defaults, parse_provider
 
 
 def test_a_pattern_names_methods_host_and_path_with_placeholders() -> None:
@@ -113,13 +108,19 @@ PROVIDER = {
 }
 
 
-def catalogue(allow: list[str] | None):
-    node = Node({**PROVIDER, **({"allow": allow} if allow is not None else {})}, "r.yaml", "p")
-    objects = parse_objects(node.child("objects"), "acme")
-    operations = parse_operations(node.child("operations"), objects)
-    from addon.config.operations import Catalogue
+def provider_catalogue(entry: dict) -> Catalogue:
+    """A provider of rules.yaml's own (no profile) with these objects, operations and allow."""
+    routing = {
+        "profile": "none",
+        "match": {"header": "x-acme"},
+        "credential": {"header": "k", "key": {"env": "K"}},
+    }
+    provider = parse_provider("acme", {**routing, **entry}, Defaults(), Where("r.yaml", "p"))
+    return provider.catalogue
 
-    return Catalogue(operations, objects, parse_allow(node, operations, ("browser",), None))
+
+def catalogue(allow: list[str] | None) -> Catalogue:
+    return provider_catalogue({**PROVIDER, "allow": ["browser"] if allow is None else allow})
 
 
 def test_an_allowed_operation_never_opens_another_that_its_pattern_would_fit() -> None:
@@ -165,10 +166,7 @@ def test_an_allowed_operation_never_opens_another_that_its_pattern_would_fit() -
 )
 def test_mistakes_name_the_key(change: dict, key: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason) as info:
-        node = Node({**PROVIDER, **change}, "r.yaml", "p")
-        objects = parse_objects(node.child("objects"), "acme")
-        operations = parse_operations(node.child("operations"), objects)
-        parse_allow(node, operations, ("browser",), None)
+        provider_catalogue({**PROVIDER, "allow": ["browser"], **change})
     assert info.value.key == key
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from support.repo import RULES as RULES_FILE
 
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import load
 from addon.problems import Refusal
 from addon.routing.router import Route, Router

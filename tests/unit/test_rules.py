@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from support.repo import RULES
 
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import load
 
 REPO_RULES = RULES
@@ -55,7 +55,7 @@ def test_a_new_provider_needs_no_code(tmp_path: Path) -> None:
     )
     replicate = rules.providers[1]
     assert replicate.upstream is not None and replicate.upstream.base_path == "/v1"
-    key = replicate.credential.sources[0].read(rules.env)
+    key = replicate.credential.key[0].read(rules.env)
     assert key is not None and replicate.credential.header_value(key) == "Bearer r8"
 
 

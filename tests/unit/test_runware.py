@@ -15,10 +15,10 @@ from mitmproxy.test import tflow
 from support.guard import token_entry
 
 from addon.caller import Caller
-from addon.config.budget import parse_prices
-from addon.config.node import ConfigError, Node
+from addon.config.budget import Price
+from addon.config.model import ConfigError, read
 from addon.config.rules import Rules, load
-from addon.config.tasks import TaskForm, parse_body_form
+from addon.config.tasks import TaskForm
 from addon.config.validation import ValidationSpec
 from addon.guard import runware
 from addon.jobs.component import Ownership
@@ -29,7 +29,7 @@ from addon.routing.router import Route, Router
 
 TASK = "6f1c2c1e-8a5b-4c8e-9c1f-0d2e3f4a5b6c"
 OTHER = "0b8f7a51-2a47-4a39-9d27-3e0f6b1c9d84"
-FORM = TaskForm(("imageInference", "videoInference"), "getResponse")
+FORM = TaskForm("tasks", ("imageInference", "videoInference"), "getResponse")
 # What the plugins' Runware client submits (createRunwareClient, image 1.69).
 SUBMIT = {
     "taskType": "imageInference",
@@ -147,7 +147,7 @@ def test_the_profile_ships_in_the_rules() -> None:
 )
 def test_a_body_section_is_checked(entry: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as e:
-        parse_body_form(Node(entry, "rules.yaml", "body"))
+        read(TaskForm, entry, "rules.yaml", "body")
     assert e.value.key == key
 
 
@@ -249,7 +249,7 @@ def test_keyrelay_asks_for_each_submitted_tasks_cost() -> None:
 
 
 def test_a_submits_worst_case_is_per_task_results_times_its_models_price() -> None:
-    prices = parse_prices(Node({"prices": [{"model": "bfl:*", "unit": 0.08}]}, "rules.yaml"))
+    prices = (read(Price, {"model": "bfl:*", "unit": 0.08}, "rules.yaml"),)
     two = {**SUBMIT, "taskUUID": OTHER, "numberResults": 2}
     assert task_costs.worst_cases([SUBMIT, two, POLL], FORM, prices) == {
         TASK: 80_000_000,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support.guard import rules
 
-from addon.config.node import ConfigError
+from addon.config.model import ConfigError
 from addon.config.rules import load
 from addon.routing.server_names import ServerNames, host_name
 

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from addon.config.node import ConfigError, Node
+from addon.config.model import ConfigError, read
 from addon.config.provider import EndpointAllowlist as Endpoints
-from addon.config.provider import _endpoints
 from addon.guard.token_grants import applies, check
 
 ENDPOINTS = Endpoints(allow=("fal-ai/flux/dev",), methods=frozenset({"POST"}), hosts=frozenset())
@@ -82,9 +81,11 @@ def test_token_grant_bodies_must_be_plain_json() -> None:
 
 
 def test_endpoints_token_options() -> None:
-    node = Node({"allow": ["a/b"], "max_token_seconds": 60, "token_urls": ["x.ai/t/"]}, "r.yaml")
-    endpoints = _endpoints(node)
-    assert endpoints is not None
+    raw = {"allow": ["a/b"], "max_token_seconds": 60, "token_urls": ["x.ai/t/"]}
+    endpoints = read(Endpoints, raw, "r.yaml", "endpoints")
     assert (endpoints.max_token_seconds, endpoints.token_urls) == (60, ("x.ai/t/",))
+    assert endpoints.apps == frozenset({"a/b"})
     with pytest.raises(ConfigError, match=r"endpoints.max_token_seconds: must be at least 1"):
-        _endpoints(Node({"allow": ["a/b"], "max_token_seconds": 0}, "r.yaml", "endpoints"))
+        read(Endpoints, {"allow": ["a/b"], "max_token_seconds": 0}, "r.yaml", "endpoints")
+    with pytest.raises(ConfigError, match=r"endpoints.allow\[0\]: an endpoint id looks like"):
+        read(Endpoints, {"allow": ["/a/b"]}, "r.yaml", "endpoints")

@@ -10,8 +10,8 @@ import pytest
 from mitmproxy import http
 from support.transport import COMPRESSORS
 
-from addon.config.node import ConfigError, Node
-from addon.config.transport import Timeouts, TransportSpec, parse_transport
+from addon.config.model import ConfigError, read
+from addon.config.transport import Timeouts, TransportSpec
 from addon.problems import Refusal
 from addon.transport import decoding
 from addon.transport.component import decode_buffered, fix_head
@@ -63,19 +63,14 @@ def test_corrupt_or_cut_input_reports_once_and_emits_nothing_more(coding: str) -
 
 
 def test_transport_section_defaults_sizes_and_errors() -> None:
-    assert parse_transport(None) == TransportSpec()
-    node = Node(
-        {
-            "timeouts": {"connect": 2, "first_byte": 0, "idle": 1.5},
-            "max_request_bytes": "2 MiB",
-            "stream_requests_above": 1000,
-            "buffer_responses_up_to": "64kib",
-            "upstream_http2": False,
-        },
-        "rules.yaml",
-        "providers.x.transport",
-    )
-    t = parse_transport(node)
+    raw = {
+        "timeouts": {"connect": 2, "first_byte": 0, "idle": 1.5},
+        "max_request_bytes": "2 MiB",
+        "stream_requests_above": 1000,
+        "buffer_responses_up_to": "64kib",
+        "upstream_http2": False,
+    }
+    t = read(TransportSpec, raw, "rules.yaml", "providers.x.transport")
     assert t.timeouts == Timeouts(connect=2.0, first_byte=0.0, idle=1.5)
     assert (t.max_request_bytes, t.stream_requests_above) == (2 * 1024 * 1024, 1000)
     assert (t.buffer_responses_up_to, t.upstream_http2) == (64 * 1024, False)
@@ -86,7 +81,7 @@ def test_transport_section_defaults_sizes_and_errors() -> None:
         ({"stream_everything": True}, "stream_everything"),
     ]:
         with pytest.raises(ConfigError) as raised:
-            parse_transport(Node(bad, "rules.yaml", "providers.x.transport"))
+            read(TransportSpec, bad, "rules.yaml", "providers.x.transport")
         assert raised.value.file == "rules.yaml"
         assert raised.value.key == f"providers.x.transport.{key}"
 
