@@ -23,8 +23,8 @@ keyrelay_unprotected, and then the page is left to mitmproxy.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import h2.connection
@@ -54,11 +54,15 @@ class Addressee:
     provider: str | None
     headers: HeaderPairs  # besides the problem's own: CORS, Retry-After
     page: Page | None = None  # keyrelay's own answer; None: the generic one for the status
+    # Told the status once the page is sent (the access log's line waits for it).
+    then: list[Callable[[int], None]] = field(default_factory=list)
 
     def sent(self, response: http.Response) -> None:
         """The page went out: the flow shows it (mitmweb would show a pending flow), and
         mitmweb hears of it (no hook follows the page)."""
         self.flow.response = response
+        for told in self.then:
+            told(response.status_code)
         ctx.master.addons.trigger(hooks.UpdateHook([self.flow]))
 
     def problem(self, status: int) -> Page:
@@ -84,6 +88,17 @@ def expect(
     keyrelay's answer to it, or the generic problem for mitmproxy's status."""
     assert flow.error is not None
     _next.set(Addressee(flow, flow.error.msg, provider, tuple(headers), own))
+
+
+def when_sent(flow: http.HTTPFlow, told: Callable[[int], None]) -> bool:
+    """`error` hook, after `expect`: `told(status)` when the page for `flow` is sent, which is
+    before the hook's task ends. False when none is expected for it. A page may still not be
+    sent (the client left, the answer had begun)."""
+    found = _next.get()
+    if found is None or found.flow is not flow:
+        return False
+    found.then.append(told)
+    return True
 
 
 def generic(status: int, provider: str | None = None) -> Page:

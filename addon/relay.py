@@ -36,6 +36,7 @@ from addon.fast_paths import FastPaths
 from addon.guard.component import Guard
 from addon.jobs.component import Ownership
 from addon.keys.store import KeyStore
+from addon.observe import startup
 from addon.observe.access import AccessLog
 from addon.observe.admin_endpoints import AdminEndpoints
 from addon.observe.masking import Masking
@@ -253,6 +254,7 @@ class KeyRelay:
         self.connections.trusted = rules.trusted_proxies  # a balancer is not one client
         self.cors.rules = rules
         logger.info("keyrelay: %d providers from %s", len(rules.providers), rules.source)
+        logger.info("%s", startup.summary(rules))  # what is in effect, at start and each reload
         keys.log_status(rules)
 
     async def _watch_rules(self) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 from mitmproxy import connection, http
 
 from addon import flowstate, header_index, tasks
-from addon.budget import jobs, reading, refusals
+from addon.budget import alerts_setup, jobs, reading, refusals
+from addon.budget.alerts_watch import AlertWatch
 from addon.budget.books import (
     GRACE,
     LEASE_SECONDS,
@@ -88,6 +89,7 @@ class Budget(TaskArrays):
         self.rules: Rules | None = None
         self.books: BudgetStore | None = None
         self.owners: Owners | None = None  # the jobs' store: whose tasks asked for their cost
+        self.alerts: AlertWatch | None = None  # spend alerts, raised after a charge settles
         self._calls: FlowLocal[Call] = FlowLocal("budget.calls", walked=True)
         self._renewing: asyncio.Task[None] | None = None
         self._warned: set[tuple[str, str]] = set()
@@ -102,9 +104,10 @@ class Budget(TaskArrays):
         if rules.keeps_books:
             books = live.get(("budget-books", backend), lambda: make_books(backend))
         owners = live.get(("job-owners", backend), lambda: make_owners(backend))  # jobs' own
+        alerts = alerts_setup.watch(rules, live) if books is not None else None
 
         def install() -> None:
-            self.rules, self.books, self.owners = rules, books, owners
+            self.rules, self.books, self.owners, self.alerts = rules, books, owners, alerts
 
         return install
 
@@ -456,6 +459,7 @@ class Budget(TaskArrays):
         assert self.books is not None
         books, name = self.books, call.provider.name
         await retrying(lambda: books.settle(call.accounts, name, call.lease, spent))
+        await self._alert(call, spent)
 
     async def _hold(self, call: Call, job: Lease) -> None:
         assert self.books is not None and call.lease is not None

@@ -135,11 +135,15 @@ class MemoryBooks:
         return self._ranks.get(period, Counter()).most_common(n)
 
     async def read(self, keys: tuple[str, ...]) -> list[dict[str, int]]:
+        # Swept when due, not on every read: alerts read an account after each settlement.
         now = self._clock()
-        self._sweep(now)
+        if now >= self._next_sweep:
+            self._sweep(now)
         out = []
         for key in keys:
             books = self._accounts.get(key)
+            if books is not None and books.ends <= now:
+                books = None  # past its period, not swept yet
             if books is not None:
                 self._expire(books, now)
             out.append(dict(books.fields) if books else {})

@@ -16,6 +16,7 @@ from mitmproxy import http
 
 from addon import flowstate, header_index, tasks
 from addon.budget import jobs, refusals
+from addon.budget.alerts_watch import AlertWatch
 from addon.budget.books import Account, BudgetStore, Lease
 from addon.budget.calls import Call, Tasks, asked_key, retrying
 from addon.config.operations import ObjectSpec
@@ -36,6 +37,7 @@ class TaskArrays:
 
     books: BudgetStore | None
     owners: Owners | None
+    alerts: AlertWatch | None
     ask_for_usage: bool
     _calls: FlowLocal[Call]
 
@@ -156,8 +158,16 @@ class TaskArrays:
         for uuid, cost in later.items():
             job = work.lease(uuid)
             await retrying(lambda: books.settle(accounts, name, job, cost))  # noqa: B023
+        await self._alert(call, now + sum(later.values()))
         if answered:
             await self._note_asked(call, work)
+
+    async def _alert(self, call: Call, spent: int) -> None:
+        """After a charge reached the books: the spend alerts it raises (alerts_watch.py)."""
+        if self.alerts is not None and self.books is not None and spent:
+            await self.alerts.settled(
+                self.books, call.identity, call.provider.name, call.accounts, spent
+            )
 
     async def _note_asked(self, call: Call, work: Tasks) -> None:
         """The submitted tasks whose client asked for the cost: their polls show it."""

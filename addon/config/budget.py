@@ -142,11 +142,11 @@ class BudgetSpec:
         return self.daily is not None or self.monthly is not None
 
 
-def _some_budget(spec: BudgetSpec) -> BudgetSpec:
+def some_budget(spec: BudgetSpec) -> BudgetSpec:
     if not spec.active:
         fail("needs daily or monthly (USD)")
     return spec
 
 
 # As rules.yaml writes them: a budget names at least one period.
-Budget = Annotated[BudgetSpec, AfterValidator(_some_budget)]
+Budget = Annotated[BudgetSpec, AfterValidator(some_budget)]

@@ -17,7 +17,7 @@ from pydantic import AfterValidator
 from addon import client_address
 from addon.config import envfile
 from addon.config.admin import Admin
-from addon.config.budget import Budget, BudgetSpec
+from addon.config.alerts import TopBudget, TopBudgetIn
 from addon.config.cors import NO_CORS, Cors, CorsPolicy
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.limits import BackendSpec
@@ -35,7 +35,7 @@ class Rules:
     admin: Admin = field(default_factory=Admin)  # /_keyrelay/ endpoints: who may read them
     limits_backend: BackendSpec = field(default_factory=BackendSpec)  # Redis: shared
     cors: CorsPolicy = NO_CORS  # `defaults.cors`: for paths no provider claims
-    budget: BudgetSpec = field(default_factory=BudgetSpec)  # USD per identity, all providers
+    budget: TopBudget = field(default_factory=TopBudget)  # USD per identity, all providers
     server_names: tuple[str, ...] = ()  # Host names answered besides loopback (lower-case)
     # Proxies (load balancers) whose X-Forwarded-For / Forwarded name the client (`server:`).
     trusted_proxies: tuple[client_address.Network, ...] = ()
@@ -113,7 +113,7 @@ class RulesDocument:
     defaults: Defaults = field(default_factory=Defaults)
     admin: Admin = field(default_factory=Admin)
     limits_backend: BackendSpec = field(default_factory=BackendSpec)
-    budget: Budget | None = None  # USD per identity, across providers
+    budget: TopBudgetIn | None = None  # USD per identity, across providers; its alerts
     server_names: tuple[Annotated[Text, AfterValidator(_server_name)], ...] = ()
     server: Server = field(default_factory=Server)
 
@@ -155,7 +155,7 @@ def parse(data: Any, path: Path, env: dict[str, str]) -> Rules:
         document.admin,
         limits_backend=document.limits_backend,
         cors=(document.defaults.cors or Cors()).layer(),
-        budget=document.budget or BudgetSpec(),
+        budget=document.budget or TopBudget(),
         server_names=document.server_names,
         trusted_proxies=document.server.trusted_proxies,
     )

@@ -7,6 +7,7 @@ the flow may carry (masking.py), though it is built from fields that should hold
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -19,7 +20,7 @@ from typing import IO, Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addons import termlog
 
-from addon import flowstate, header_index, peer
+from addon import errorpage, flowstate, header_index, peer
 from addon.auth.identity import anonymous
 from addon.config.credential import CLIENT_CREDENTIAL_HEADERS
 from addon.config.provider import Provider
@@ -145,25 +146,42 @@ class AccessLog:
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)
 
-    error = response
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A failed flow: mitmproxy answers it with an error page right after this hook
+        (errorpage.py); its line waits for that page, so it has the status the client got
+        (502, 504), and goes out without one when no page is sent (the client left)."""
+        self._finish(flow, None, failed=True)
 
     def done(self) -> None:
         for flow, _ in self._live.items():
             self._finish(flow, "still open at shutdown")  # type: ignore[arg-type]
         self._output.close()
 
-    def _finish(self, flow: http.HTTPFlow, note: str | None) -> None:
+    def _finish(self, flow: http.HTTPFlow, note: str | None, *, failed: bool = False) -> None:
         live = self._live.pop(flow)
         if live and live.streaming:
             metrics.stream_closed(live.streaming)
         entry = self._entry(flow, live, note)
-        self._summarise(flow, entry, live.sent if live else None)
-        self._count(entry, flowstate.of(flow).get("key_id"))
-        line = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
-        if line is not None:
-            self._output.write(redaction.scrub_text(line, self._masks(flow)))
-        if self._telemetry is not None and self._telemetry.exporter is not None:
-            self._telemetry.record(entry, self._call(flow, entry, live))
+        masks = self._masks(flow)  # now: masking forgets the flow's secrets once it ends
+        self._summarise(flow, entry, live.sent if live else None, masks)
+        traced = self._telemetry is not None and self._telemetry.exporter is not None
+        call = self._call(flow, entry, live) if traced else None
+        line = _Line(self, entry, flowstate.of(flow).get("key_id"), masks, call)
+        task = _hook_task() if failed and entry.status is None else None
+        if task is not None and errorpage.when_sent(flow, line.answered):
+            task.add_done_callback(line.written_at_last)
+            return
+        line.write()
+
+    def _write(self, line: _Line) -> None:
+        """The line, its counts, and its span: once its status is known."""
+        entry = line.entry
+        self._count(entry, line.key_id)
+        text = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
+        if text is not None:
+            self._output.write(redaction.scrub_text(text, line.masks))
+        if line.call is not None and self._telemetry is not None:
+            self._telemetry.record(entry, line.call)
 
     def _call(
         self, flow: http.HTTPFlow, entry: accesslog.Entry, live: _Live | None
@@ -218,19 +236,24 @@ class AccessLog:
             charged=state.get("charged"),
         )
 
-    def _summarise(self, flow: http.HTTPFlow, entry: accesslog.Entry, sent: _Sent | None) -> None:
-        """What mitmweb shows at a glance: provider, rule, identity, decision; then what the
-        client sent (mitmweb shows the request as keyrelay forwarded it), its credential
+    def _summarise(
+        self,
+        flow: http.HTTPFlow,
+        entry: accesslog.Entry,
+        sent: _Sent | None,
+        masks: redaction.Masks,
+    ) -> None:
+        """What mitmweb shows at a glance, the decision first (its comment column is cut off):
+        `refused: <reason>`, `forwarded`, `error`...; then provider, rule, identity; then what
+        the client sent (mitmweb shows the request as keyrelay forwarded it), its credential
         masked. A request keyrelay answered itself shows the URL the client called."""
         provider = _provider(self._rules(), entry.provider)
         parts = [
+            f"refused: {entry.refusal}" if entry.refusal else entry.decision,
             f"provider: {entry.provider or '-'}",
             f"rule: {_rule(provider)}",
             f"identity: {entry.identity}",
-            f"decision: {entry.decision}",
         ]
-        if entry.refusal:
-            parts.append(f"reason: {entry.refusal}")
         if entry.cost is not None:
             parts.append(f"cost: ${entry.cost:.6f} ({accesslog.escape(entry.model or '-')})")
         if entry.error:
@@ -241,7 +264,6 @@ class AccessLog:
             if answered and sent.authority:
                 with contextlib.suppress(ValueError):  # a Host no URL can hold: left as it is
                     flow.request.url = url  # not the reverse-mode target nor a sentinel host
-            masks = self._masks(flow)
 
             def esc(text: str) -> str:  # masked, then escaped: all of it the client chose
                 return accesslog.escape(redaction.scrub_text(text, masks))
@@ -274,6 +296,40 @@ class AccessLog:
                 entry.duration_ms / 1000 if entry.duration_ms is not None else None,
                 entry.ttfb_ms / 1000 if entry.ttfb_ms is not None else None,
             )
+
+
+@dataclass
+class _Line:
+    """One flow's line and counts, written once: at once, or (a failed flow) when its error
+    page is sent, with its status, or when the hook's task ends without one."""
+
+    log: AccessLog
+    entry: accesslog.Entry
+    key_id: str | None
+    masks: redaction.Masks
+    call: telemetry_attrs.Call | None = None  # a span's facts, when telemetry is on
+    written: bool = False
+
+    def answered(self, status: int) -> None:
+        self.entry.status = status
+        self.write()
+
+    def written_at_last(self, _task: object) -> None:
+        self.write()  # no page was sent: the line goes without a status
+
+    def write(self) -> None:
+        if not self.written:
+            self.written = True
+            self.log._write(self)
+
+
+def _hook_task() -> asyncio.Task[Any] | None:
+    """The `error` hook's task: mitmproxy sends the error page before it ends (even when it
+    ran the hook eagerly, inside another task's event: it then waits for that one)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no loop: a test, or shutting down
+        return None
 
 
 def _terminal_stream() -> IO[str] | None:

@@ -1,0 +1,144 @@
+"""Posting alerts to the operator's webhook, on a thread of its own: never on a request's path.
+
+`post` only puts the alert on a bounded queue (full: dropped, with a log line) and returns.
+One daemon thread sends them in order: a JSON POST signed with HMAC-SHA256 of its body
+(`X-Keyrelay-Signature: sha256=<hex>`), each attempt bounded by the timeout, retried with a
+doubling pause after a failure it may recover from (no connection, a timeout, 408, 429, 5xx).
+A webhook that hangs holds up later alerts, never a request.
+
+The URL may itself be a secret (many chat webhooks are), so no log line names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import queue
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+from addon.config.alerts import WebhookSpec
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Keyrelay-Signature"
+ALERT_HEADER = "X-Keyrelay-Alert"  # the alert's id: the same on every retry of it
+FIRST_PAUSE = 1.0  # seconds before the first retry; doubled before each next one
+MOST_PAUSE = 30.0
+_RETRIED = frozenset({408, 425, 429})
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not an invitation: the body is not sent elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class Webhook:
+    def __init__(self, spec: WebhookSpec, secret: str) -> None:
+        self.spec = spec
+        self._secret = secret
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(spec.queue)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # No proxy from the environment, no redirects: the alert goes where the rules say.
+        self._open = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect).open
+
+    def post(self, alert_id: str, payload: dict[str, Any]) -> bool:
+        """Queue an alert; False when the queue is full (it is dropped, and logged)."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self._start()
+        try:
+            self._queue.put_nowait((alert_id, body))
+        except queue.Full:
+            logger.warning(
+                "keyrelay: alerts: the webhook queue is full (%d waiting); dropped %s",
+                self.spec.queue,
+                alert_id,
+            )
+            return False
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="keyrelay-alerts-webhook", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (what is still queued is dropped: every alert was logged)."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):  # full: it sees _stopping after its alert
+            self._queue.put_nowait(None)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            item = self._queue.get()
+            if item is None:
+                return
+            self._deliver(*item)
+
+    def _deliver(self, alert_id: str, body: bytes) -> None:
+        pause = FIRST_PAUSE
+        for attempt in range(self.spec.retries + 1):
+            outcome, again = self._attempt(alert_id, body)
+            if outcome is None:
+                return
+            if not again or attempt == self.spec.retries or self._stopping.is_set():
+                logger.error(
+                    "keyrelay: alerts: the webhook did not take %s after %d attempt(s): %s",
+                    alert_id,
+                    attempt + 1,
+                    outcome,
+                )
+                return
+            logger.warning(
+                "keyrelay: alerts: the webhook failed (%s); retrying %s in %gs",
+                outcome,
+                alert_id,
+                pause,
+            )
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, MOST_PAUSE)
+
+    def _attempt(self, alert_id: str, body: bytes) -> tuple[str | None, bool]:
+        """One POST: (None, _) when taken; else what went wrong and whether to try again."""
+        request = urllib.request.Request(
+            self.spec.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "keyrelay-alerts",
+                SIGNATURE_HEADER: signature(self._secret, body),
+                ALERT_HEADER: alert_id,
+            },
+        )
+        try:
+            with self._open(request, timeout=self.spec.timeout) as answer:
+                answer.read(65536)
+                status = answer.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (OSError, http.client.HTTPException) as e:
+            # The type only: a message may name the address (and so the URL's secret).
+            reason = getattr(e, "reason", None)  # urllib's URLError wraps the socket's error
+            return type(reason if isinstance(reason, BaseException) else e).__name__, True
+        if 200 <= status < 300:
+            return None, False
+        return f"status {status}", status >= 500 or status in _RETRIED
