@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from support import metered
 from support.client import HttpClient
+from support.eachlabs import FakeEachLabs
 from support.otlp_receiver import OtlpReceiver, Received, Span
 from support.proxy import TEST_KEYS, KeyrelayProcess
-from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
+from support.runware import FakeRunware
+from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer, json_response
 
 PROMPT = "prompt-text-3c9e1f say hi"  # what no exported body may hold
 COMPLETION = "completion-text-77ab0d"
@@ -310,3 +312,63 @@ def test_what_is_queued_goes_out_at_exit(
     got = receiver.wait_for(lambda r: bool(r.spans) and bool(r.points), timeout=1)
     assert [s.name for s in got.spans] == ["chat claude-haiku-4-5"]
     assert "gen_ai.client.operation.duration" in {p.metric for p in got.points}
+
+
+OTHER_RULES = """
+providers:
+  eachlabs:
+    profile: eachlabs
+    prices: [{model: "nano-banana-pro", prediction: 0.30}]
+  runware:
+    profile: runware
+    prices: [{model: "bfl:*", unit: 0.08}]
+  inference:
+    profile: inference
+"""
+
+
+def test_the_other_providers_calls_are_genai_spans_too(
+    keyrelay_factory: Any, upstream: UpstreamServer, receiver: OtlpReceiver
+) -> None:
+    """EachLabs, Runware and inference.sh: a span each, named by its profile's operation."""
+    FakeEachLabs().install(upstream)
+    runware = FakeRunware(polls_before_done=0).install(upstream)
+    task = {"data": {"id": "task_1", "status": "queued"}}
+    upstream.route("POST", "/apps/run", json_response(task), host="api.inference.sh")
+    proc = keyrelay_factory(OTHER_RULES, env=otel_env(receiver.endpoint))
+    submit = {
+        "taskType": "imageInference",
+        "taskUUID": "6c7f9a3e-2b1d-4e5f-8a9b-0c1d2e3f4a5b",
+        "model": "bfl:2@1",
+        "positivePrompt": PROMPT,
+        "width": 1024,
+        "height": 1024,
+    }
+    with HttpClient(proc.port) as c:
+        for reply in (
+            c.post(
+                "/api/eachlabs/v1/prediction",
+                json={"model": "nano-banana-pro", "version": "0.0.1", "input": {"prompt": PROMPT}},
+            ),
+            c.post("/api/runware", json=[submit]),
+            c.post(
+                "/api/inference/proxy",
+                json={"app": "infsh/flux", "input": {"prompt": PROMPT}},
+                headers={"x-inf-target-url": "https://api.inference.sh/apps/run"},
+            ),
+        ):
+            assert reply.status == 200, reply.body
+
+    spans = receiver.wait_for(lambda r: len(r.spans) >= 3).spans
+    prediction = one(spans, "predictions.create")
+    assert prediction.attributes["gen_ai.provider.name"] == "eachlabs"
+    assert prediction.attributes["keyrelay.cost_usd"] == pytest.approx(0.30)
+    tasks = one(spans, "tasks", **{"gen_ai.provider.name": "runware"})
+    assert tasks.attributes["keyrelay.cost_usd"] == pytest.approx(sum(runware.billed.values()))
+    run = one(spans, "apps.run")
+    assert run.attributes["gen_ai.provider.name"] == "inference"
+    assert all(s.attributes["keyrelay.decision"] == "forwarded" for s in spans)
+    proc.stop()
+    for blob in receiver.received.bodies:
+        for secret in [*SECRETS, PROMPT]:
+            assert secret.encode() not in blob
