@@ -37,7 +37,7 @@ from addon.budget.calls import Call, retrying
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
 from addon.budget.sessions import Sessions
-from addon.budget.sideband import Sidebands
+from addon.budget.sideband import Sidebands, is_offer
 from addon.budget.task_arrays import TaskArrays
 from addon.caller import Caller
 from addon.config.budget import BudgetSpec
@@ -214,7 +214,7 @@ class Budget(TaskArrays):
         limited = self.limited(call.provider)
         if self.books is not None:
             call.accounts = self.accounts(call.identity, call.provider, datetime.now(UTC))
-        if call.operation is not None and call.operation.kind == "call":
+        if is_offer(call):
             refusal = await self.sidebands.offer(flow, call, limited)
         else:
             refusal = await self.sessions.open(flow, call, limited)

@@ -202,6 +202,11 @@ class Sideband:
             logger.error("keyrelay: a call's hangup was answered %d", status)
 
 
+def is_offer(call: Call) -> bool:
+    """A WebRTC call's offer (`kind: call`), not a WebSocket session."""
+    return call.operation is not None and call.operation.kind == "call"
+
+
 def release(sessions: Sessions, call: Call, session: Session) -> None:
     """What a call's session still holds, settled (spawned: it outlives a cancel at shutdown)."""
     _, writes = sessions.release(call, session)
@@ -307,10 +312,12 @@ class Sidebands:
     def answered(self, flow: http.HTTPFlow, call: Call) -> bool:
         """`response`: a call answered has its sideband opened; any other answer releases what
         the offer held. False: the flow is no call's offer."""
+        if not is_offer(call):
+            return False
         session = self._sessions.take(flow)
         credential = self._credentials.pop(flow)
         if session is None:
-            return False
+            return True  # an offer with nothing to meter
         response, request = flow.response, flow.request
         answered = response is not None and 200 <= response.status_code < 300
         call_id = None
@@ -330,11 +337,12 @@ class Sidebands:
 
     def unanswered(self, flow: http.HTTPFlow, call: Call) -> bool:
         """`error`: an offer that got no answer releases what it held. False: no offer."""
+        if not is_offer(call):
+            return False
         self._credentials.pop(flow)
-        session = self._sessions.take(flow)
-        if session is not None:
+        if (session := self._sessions.take(flow)) is not None:
             release(self._sessions, call, session)
-        return session is not None
+        return True
 
     # -- the calls ----------------------------------------------------------------------------
 
