@@ -28,12 +28,12 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h11
 from mitmproxy import ctx, http
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from addon import flowstate, tasks
 from addon.budget.calls import Call
@@ -67,7 +67,8 @@ class Brokered:
     """A call keyrelay answered: what its sideband needs."""
 
     call_id: str
-    credential: tuple[str, str]  # the provider's credential header, as injected (a secret)
+    # The provider's credential header, as injected: a secret, never in a repr.
+    credential: tuple[str, str] = field(repr=False)
     reach: Reach
     base: str  # the provider's path before /realtime (OpenAI's /v1)
     seconds: int  # the call's time cap
@@ -88,34 +89,35 @@ class Sideband:
         self.why: str | None = None  # why keyrelay hung the call up
 
     async def run(self) -> None:
-        """Until the sideband ends; then what the session still holds is settled."""
+        """Until the sideband ends; then the call is hung up (it is no longer metered) and what
+        its session still holds is settled."""
         try:
-            await self._run()
+            try:
+                await self._listen()
+            except Exception as e:  # fail closed: whatever it was, the call does not go on
+                # The type only: its text may quote the URL's call id or an address.
+                logger.warning("keyrelay: a call's sideband failed: %s", type(e).__name__)
+            await self.hang_up("sideband-ended")
         finally:
             release(self._sessions, self.call, self.session)
 
-    async def _run(self) -> None:
+    async def _listen(self) -> None:
         brokered = self.brokered
         reach = brokered.reach
         url = f"wss://{reach.host}{brokered.path('')}?call_id={brokered.call_id}"
-        try:
-            async with connect(
-                url,
-                additional_headers=[brokered.credential],
-                user_agent_header=None,
-                proxy=None,  # the provider as keyrelay reaches it, not an environment proxy
-                open_timeout=OPEN_TIMEOUT,
-                max_size=realtime.MAX_EVENT,
-                ssl=reach.tls,
-                server_hostname=reach.host,
-                host=reach.address[0],
-                port=reach.address[1],
-            ) as ws:
-                await self._read(ws)
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as e:
-            # The type only: its text may quote the URL's call id or an address.
-            logger.warning("keyrelay: a call's sideband failed: %s", type(e).__name__)
-        await self.hang_up("sideband-ended")  # not metered any longer: not to go on
+        async with connect(
+            url,
+            additional_headers=[brokered.credential],
+            user_agent_header=None,
+            proxy=None,  # the provider as keyrelay reaches it, not an environment proxy
+            open_timeout=OPEN_TIMEOUT,
+            max_size=realtime.MAX_EVENT,
+            ssl=reach.tls,
+            server_hostname=reach.host,
+            host=reach.address[0],
+            port=reach.address[1],
+        ) as ws:
+            await self._read(ws)
 
     async def _read(self, ws: ClientConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -198,8 +200,8 @@ class Sideband:
         except (OSError, TimeoutError, h11.ProtocolError) as e:
             logger.error("keyrelay: a call's hangup failed: %s", type(e).__name__)
             return
-        if status >= 300 and status != 404:  # 404: the call had ended already
-            logger.error("keyrelay: a call's hangup was answered %d", status)
+        if status >= 300:  # the call may have ended already (its browser left)
+            logger.warning("keyrelay: a call's hangup was answered %d", status)
 
 
 def is_offer(call: Call) -> bool:
@@ -359,13 +361,15 @@ class Sidebands:
         return [(s.call, leases) for s in self._running.values() if (leases := s.session.leases())]
 
     async def stop(self, timeout: float) -> None:
-        """Shutdown: every call hung up, what it held settled."""
+        """Shutdown: every call hung up, what it held settled (a response still running after
+        `timeout` is charged its reservation)."""
         running = list(self._running.items())
         if not running:
             return
-        await asyncio.wait(
-            [asyncio.ensure_future(s.hang_up("shutdown")) for _, s in running], timeout=timeout
-        )
-        for task, _ in running:
+        hangups = [asyncio.ensure_future(s.hang_up("shutdown")) for _, s in running]
+        await asyncio.wait(hangups, timeout=timeout)
+        _, pending = await asyncio.wait([task for task, _ in running], timeout=timeout)
+        for task in pending:
             task.cancel()
-        await asyncio.wait([task for task, _ in running], timeout=timeout)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
