@@ -136,9 +136,10 @@ class Sideband:
                 return
             content = message.encode() if isinstance(message, str) else b""
             if any(marker in content for marker in _MARKERS):
-                await self._event(content)
+                await self.event(content)
 
-    async def _event(self, content: bytes) -> None:
+    async def event(self, content: bytes) -> None:
+        """One server event of the call, as the sideband sent it."""
         event = realtime.event_of(content) if len(content) <= realtime.MAX_EVENT else None
         if event is None:
             return
