@@ -30,6 +30,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import certifi
 import h11
 from mitmproxy import ctx, http
 from websockets.asyncio.client import ClientConnection, connect
@@ -220,10 +221,11 @@ def release(sessions: Sessions, call: Call, session: Session) -> None:
 def upstream_tls() -> ssl.SSLContext:
     """The certificate check mitmproxy's options ask of an upstream."""
     options = ctx.options
-    context = ssl.create_default_context(
-        cafile=options.ssl_verify_upstream_trusted_ca or None,
-        capath=options.ssl_verify_upstream_trusted_confdir or None,
-    )
+    cafile = options.ssl_verify_upstream_trusted_ca or None
+    capath = options.ssl_verify_upstream_trusted_confdir or None
+    if cafile is None and capath is None:
+        cafile = certifi.where()  # mitmproxy's own default (mitmproxy/net/tls.py)
+    context = ssl.create_default_context(cafile=cafile, capath=capath)
     if options.ssl_insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
