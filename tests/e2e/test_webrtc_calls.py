@@ -249,3 +249,15 @@ def test_shutdown_hangs_every_call_up(
     relay.stop()
     assert hung_up(realtime, call_id)  # keyrelay would no longer meter it
     assert "hung up: shutdown" in relay.output()
+
+
+def test_a_call_whose_sideband_cannot_be_opened_is_hung_up(
+    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+) -> None:
+    realtime.sideband_refused = 403
+    relay = start(keyrelay_factory, realtime)
+    answer = client(relay).realtime.calls.with_raw_response.create(sdp=OFFER, session=SESSION)
+    call_id = answer.headers["location"].rpartition("/")[2]
+    assert hung_up(realtime, call_id)  # keyrelay could not meter it: it does not go on
+    assert "hung up: sideband-ended" in relay.output()
+    assert ended(relay, realtime)["reserved"] == 0  # the offer's reservation released

@@ -137,6 +137,7 @@ class RealtimeUpstream(WebSocketUpstream):
         self.offers: list[Offer] = []  # WebRTC offers, in order
         self.calls: dict[str, _Call] = {}  # by call id
         self.hangups: list[tuple[str, dict[str, str]]] = []  # (call id, headers)
+        self.sideband_refused: int | None = None  # the status a call's sideband is refused with
         self._lock = threading.Lock()
         self._call_ids = itertools.count(1)
 
@@ -229,8 +230,9 @@ class RealtimeUpstream(WebSocketUpstream):
                 headers = {k.decode().lower(): v.decode() for k, v in event.extra_headers}
                 self.handshakes.append((event.target, headers))
                 call = self.calls.get(call_id)
-                if call is None or call.ended:
-                    sock.sendall(ws.send(RejectConnection(status_code=404)))
+                if call is None or call.ended or self.sideband_refused:
+                    status = self.sideband_refused or 404
+                    sock.sendall(ws.send(RejectConnection(status_code=status)))
                     return
                 sock.sendall(ws.send(AcceptConnection()))
         assert call is not None
