@@ -148,6 +148,7 @@ class KeyRelay:
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # whatever a caller creates, only they may read or act on
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
+        self.budget.sidebands.where = self.connect_to.address  # a call's sideband, as flows go
         self._rules_stamp: tuple[float, ...] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._watched: tuple[Path, ...] = ()  # token and key files the rules name (revocation)

@@ -37,6 +37,7 @@ from addon.budget.calls import Call, retrying
 from addon.budget.memory import MemoryBooks
 from addon.budget.redis_store import RedisBooks
 from addon.budget.sessions import Sessions
+from addon.budget.sideband import Sidebands, is_offer
 from addon.budget.task_arrays import TaskArrays
 from addon.caller import Caller
 from addon.config.budget import BudgetSpec
@@ -97,6 +98,7 @@ class Budget(TaskArrays):
         # Off in replay mode: a recording holds what clients sent, and the replay matches on it.
         self.ask_for_usage = True
         self.sessions = Sessions(lambda: self.books, self.unavailable)  # metered WebSockets
+        self.sidebands = Sidebands(self.sessions)  # WebRTC calls, metered from their sidebands
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         backend = rules.limits_backend
@@ -207,11 +209,15 @@ class Budget(TaskArrays):
         return None
 
     async def _open_session(self, flow: http.HTTPFlow, call: Call) -> Refusal | None:
-        """A metered WebSocket session: its first response reserved (budget/sessions.py)."""
+        """A metered WebSocket session, or a WebRTC call's offer (metered from its sideband):
+        its first response reserved (budget/sessions.py, budget/sideband.py)."""
         limited = self.limited(call.provider)
         if self.books is not None:
             call.accounts = self.accounts(call.identity, call.provider, datetime.now(UTC))
-        refusal = await self.sessions.open(flow, call, limited)
+        if is_offer(call):
+            refusal = await self.sidebands.offer(flow, call, limited)
+        else:
+            refusal = await self.sessions.open(flow, call, limited)
         if refusal is not None:
             self._calls.pop(flow)
         elif limited and self._renewing is None:
@@ -292,6 +298,8 @@ class Budget(TaskArrays):
                         held.setdefault(call.accounts, []).append(flow.id)
                     elif (session := self.sessions.of(flow)) and (leases := session.leases()):
                         held.setdefault(call.accounts, []).extend(leases)
+                for call, leases in self.sidebands.held():
+                    held.setdefault(call.accounts, []).extend(leases)
                 if not held or self.books is None:
                     return
                 for accounts, leases in held.items():
@@ -336,7 +344,7 @@ class Budget(TaskArrays):
         if websocket_open(flow):
             return
         call = self._calls.pop(flow)
-        if call is None:
+        if call is None or self.sidebands.answered(flow, call):
             return
         if call.tasks is not None and flowstate.of(flow).get("timeout") != "first-byte":
             self._settle_tasks(flow, call, call.tasks)
@@ -359,6 +367,7 @@ class Budget(TaskArrays):
     async def done(self) -> None:
         """Shutdown: calls still open (a drain's deadline passed) are settled as cut ones are,
         and their settlements awaited; a renewal loop ends (their leases would outlive us)."""
+        await self.sidebands.stop(SHUTDOWN_WAIT)  # each call hung up: no longer metered
         if self._renewing is not None:
             self._renewing.cancel()
         for flow, call in self._calls.items():
@@ -375,7 +384,7 @@ class Budget(TaskArrays):
         left), its whole reservation: mitmproxy closes the upstream connection with the client's,
         so the answer that would say its usage is never read, and the provider bills anyway."""
         call = self._calls.pop(flow)
-        if call is not None:
+        if call is not None and not self.sidebands.unanswered(flow, call):
             sent = call.stream is None and flow.response is None and _reached(flow.server_conn)
             self._settle(flow, call, cut=sent or _cut(call, ended=False))
 

@@ -85,6 +85,14 @@ class Session:
         return [lease for lease, amount in held if amount]
 
 
+@dataclass
+class Settled:
+    """What a `response.done` did to its session."""
+
+    reservation: bool  # it reported no usage: charged its whole reservation
+    exhausted: bool = False  # no further response can be covered: the session ends
+
+
 def model_of(query: str) -> str | None:
     named = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "model"]
     return named[0] if len(named) == 1 else None
@@ -102,6 +110,13 @@ class Sessions:
 
     def of(self, flow: mitmflow.Flow) -> Session | None:
         return self._sessions.get(flow)
+
+    def keep(self, flow: http.HTTPFlow, session: Session) -> None:
+        """A WebRTC call's session, held on its offer until the answer (budget/sideband.py)."""
+        self._sessions.set(flow, session)
+
+    def take(self, flow: http.HTTPFlow) -> Session | None:
+        return self._sessions.pop(flow)
 
     # -- open ---------------------------------------------------------------------------------
 
@@ -124,24 +139,37 @@ class Sessions:
                 "a metered session's URL must name its model (?model=): its price and the "
                 "rules depend on it",
             )
+        opened = await self.begin(call, flow.id, model, limited)
+        if isinstance(opened, Refusal):
+            return opened
+        self._sessions.set(flow, opened)
+        return None
+
+    async def begin(
+        self, call: Call, ident: str, model: str, limited: bool, cap: int | None = None
+    ) -> Session | Refusal:
+        """A session priced and, under a budget, its first response reserved: a WebSocket's,
+        or a WebRTC call's (budget/sideband.py). `cap`: the output cap its responses are
+        reserved at, when not the rules' (a call's browser sets its own)."""
+        provider, operation = call.provider, call.operation
+        assert operation is not None
         price = prices.price_for(provider.prices, model, call.endpoint)
         if price is not None and not price.covers(operation.meter):
             price = None  # it matched, with no rate for tokens
         if price is None and limited:
             return _unpriced(provider.name, model)
         context = int(operation.reserve or realtime.CONTEXT_TOKENS)
-        cap = realtime.output_cap(None, provider.validation.max_tokens)
-        session = Session(flow.id, model, price, cap, context, limited)
+        if cap is None:
+            cap = realtime.output_cap(None, provider.validation.max_tokens)
+        session = Session(ident, model, price, cap, context, limited)
         call.model = model
-        self._sessions.set(flow, session)
         if limited:
             refusal = await self._hold(call, session)
             if refusal is None and session.ready is None:
                 refusal = refusal_to_open(session)
             if refusal is not None:
-                self._sessions.pop(flow)
                 return refusal
-        return None
+        return session
 
     async def _hold(self, call: Call, session: Session) -> Refusal | None:
         """Reserve the next response's worst case as `ready`; a refusal when the store failed
@@ -328,23 +356,42 @@ class Sessions:
     async def _done(
         self, flow: http.HTTPFlow, call: Call, session: Session, event: dict[str, Any], rid: Any
     ) -> None:
+        settled = await self.settle_response(call, session, event, rid)
+        if settled is None:
+            return
+        if settled.reservation:
+            flowstate.of(flow)["charged"] = "reservation"
+        if settled.exhausted:
+            self._end(flow, session, exhausted())
+
+    async def settle_response(
+        self, call: Call, session: Session, event: dict[str, Any], rid: Any
+    ) -> Settled | None:
+        """A `response.done`: its response settled at the usage it reports (its reservation
+        when it reports none), and the next response's reserve taken again if it was not. None:
+        not a response keyrelay saw start."""
         held = session.running.pop(rid, None) if isinstance(rid, str) else None
         if held is None:
             if not session.creating:
-                return  # not a response keyrelay saw start (a reply to its own update)
+                return None  # not a response keyrelay saw start (a reply to its own update)
             held = session.creating.popleft()
         usage = realtime.usage_of(event)
         cost = held[1] if usage is None else session.cost_of(usage)
-        if usage is None:
-            flowstate.of(flow)["charged"] = "reservation"
         for name, n in (usage or {}).items():
             session.usage[name] = session.usage.get(name, 0) + n
         session.cost += cost
         await self._settle(call, held, cost)
+        settled = Settled(reservation=usage is None)
         if session.ready is None and not session.ended:
             await self._hold(call, session)  # what this one did not use is free again
-            if session.ready is None and not session.running and not session.creating:
-                self._end(flow, session, exhausted())
+            settled.exhausted = (
+                session.ready is None and not session.running and not session.creating
+            )
+        return settled
+
+    async def start(self, call: Call, session: Session) -> Held | None:
+        """A response starts (budget/sideband.py: one seen on a call's sideband)."""
+        return await self._start(call, session)
 
     async def _settle(self, call: Call, held: Held, cost: int) -> None:
         books = self._books()
@@ -374,12 +421,22 @@ class Sessions:
         session = self._sessions.pop(flow)
         if session is None:
             return None
-        writes: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        unread = [*session.creating, *session.running.values()]
-        charged = sum(amount for _, amount in unread)
+        charged, writes = self.release(call, session)
         state = flowstate.of(flow)
         if charged:
             state["charged"] = "reservation"
+        state["usage"] = dict(session.usage)
+        state["cost"] = prices.usd(session.cost)
+        state["model"] = session.model[:100]
+        return writes
+
+    def release(
+        self, call: Call, session: Session
+    ) -> tuple[int, list[Callable[[], Coroutine[Any, Any, None]]]]:
+        """A session's end, flow-free: responses still running charged their reservations
+        (returned: nano-dollars), the reserve released; the settlements to run."""
+        unread = [*session.creating, *session.running.values()]
+        charged = sum(amount for _, amount in unread)
         session.cost += charged
         held = [(h, h[1]) for h in unread]
         if session.ready is not None:
@@ -387,12 +444,10 @@ class Sessions:
         session.creating.clear()
         session.running.clear()
         session.ready = None
-        for h, cost in held:
-            writes.append(functools.partial(self._settle, call, h, cost))
-        state["usage"] = dict(session.usage)
-        state["cost"] = prices.usd(session.cost)
-        state["model"] = session.model[:100]
-        return writes
+        writes: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            functools.partial(self._settle, call, h, cost) for h, cost in held
+        ]
+        return charged, writes
 
 
 def refusal_to_open(session: Session) -> Refusal:

@@ -49,6 +49,7 @@ Kind = Literal[
     "account",
     "admin",
     "mint-credential",
+    "call",  # a call whose media then flows between the browser and the provider (WebRTC)
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
 # How a call is metered under a budget (addon/budget/): what its answer says it used, priced by

@@ -26,7 +26,7 @@ from addon.config.provider import Provider
 from addon.config.rules import Rules
 from addon.cors import answers
 from addon.flowlocal import FlowLocal
-from addon.guard import body_rules, mints, runware, token_grants
+from addon.guard import body_rules, call_offer, mints, runware, token_grants
 from addon.problems import Refusal
 from addon.ratelimit.limiter import Admitted, Limiter, make_store
 from addon.resources import Generation
@@ -48,6 +48,7 @@ class Guard:
         # Open requests holding a concurrency slot; they outlive a rules reload.
         self._open: FlowLocal[Admitted] = FlowLocal("guard.open")
         self._mints: FlowLocal[MintSpec] = FlowLocal("guard.mints")  # a credential to check
+        self._offers: FlowLocal[bool] = FlowLocal("guard.offers")  # a call's offer to check
 
     def prepare(self, rules: Rules, live: Generation) -> Callable[[], None]:
         """Build this load's gates and limiter; the returned call installs them."""
@@ -116,7 +117,16 @@ class Guard:
         mint = route.operation.mint if route.operation else None
         if mint is not None:
             self._mints.set(flow, mint)
-        if provider.validation.reads_body or mints_token or mint or provider.tasks is not None:
+        offer = route.operation is not None and route.operation.kind == "call"
+        if offer:
+            self._offers.set(flow, True)
+        if (
+            provider.validation.reads_body
+            or mints_token
+            or mint
+            or offer
+            or provider.tasks is not None
+        ):
             max_body = provider.validation.max_body
             get_all = request.headers.get_all
             if refusal := body_rules.prepare(max_body, request.method, get_all, buffer_limit()):
@@ -148,7 +158,8 @@ class Guard:
         # The request was rewritten for its upstream in requestheaders (relay.py).
         mints_token = _mints_token(provider, request.method, request.host, request.path)
         mint = self._mints.pop(flow)
-        if not (provider.validation.reads_body or mints_token or mint or provider.tasks):
+        offer = self._offers.pop(flow)
+        if not (provider.validation.reads_body or mints_token or mint or offer or provider.tasks):
             return None
         if request.stream:
             # Already sent upstream: prepare() should have made this impossible.
@@ -157,6 +168,9 @@ class Guard:
         content_types, body = request.headers.get_all("content-type"), request.raw_content or b""
         if provider.tasks is not None:
             return _check_tasks(provider, request, body)
+        if offer:  # an SDP offer, its model in a session part (guard/call_offer.py)
+            query = request.path.partition("?")[2]
+            return call_offer.check(provider.validation, content_types, body, query)
         refusal = body_rules.check_body(provider.validation, content_types, body)
         if refusal is None and mints_token:
             refusal = token_grants.check(provider.endpoints, content_types, body)
@@ -168,6 +182,7 @@ class Guard:
         """Give back the request's concurrency slot. A WebSocket holds it until it closes:
         `response` runs on its 101, the socket stays open; `websocket_end` gives it back."""
         self._mints.pop(flow)  # refused before its body was checked
+        self._offers.pop(flow)
         if websocket_open(flow):
             return
         admitted = self._open.pop(flow)

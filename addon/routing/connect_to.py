@@ -58,6 +58,10 @@ class ConnectTo:
             except ValueError as e:
                 raise exceptions.OptionsError(f"keyrelay_connect_to: {e}") from None
 
+    def address(self, host: str, port: int) -> Address:
+        """Where a connection keyrelay opens itself goes (a WebRTC call's sideband)."""
+        return self.table.get((host.lower(), port), (host, port))
+
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         address = data.server.address
         destination = self.table.get((address[0].lower(), address[1])) if address else None

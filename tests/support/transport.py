@@ -140,11 +140,11 @@ class WebSocketUpstream(_TlsServer):
         super().__init__(tls, ("http/1.1",))
         self.handshakes: list[tuple[str, dict[str, str]]] = []  # (target, lower-cased headers)
 
-    def events(self, sock: socket.socket, ws: WSConnection) -> Iterator[Event]:
+    def events(self, sock: socket.socket, ws: WSConnection, first: bytes = b"") -> Iterator[Event]:
         """What the client sends, until it hangs up (or the server stops); a handshake is
-        recorded and accepted."""
+        recorded and accepted. `first`: bytes of it already read."""
         while not self._stop.is_set():
-            data = sock.recv(65536)
+            data, first = first or sock.recv(65536), b""
             if not data:
                 return
             ws.receive_data(data)
