@@ -153,9 +153,17 @@ def id_in_answer(spec: ObjectSpec, body: bytes, header: Callable[[str], str | No
     data = _json(body)
     for place in spec.in_answer:
         raw = header(place[7:]) if place.startswith("header:") else _at(data, place)
-        if isinstance(raw, str) and spec.fits(raw):
+        if not isinstance(raw, str):
+            continue
+        if spec.fits(raw):
             return raw.lower()
+        if place.startswith("header:") and spec.fits(last := _last_segment(raw)):
+            return last.lower()  # `Location: /v1/realtime/calls/rtc_...` names the call
     return None
+
+
+def _last_segment(url: str) -> str:
+    return url.partition("?")[0].rstrip("/").rpartition("/")[2]
 
 
 class StreamTap:

@@ -23,6 +23,7 @@ from support.realtime_upstream import ANSWER, Rates, RealtimeUpstream
 from support.tls import TlsMaterial
 
 ALICE = "alice-webrtc-token-9d2c"
+BOB = "bob-webrtc-token-41e7"
 KEY = TEST_KEYS["OPENAI_API_KEY"]
 MODEL = "gpt-realtime"
 CONTEXT = 32000  # input tokens one response may be billed (gpt-realtime's context window)
@@ -39,13 +40,14 @@ SESSION = {"type": "realtime", "model": MODEL}
 def rules(rates: Rates, *, daily: float, seconds: int = 300) -> str:
     provider = {
         "profile": "openai",
-        "allow": ["browser", "realtime.calls"],
+        "allow": ["browser", "realtime.calls", "realtime.socket"],
         "operations": {
             "realtime.calls": {
                 "op": "POST api.openai.com/v1/realtime/calls",
                 "kind": "call",
                 "meter": "session",
                 "reserve": CONTEXT,
+                "creates": "call",
             }
         },
         "prices": [rates.prices("gpt-realtime*")],
@@ -70,7 +72,7 @@ def start(
 ) -> KeyrelayProcess:
     return factory(
         rules(upstream.rates, daily=daily, seconds=seconds),
-        env={"KR_TOKENS": token_entry("alice", ALICE)},
+        env={"KR_TOKENS": ",".join([token_entry("alice", ALICE), token_entry("bob", BOB)])},
         upstream_port=upstream.port,
     )
 
@@ -153,6 +155,25 @@ def test_a_call_is_brokered_and_metered_from_its_sideband(
     assert target == f"/v1/realtime?call_id={call_id}"
     assert headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in relay.output() and ALICE not in relay.output()
+
+
+def test_only_the_caller_who_placed_a_call_may_join_its_sideband(
+    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+) -> None:
+    """A call's id is in its answer's Location: Bob, knowing Alice's, cannot join her call's
+    sideband (and listen to it, or steer it) through keyrelay, in any spelling of the id."""
+    relay = start(keyrelay_factory, realtime)
+    call_id = place(relay, realtime, session=SESSION)
+    with HttpClient(relay.port) as http:
+        for spelt in (call_id, call_id.upper(), call_id.replace("_", "%5F")):
+            joined = http.get(
+                f"/api/openai/realtime?model={MODEL}&call_id={spelt}",
+                [("Authorization", f"Bearer {BOB}")],
+            )
+            assert joined.status == 404, joined.body
+            assert joined.json()["type"].endswith("unknown-job")
+    assert [target for target, _ in realtime.handshakes] == [f"/v1/realtime?call_id={call_id}"]
+    realtime.leave(call_id)
 
 
 def test_an_offer_alone_names_its_model_in_the_url(
