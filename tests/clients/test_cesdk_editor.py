@@ -8,6 +8,9 @@ into the editor: a block on the page and an entry in the plugin's history."""
 
 from __future__ import annotations
 
+import io
+import math
+import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +33,7 @@ from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
 
 from clients.app_server import AppServer
 from clients.drivers import CLIENTS, run_driver
-from clients.provider_fakes import FLUX_RESULT, PIXEL, elevenlabs_tts, install_fal
+from clients.provider_fakes import FLUX_RESULT, PIXEL, install_fal
 
 TOKEN = "editor-token-5c1e"
 COOKIE = "kr"
@@ -80,7 +83,7 @@ def generate(
     }
     if same_origin:
         env["COOKIE"] = f"{COOKIE}={TOKEN}"
-    return run_driver(node, "cesdk/editor.mjs", [], env, timeout=120)
+    return run_driver(node, "cesdk/editor.mjs", [], {**env, "TIMEOUT_MS": "100000"}, timeout=150)
 
 
 def result_uris(result: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -96,6 +99,25 @@ def explain(result: dict[str, Any]) -> Any:
 FAL_VIDEO = {"video": {"url": "https://v3.fal.media/files/zebra/keyrelay.mp4"}}
 OPENAI_HOST = "api.openai.com"
 ELEVENLABS_HOST = "api.elevenlabs.io"
+
+
+def speech() -> bytes:
+    """Half a second of a 440 Hz tone as a WAV file: audio the browser decodes (the plugin reads
+    its length and draws its waveform), which ElevenLabs' MP3 would be."""
+    frames = bytes(
+        int(128 + 100 * math.sin(2 * math.pi * 440 * i / 8000)) for i in range(4000)
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(8000)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
+def elevenlabs_speech(req: RecordedRequest, w: ResponseWriter) -> None:
+    w.send_chunks([speech()], content_type="audio/mpeg", headers=[("character-cost", "20")])
 
 
 def openai_image(req: RecordedRequest, w: ResponseWriter) -> None:
@@ -166,7 +188,7 @@ PAIRS = {
         True,
     ),
     "audio:elevenlabs": Pair(
-        lambda up, _: up.route("POST", "/v1/text-to-speech/", elevenlabs_tts, host=ELEVENLABS_HOST),
+        lambda up, _: up.route("POST", "/v1/text-to-speech/", elevenlabs_speech, host=ELEVENLABS_HOST),
         None,
         ELEVENLABS_HOST,
         "/v1/text-to-speech/",

@@ -54,22 +54,25 @@ def anthropic_say_hello(relay: KeyrelayProcess, **credential: Any) -> str:
     return block.text
 
 
-def test_anthropic_sends_the_token_as_auth_token(
+def test_anthropic_sends_the_token_as_its_key(
     relay: KeyrelayProcess, upstream: UpstreamServer, TEST_KEYS: dict[str, str]
 ) -> None:
-    """`auth_token` (authToken in JS) is Authorization: Bearer; `api_key` goes as x-api-key."""
+    """This SDK (2.x) sends `api_key` and `auth_token` alike as Authorization: Bearer. The JS SDK
+    0.39 that the CE.SDK text plugin bundles sends `apiKey` as x-api-key (its `authToken` as
+    Bearer): that header gets a 401 naming it and where keyrelay looks."""
     upstream.route("POST", "/v1/messages", anthropic_messages(), host="api.anthropic.com")
+    assert anthropic_say_hello(relay, api_key=TOKEN) == "".join(ANTHROPIC_DELTAS)
     assert anthropic_say_hello(relay, auth_token=TOKEN) == "".join(ANTHROPIC_DELTAS)
-    got = upstream.only_request()
-    assert got.header_all("x-api-key") == [TEST_KEYS["ANTHROPIC_API_KEY"]]
-    assert got.header("authorization") is None and TOKEN.encode() not in got.raw_head
+    for got in upstream.requests:
+        assert got.header_all("x-api-key") == [TEST_KEYS["ANTHROPIC_API_KEY"]]
+        assert got.header("authorization") is None and TOKEN.encode() not in got.raw_head
 
     with pytest.raises(anthropic.AuthenticationError) as error:
-        anthropic_say_hello(relay, api_key=TOKEN)
+        anthropic_say_hello(relay, default_headers={"X-Api-Key": TOKEN})
     detail = refused(error.value)
     assert detail.startswith("keyrelay needs a valid credential: a credential came in x-api-key,")
     assert LOOKS in detail
-    assert len(upstream.requests) == 1  # the refused one never left keyrelay
+    assert len(upstream.requests) == 2  # the refused one never left keyrelay
 
 
 def test_openai_sends_the_token_as_api_key(

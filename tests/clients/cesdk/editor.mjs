@@ -61,7 +61,7 @@ function snapshot() {
 }
 
 // In the page: the first `selector` (inside the editor's shadow roots too) -- for a button, the one whose text is
-// `text`, clicked; for a text area, given `text` as typing does (the element's own value setter, which React
+// text starts with one of `text`, clicked; for a text area, given `text` as typing does (the element's own value setter, which React
 // tracks, then an input event). Answers whether it was there.
 function actInPage([selector, text]) {
   const all = (root) => [...root.querySelectorAll(selector), ...[...root.querySelectorAll("*")].flatMap((e) => (e.shadowRoot ? all(e.shadowRoot) : []))];
@@ -72,9 +72,33 @@ function actInPage([selector, text]) {
     area.dispatchEvent(new Event("input", { bubbles: true }));
     return true;
   }
-  const button = all(document).find((b) => b.textContent.trim() === text && !b.disabled);
+  const button = all(document).find((b) => text.some((t) => b.textContent.trim().startsWith(t)) && !b.disabled);
   button?.click();
   return button !== undefined;
+}
+
+// A one-second WebM (VP8, which Chromium builds without H.264 play) recorded in the browser from a canvas: the
+// file a video provider's CDN answers with here, so that the editor can load the generated video.
+async function recordVideo(page) {
+  const base64 = await page.evaluate(async () => {
+    const canvas = Object.assign(document.createElement("canvas"), { width: 64, height: 64 });
+    const paint = canvas.getContext("2d");
+    const recorder = new MediaRecorder(canvas.captureStream(10), { mimeType: "video/webm;codecs=vp8" });
+    const chunks = [];
+    recorder.ondataavailable = (e) => chunks.push(e.data);
+    recorder.start();
+    for (let i = 0; i < 10; i++) {
+      paint.fillStyle = `rgb(${i * 25}, 80, 160)`;
+      paint.fillRect(0, 0, 64, 64);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => { recorder.onstop = r; recorder.stop(); });
+    const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+    let text = "";
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+  });
+  return Buffer.from(base64, "base64");
 }
 
 function emit(code) {
@@ -101,14 +125,16 @@ if (!pageUrl) {
       const [name, ...value] = env.COOKIE.split("=");
       await context.addCookies([{ name, value: value.join("="), url: new URL(pageUrl).origin, sameSite: "Strict" }]);
     }
+    const page = context.pages()[0] ?? (await context.newPage());
+    const video = await recordVideo(page);
     await context.route((url) => !local(url.href), (route) => {
       const url = route.request().url();
       out.outside.push(`${route.request().method()} ${url}`);
       if (new URL(url).hostname === "api.img.ly") return route.abort("blockedbyclient");
       if (/\.(png|jpe?g|webp)$/i.test(new URL(url).pathname)) return route.fulfill({ status: 200, contentType: "image/png", body: PNG });
+      if (/\.(mp4|webm)$/i.test(new URL(url).pathname)) return route.fulfill({ status: 200, contentType: "video/webm", body: video });
       return route.fulfill({ status: 404, body: "" });
     });
-    const page = context.pages()[0] ?? (await context.newPage());
     page.on("console", (m) => {
       if (!m.text().includes("GL Driver") && !m.text().includes("║")) out.console.push(`${m.type()}: ${m.text().slice(0, 400)}`);
     });
@@ -129,16 +155,17 @@ if (!pageUrl) {
     // Each step finds its element and acts on it in one task of the page: a video scene re-renders the panel
     // continuously, replacing its elements, so Playwright's locators (which find, then act) never settle there.
     // On Linux a video scene opens with a dialog (no H.264 encoder: video export unavailable); a user closes it.
-    if (out.editor.scene === "Video") await act("button", "Continue");
-    // The panel's first text area is the prompt (or the text to speak); Generate starts the plugin.
+    if (out.editor.scene === "Video") await act("button", ["Continue"]);
+    // The panel's first text area is the prompt (or the text to speak); Generate starts the plugin (the
+    // audio plugin 0.2.14 in editor 1.69 labels it with untranslated keys: "common.generate" and a hint).
     await act("textarea", prompt);
-    await act("button", "Generate");
+    await act("button", ["Generate", "common.generate"]);
     const pressed = Date.now();
-    for (;;) {
-      out.result = await page.evaluate(snapshot);
-      const failed = out.result.notifications.some((n) => n?.type === "error");
-      const arrived = out.result.blocks.some((b) => /^(https|blob):/.test(b.uri)) || out.result.history.some((a) => a.uri);
-      if (failed || (arrived && !out.result.blocks.some((b) => b.state === "Pending"))) break;
+    // Done when the plugin put the result in its history (or told the user it failed); then the editor
+    // loads the file into its block.
+    const done = () => out.result.history.some((a) => a.uri) || out.result.notifications.some((n) => n?.type === "error");
+    const loading = () => out.result.blocks.some((b) => b.state === "Pending");
+    for (out.result = await page.evaluate(snapshot); !done() || loading(); out.result = await page.evaluate(snapshot)) {
       if (Date.now() > deadline) throw new Error(`no result within ${timeoutMs} ms`);
       await page.waitForTimeout(200);
     }
