@@ -50,7 +50,8 @@ def missing(spec: AuthSpec, header: Header) -> str:
     """Why a request without a credential keyrelay reads has none, and where keyrelay looks: a
     token in another provider's key header (an SDK's `apiKey`) or another Authorization scheme
     is named by its header, never shown."""
-    where = [f"{_header_place(spec)}{' as Bearer <token>' if spec.header == 'authorization' else ''}"]
+    bearer = " as Bearer <token>" if spec.header == "authorization" else ""
+    where = [f"{_header_place(spec)}{bearer}"]
     if spec.cookie is not None:
         where.append(f"the cookie {spec.cookie}")
     where.append(f"{SUBPROTOCOL} keyrelay-token.<token>")

@@ -104,9 +104,7 @@ ELEVENLABS_HOST = "api.elevenlabs.io"
 def speech() -> bytes:
     """Half a second of a 440 Hz tone as a WAV file: audio the browser decodes (the plugin reads
     its length and draws its waveform), which ElevenLabs' MP3 would be."""
-    frames = bytes(
-        int(128 + 100 * math.sin(2 * math.pi * 440 * i / 8000)) for i in range(4000)
-    )
+    frames = bytes(int(128 + 100 * math.sin(2 * math.pi * 440 * i / 8000)) for i in range(4000))
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
         w.setnchannels(1)
@@ -188,7 +186,9 @@ PAIRS = {
         True,
     ),
     "audio:elevenlabs": Pair(
-        lambda up, _: up.route("POST", "/v1/text-to-speech/", elevenlabs_speech, host=ELEVENLABS_HOST),
+        lambda up, _: up.route(
+            "POST", "/v1/text-to-speech/", elevenlabs_speech, host=ELEVENLABS_HOST
+        ),
         None,
         ELEVENLABS_HOST,
         "/v1/text-to-speech/",

@@ -36,8 +36,8 @@ def relay(keyrelay_factory: Any) -> KeyrelayProcess:
 def refused(error: Exception) -> str:
     """The 401's detail, checked to hold no token."""
     assert isinstance(error, (anthropic.AuthenticationError, openai.AuthenticationError))
-    assert error.status_code == 401 and TOKEN not in str(error.body) and "unused" not in str(error.body)
     body = error.body
+    assert error.status_code == 401 and TOKEN not in str(body) and "unused" not in str(body)
     assert isinstance(body, dict)
     return str(body["detail"])
 
@@ -96,7 +96,9 @@ def test_openai_sends_the_token_as_api_key(
     with pytest.raises(openai.AuthenticationError) as error:
         chat("unused")  # the placeholder the client table once showed
     detail = refused(error.value)
-    assert detail == "keyrelay needs a valid credential: the token in the Authorization header is not valid"
+    assert detail == (
+        "keyrelay needs a valid credential: the token in the Authorization header is not valid"
+    )
 
 
 def test_elevenlabs_sends_the_token_in_its_headers(
@@ -105,7 +107,8 @@ def test_elevenlabs_sends_the_token_in_its_headers(
     """Its `api_key` is xi-api-key; keyrelay's token goes in `headers`."""
     upstream.route("POST", "/v1/text-to-speech/", elevenlabs_tts, host="api.elevenlabs.io")
     base = f"{relay.url}/api/elevenlabs"
-    client = ElevenLabs(base_url=base, api_key="unused", headers={"Authorization": f"Bearer {TOKEN}"})
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    client = ElevenLabs(base_url=base, api_key="unused", headers=bearer)
     audio = b"".join(client.text_to_speech.convert(voice_id="v1", text="Hello"))
     assert audio == AUDIO
     got = upstream.only_request()

@@ -176,9 +176,11 @@ def test_a_missing_credential_says_where_keyrelay_looks(
 
 def test_a_credential_is_found_with_its_place() -> None:
     spec = AuthSpec(mode="tokens", cookie="kr")
-    assert presented_at(spec, {"authorization": "Bearer t"}.get) == ("t", "the Authorization header")
+    bearer = {"authorization": "Bearer t"}
+    assert presented_at(spec, bearer.get) == ("t", "the Authorization header")
     assert presented_at(spec, {"cookie": "kr=t"}.get) == ("t", "the cookie kr")
     socket = {"upgrade": "websocket", "sec-websocket-protocol": "keyrelay, keyrelay-token.t"}
     assert presented_at(spec, socket.get) == ("t", "a WebSocket subprotocol")
     custom = AuthSpec(mode="tokens", header="x-keyrelay-token")
-    assert presented_at(custom, {"x-keyrelay-token": "t"}.get) == ("t", "the x-keyrelay-token header")
+    own = {"x-keyrelay-token": "t"}
+    assert presented_at(custom, own.get) == ("t", "the x-keyrelay-token header")

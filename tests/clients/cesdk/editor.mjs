@@ -16,16 +16,12 @@
 //
 // The browser reaches nothing but 127.0.0.1/localhost: the editor's usage events (api.img.ly) are aborted and
 // the provider's result files (their CDNs) are answered here, an image as a 1x1 PNG, anything else 404.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { withChromium } from "../lib/chromium.mjs";
 
 const env = process.env;
 const pageUrl = env.PAGE_URL;
 const timeoutMs = Number(env.TIMEOUT_MS || 60000);
 const prompt = env.PROMPT || "a red fox in the snow";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const PNG = Buffer.from(
   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==",
   "base64",
@@ -110,74 +106,72 @@ if (!pageUrl) {
   out.error = "PAGE_URL is not set";
   emit(2);
 } else {
-  const userDataDir = mkdtempSync(join(tmpdir(), "keyrelay-cesdk-"));
-  let context;
+  const viewport = { width: 1400, height: 900 };
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: env.CHROMIUM || "/usr/bin/chromium",
-      headless: true,
-      args: FLAGS,
-      timeout: timeoutMs,
-      viewport: { width: 1400, height: 900 },
-    });
-    out.browser = context.browser()?.version() ?? null;
-    if (env.COOKIE) {
-      const [name, ...value] = env.COOKIE.split("=");
-      await context.addCookies([{ name, value: value.join("="), url: new URL(pageUrl).origin, sameSite: "Strict" }]);
-    }
-    const page = context.pages()[0] ?? (await context.newPage());
-    const video = await recordVideo(page);
-    await context.route((url) => !local(url.href), (route) => {
-      const url = route.request().url();
-      out.outside.push(`${route.request().method()} ${url}`);
-      if (new URL(url).hostname === "api.img.ly") return route.abort("blockedbyclient");
-      if (/\.(png|jpe?g|webp)$/i.test(new URL(url).pathname)) return route.fulfill({ status: 200, contentType: "image/png", body: PNG });
-      if (/\.(mp4|webm)$/i.test(new URL(url).pathname)) return route.fulfill({ status: 200, contentType: "video/webm", body: video });
-      return route.fulfill({ status: 404, body: "" });
-    });
-    page.on("console", (m) => {
-      if (!m.text().includes("GL Driver") && !m.text().includes("║")) out.console.push(`${m.type()}: ${m.text().slice(0, 400)}`);
-    });
-    page.on("pageerror", (e) => out.page_errors.push(String(e)));
-    // Acts in the page until the element is there (10 s at most).
-    const act = async (selector, text) => {
-      for (const until = Date.now() + 10000; !(await page.evaluate(actInPage, [selector, text])); ) {
-        if (Date.now() > until) throw new Error(`no ${selector} ${JSON.stringify(text)} in the page`);
-        await page.waitForTimeout(200);
+    await withChromium({ timeoutMs, viewport }, async (context, page) => {
+      try {
+        await generate(context, page);
+      } finally {
+        if (!out.ok && env.SCREENSHOT) await page.screenshot({ path: env.SCREENSHOT }).catch(() => {});
       }
-    };
-    await page.goto(pageUrl, { timeout: timeoutMs });
-    await page.waitForFunction(() => window.__editor !== undefined, null, { timeout: deadline - Date.now(), polling: 100 });
-    out.editor = await page.evaluate(() => window.__editor);
-    out.editor.started_ms = timeoutMs - (deadline - Date.now());
-    if (!out.editor.ready) throw new Error(`the editor did not start: ${out.editor.error}`);
-
-    // Each step finds its element and acts on it in one task of the page: a video scene re-renders the panel
-    // continuously, replacing its elements, so Playwright's locators (which find, then act) never settle there.
-    // On Linux a video scene opens with a dialog (no H.264 encoder: video export unavailable); a user closes it.
-    if (out.editor.scene === "Video") await act("button", ["Continue"]);
-    // The panel's first text area is the prompt (or the text to speak); Generate starts the plugin (the
-    // audio plugin 0.2.14 in editor 1.69 labels it with untranslated keys: "common.generate" and a hint).
-    await act("textarea", prompt);
-    await act("button", ["Generate", "common.generate"]);
-    const pressed = Date.now();
-    // Done when the plugin put the result in its history (or told the user it failed); then the editor
-    // loads the file into its block.
-    const done = () => out.result.history.some((a) => a.uri) || out.result.notifications.some((n) => n?.type === "error");
-    const loading = () => out.result.blocks.some((b) => b.state === "Pending");
-    for (out.result = await page.evaluate(snapshot); !done() || loading(); out.result = await page.evaluate(snapshot)) {
-      if (Date.now() > deadline) throw new Error(`no result within ${timeoutMs} ms`);
-      await page.waitForTimeout(200);
-    }
-    out.result.generated_ms = Date.now() - pressed;
-    out.notifications = out.result.notifications;
-    out.ok = out.result.history.some((a) => a.uri) && !out.notifications.some((n) => n?.type === "error");
+    });
   } catch (error) {
     out.error = String(error?.message ?? error).split("\n").slice(0, Number(env.ERROR_LINES || 1)).join("\n");
-  } finally {
-    if (!out.ok && env.SCREENSHOT) await context?.pages()[0]?.screenshot({ path: env.SCREENSHOT }).catch(() => {});
-    await context?.close().catch(() => {});
-    rmSync(userDataDir, { recursive: true, force: true });
   }
   emit(out.ok ? 0 : 1);
+}
+
+// Opens the page, presses Generate in the plugin's panel and waits for the result in the editor.
+async function generate(context, page) {
+  out.browser = context.browser()?.version() ?? null;
+  if (env.COOKIE) {
+    const [name, ...value] = env.COOKIE.split("=");
+    await context.addCookies([{ name, value: value.join("="), url: new URL(pageUrl).origin, sameSite: "Strict" }]);
+  }
+  const video = await recordVideo(page);
+  await context.route((url) => !local(url.href), (route) => {
+    const url = route.request().url();
+    out.outside.push(`${route.request().method()} ${url}`);
+    if (new URL(url).hostname === "api.img.ly") return route.abort("blockedbyclient");
+    if (/\.(png|jpe?g|webp)$/i.test(new URL(url).pathname)) return route.fulfill({ status: 200, contentType: "image/png", body: PNG });
+    if (/\.(mp4|webm)$/i.test(new URL(url).pathname)) return route.fulfill({ status: 200, contentType: "video/webm", body: video });
+    return route.fulfill({ status: 404, body: "" });
+  });
+  page.on("console", (m) => {
+    if (!m.text().includes("GL Driver") && !m.text().includes("║")) out.console.push(`${m.type()}: ${m.text().slice(0, 400)}`);
+  });
+  page.on("pageerror", (e) => out.page_errors.push(String(e)));
+  // Acts in the page until the element is there (10 s at most).
+  const act = async (selector, text) => {
+    for (const until = Date.now() + 10000; !(await page.evaluate(actInPage, [selector, text])); ) {
+      if (Date.now() > until) throw new Error(`no ${selector} ${JSON.stringify(text)} in the page`);
+      await page.waitForTimeout(200);
+    }
+  };
+  await page.goto(pageUrl, { timeout: timeoutMs });
+  await page.waitForFunction(() => window.__editor !== undefined, null, { timeout: deadline - Date.now(), polling: 100 });
+  out.editor = await page.evaluate(() => window.__editor);
+  out.editor.started_ms = timeoutMs - (deadline - Date.now());
+  if (!out.editor.ready) throw new Error(`the editor did not start: ${out.editor.error}`);
+
+  // Each step finds its element and acts on it in one task of the page: a video scene re-renders the panel
+  // continuously, replacing its elements, so Playwright's locators (which find, then act) never settle there.
+  // On Linux a video scene opens with a dialog (no H.264 encoder: video export unavailable); a user closes it.
+  if (out.editor.scene === "Video") await act("button", ["Continue"]);
+  // The panel's first text area is the prompt (or the text to speak); Generate starts the plugin (the
+  // audio plugin 0.2.14 in editor 1.69 labels it with untranslated keys: "common.generate" and a hint).
+  await act("textarea", prompt);
+  await act("button", ["Generate", "common.generate"]);
+  const pressed = Date.now();
+  // Done when the plugin put the result in its history (or told the user it failed); then the editor
+  // loads the file into its block.
+  const done = () => out.result.history.some((a) => a.uri) || out.result.notifications.some((n) => n?.type === "error");
+  const loading = () => out.result.blocks.some((b) => b.state === "Pending");
+  for (out.result = await page.evaluate(snapshot); !done() || loading(); out.result = await page.evaluate(snapshot)) {
+    if (Date.now() > deadline) throw new Error(`no result within ${timeoutMs} ms`);
+    await page.waitForTimeout(200);
+  }
+  out.result.generated_ms = Date.now() - pressed;
+  out.notifications = out.result.notifications;
+  out.ok = out.result.history.some((a) => a.uri) && !out.notifications.some((n) => n?.type === "error");
 }
