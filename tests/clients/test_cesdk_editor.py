@@ -83,7 +83,8 @@ def generate(
     }
     if same_origin:
         env["COOKIE"] = f"{COOKIE}={TOKEN}"
-    return run_driver(node, "cesdk/editor.mjs", [], {**env, "TIMEOUT_MS": "100000"}, timeout=150)
+    # Generous: on a loaded machine a video scene starves the page (one generation took 35 s here).
+    return run_driver(node, "cesdk/editor.mjs", [], {**env, "TIMEOUT_MS": "180000"}, timeout=240)
 
 
 def result_uris(result: dict[str, Any]) -> tuple[list[str], list[str]]:
