@@ -3,8 +3,9 @@
 # Sourced by scripts/test (or run directly). Idempotent and quick when everything is already in place.
 # Fails loudly (non-zero exit, message on stderr) when something cannot be installed; it never skips silently.
 #   - chromium: `apt_install chromium` (scripts/_apt.sh) only when /usr/bin/chromium is missing.
-#   - node clients: `npm ci` in tests/clients (and tests/clients/cesdk: the CE.SDK plugins) when node_modules is
-#     missing or older than package-lock.json.
+#   - node clients: `npm ci` in tests/clients (and tests/clients/cesdk: the CE.SDK editor with its assets and
+#     AI plugins, ~70 MB, served to Chromium from there, never from IMG.LY's CDN) when node_modules is missing
+#     or older than package-lock.json.
 # Browsers are never downloaded by npm (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1): playwright-core drives /usr/bin/chromium.
 
 source "$(dirname "${BASH_SOURCE[0]}")/_apt.sh"
@@ -47,9 +48,10 @@ _keyrelay_setup_clients() {
   node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' ||
     { _kr_fail "Node >= 20 is needed, found $(node --version)"; return 1; }
 
-  # --- node_modules: the clients, and apart (without the CE.SDK editor, their peer) the CE.SDK plugins ---
+  # --- node_modules: the clients, and apart the CE.SDK editor with its AI plugins ---
   _kr_npm_ci "$clients" @fal-ai/client @google/genai @inferencesh/sdk playwright-core esbuild || return 1
-  _kr_npm_ci "$clients/cesdk" @imgly/plugin-ai-image-generation-web @imgly/plugin-ai-video-generation-web || return 1
+  _kr_npm_ci "$clients/cesdk" @cesdk/cesdk-js @cesdk/engine @imgly/plugin-ai-image-generation-web \
+    @imgly/plugin-ai-video-generation-web @imgly/plugin-ai-audio-generation-web @imgly/plugin-ai-text-generation-web || return 1
 
   # --- browser bundle of @fal-ai/client (built locally from node_modules with esbuild; not committed) ---
   local bundle="$clients/browser/fal-client.js"

@@ -18,7 +18,7 @@ from addon.auth.forward import ForwardAuth, identity_from
 from addon.auth.identity import Identity, anonymous
 from addon.auth.jwks import JwksKeys
 from addon.auth.jwt_auth import JwtVerifier
-from addon.auth.presented import presented
+from addon.auth.presented import missing, presented_at
 from addon.auth.tokens import TokenStore
 from addon.config.auth import AuthSpec
 from addon.problems import Refusal
@@ -78,11 +78,14 @@ class Tokens:
             )
 
     async def authenticate(self, attempt: Attempt) -> Identity | Refusal:
-        credential = presented(self.spec, attempt.header)
-        if credential is None:
-            return unauthenticated("no credentials were sent")
+        found = presented_at(self.spec, attempt.header)
+        if found is None:
+            return unauthenticated(missing(self.spec, attempt.header))
+        credential, place = found
         identity = self.tokens.identify(credential)
-        return identity if identity is not None else unauthenticated("the token is not valid")
+        if identity is None:
+            return unauthenticated(f"the token in {place} is not valid")
+        return identity
 
 
 class Jwt:
@@ -105,11 +108,12 @@ class Jwt:
         self.verifier = JwtVerifier(spec, secret, keys)
 
     async def authenticate(self, attempt: Attempt) -> Identity | Refusal:
-        credential = presented(self.spec, attempt.header)
-        if credential is None:
-            return unauthenticated("no credentials were sent")
+        found = presented_at(self.spec, attempt.header)
+        if found is None:
+            return unauthenticated(missing(self.spec, attempt.header))
+        credential, place = found
         result = await self.verifier.identify(credential)
-        return unauthenticated(result) if isinstance(result, str) else result
+        return unauthenticated(f"{result} (in {place})") if isinstance(result, str) else result
 
 
 class Forwarded:
@@ -127,7 +131,11 @@ class Forwarded:
         if self.spec.header not in credentials and (v := header(self.spec.header)):
             credentials[self.spec.header] = v
         if not credentials:
-            return unauthenticated("no credentials were sent")
+            also = "" if self.spec.header == "authorization" else f" and {self.spec.header}"
+            return unauthenticated(
+                f"no credentials were sent; keyrelay passes Cookie, Authorization{also} to the"
+                " app's auth service"
+            )
         verdict = await self.service.check(credentials, attempt.method, attempt.uri, self.scope)
         if verdict.status == 503:
             return Refusal(503, "auth-unavailable", "the authentication service failed")

@@ -9,26 +9,11 @@
 //               query parameters (see index.html: proxy, fal_path, steps, endpoint, model)
 //   CHROMIUM    browser executable (default /usr/bin/chromium)
 //   TIMEOUT_MS  time allowed for window.__results to appear (default 30000)
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { withChromium } from "./lib/chromium.mjs";
 
 const env = process.env;
 const pageUrl = env.PAGE_URL || process.argv[2];
-const executablePath = env.CHROMIUM || "/usr/bin/chromium";
 const timeoutMs = Number(env.TIMEOUT_MS || 30000);
-const FLAGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
 const out = { ok: false, page_url: pageUrl, browser: null, results: null, console: [], page_errors: [], failed_requests: [] };
 function emit(code) {
   process.stdout.write(JSON.stringify(out) + "\n");
@@ -38,30 +23,20 @@ if (!pageUrl) {
   out.error = "PAGE_URL is not set";
   emit(2);
 } else {
-  const userDataDir = mkdtempSync(join(tmpdir(), "keyrelay-chromium-"));
-  let context;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath,
-      headless: true,
-      args: FLAGS,
-      timeout: timeoutMs,
+    await withChromium({ timeoutMs }, async (context, page) => {
+      out.browser = context.browser()?.version() ?? null;
+      page.on("console", (m) => out.console.push(`${m.type()}: ${m.text()}`));
+      page.on("pageerror", (e) => out.page_errors.push(String(e)));
+      page.on("requestfailed", (r) => out.failed_requests.push({ method: r.method(), url: r.url(), error: r.failure()?.errorText }));
+      const response = await page.goto(pageUrl, { timeout: timeoutMs });
+      if (!response?.ok()) throw new Error(`loading ${pageUrl} answered ${response?.status()}`);
+      await page.waitForFunction(() => window.__results !== undefined, null, { timeout: timeoutMs, polling: 100 });
+      out.results = await page.evaluate(() => window.__results);
+      out.ok = out.results?.ok === true;
     });
-    out.browser = context.browser()?.version() ?? null;
-    const page = context.pages()[0] ?? (await context.newPage());
-    page.on("console", (m) => out.console.push(`${m.type()}: ${m.text()}`));
-    page.on("pageerror", (e) => out.page_errors.push(String(e)));
-    page.on("requestfailed", (r) => out.failed_requests.push({ method: r.method(), url: r.url(), error: r.failure()?.errorText }));
-    const response = await page.goto(pageUrl, { timeout: timeoutMs });
-    if (!response?.ok()) throw new Error(`loading ${pageUrl} answered ${response?.status()}`);
-    await page.waitForFunction(() => window.__results !== undefined, null, { timeout: timeoutMs, polling: 100 });
-    out.results = await page.evaluate(() => window.__results);
-    out.ok = out.results?.ok === true;
   } catch (error) {
     out.error = String(error?.message ?? error).split("\n")[0];
-  } finally {
-    await context?.close().catch(() => {});
-    rmSync(userDataDir, { recursive: true, force: true });
   }
   emit(out.ok ? 0 : 1);
 }

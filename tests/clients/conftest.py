@@ -22,8 +22,14 @@ from clients.provider_fakes import install_upload_server
 
 SETUP = "scripts/_setup_clients.sh"
 NODE_MODULES = ("@fal-ai/client", "@google/genai", "@inferencesh/sdk", "playwright-core")
-# Installed apart, in tests/clients/cesdk, without the CE.SDK editor they name as a peer.
-CESDK_PLUGINS = ("@imgly/plugin-ai-image-generation-web", "@imgly/plugin-ai-video-generation-web")
+# Installed apart, in tests/clients/cesdk: the CE.SDK editor and its AI plugins.
+CESDK_PLUGINS = (
+    "@cesdk/cesdk-js",
+    "@imgly/plugin-ai-image-generation-web",
+    "@imgly/plugin-ai-video-generation-web",
+    "@imgly/plugin-ai-audio-generation-web",
+    "@imgly/plugin-ai-text-generation-web",
+)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +70,7 @@ def node() -> str:
 
 @pytest.fixture(scope="session")
 def cesdk_plugins(node: str) -> str:
-    """Node, with the CE.SDK AI plugins in tests/clients/cesdk/node_modules."""
+    """Node, with the CE.SDK editor and its AI plugins in tests/clients/cesdk/node_modules."""
     for module in CESDK_PLUGINS:
         _require(
             (CLIENTS / "cesdk" / "node_modules" / module / "package.json").is_file(),

@@ -58,6 +58,7 @@ class FalFake:
     """fal's queue (submit, status, SSE status stream, result, cancel), fal.run and storage."""
 
     upload_base: str
+    result: dict[str, Any] = field(default_factory=lambda: FLUX_RESULT)  # every app's answer
     polls: dict[str, int] = field(default_factory=dict)
     stream_gap: float = 0.15
     _ids: Callable[[], int] = field(default_factory=_sequence)
@@ -68,7 +69,7 @@ class FalFake:
         if host == "rest.fal.ai" and path == "/storage/upload/initiate" and method == "POST":
             return self._initiate(req, w)
         if host == "fal.run" and method == "POST":
-            return w.send_json(FLUX_RESULT, headers=[("x-fal-request-id", "sync-1")])
+            return w.send_json(self.result, headers=[("x-fal-request-id", "sync-1")])
         if host == "queue.fal.run":
             if method == "POST":
                 return self._submit(req, w)
@@ -107,7 +108,7 @@ class FalFake:
         if rest == "/cancel" and req.method == "PUT":
             return w.send_json({"status": "CANCELLATION_REQUESTED"}, 202)
         if rest == "" and req.method == "GET":
-            return w.send_json(FLUX_RESULT, headers=ids)
+            return w.send_json(self.result, headers=ids)
         w.send_json({"detail": "Not Found"}, 404)
 
     @staticmethod
@@ -142,8 +143,10 @@ class FalFake:
         )
 
 
-def install_fal(upstream: UpstreamServer, upload_base: str) -> FalFake:
-    fake = FalFake(upload_base)
+def install_fal(
+    upstream: UpstreamServer, upload_base: str, result: dict[str, Any] = FLUX_RESULT
+) -> FalFake:
+    fake = FalFake(upload_base, result)
     for host in FAL_HOSTS:
         upstream.route(None, "/", fake.handle, host=host)
     return fake

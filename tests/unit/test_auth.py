@@ -8,7 +8,7 @@ import pytest
 from support.guard import rules, token_entry
 
 from addon.auth.identity import Identity, anonymous
-from addon.auth.presented import presented
+from addon.auth.presented import missing, presented, presented_at
 from addon.auth.tokens import TokenError, TokenStore
 from addon.config.auth import AuthSpec
 from addon.config.model import ConfigError, read
@@ -133,3 +133,54 @@ def test_every_mode_the_rules_accept_has_its_authenticator() -> None:
     from addon.config.auth import MODES as ACCEPTED
 
     assert set(ACCEPTED) == set(BUILT)
+
+
+@pytest.mark.parametrize(
+    ("spec", "headers", "detail"),
+    [
+        (
+            AuthSpec(mode="tokens"),
+            {},
+            "no credentials were sent; keyrelay looks in the Authorization header as Bearer <token>"
+            " or a WebSocket subprotocol keyrelay-token.<token>",
+        ),
+        (  # the Anthropic SDK given keyrelay's token (or 'unused') as its apiKey
+            AuthSpec(mode="tokens", cookie="kr"),
+            {"x-api-key": "kr_secret", "cookie": "session=1"},
+            "a credential came in x-api-key, which keyrelay does not read; keyrelay looks in the"
+            " Authorization header as Bearer <token>, the cookie kr or a WebSocket subprotocol"
+            " keyrelay-token.<token>",
+        ),
+        (  # fal's client given a key: `Authorization: Key ...`
+            AuthSpec(mode="jwt"),
+            {"authorization": "Key kr_secret"},
+            "the Authorization header is not Bearer <token>; keyrelay looks in the Authorization"
+            " header as Bearer <token> or a WebSocket subprotocol keyrelay-token.<token>",
+        ),
+        (  # keyrelay reads its own header: a token in Authorization is named as elsewhere
+            AuthSpec(mode="tokens", header="x-keyrelay-token"),
+            {"authorization": "Bearer kr_secret", "xi-api-key": "kr_secret"},
+            "a credential came in authorization, xi-api-key, which keyrelay does not read;"
+            " keyrelay looks in the x-keyrelay-token header or a WebSocket subprotocol"
+            " keyrelay-token.<token>",
+        ),
+    ],
+)
+def test_a_missing_credential_says_where_keyrelay_looks(
+    spec: AuthSpec, headers: dict[str, str], detail: str
+) -> None:
+    assert presented(spec, headers.get) is None
+    assert missing(spec, headers.get) == detail
+    assert "kr_secret" not in detail
+
+
+def test_a_credential_is_found_with_its_place() -> None:
+    spec = AuthSpec(mode="tokens", cookie="kr")
+    bearer = {"authorization": "Bearer t"}
+    assert presented_at(spec, bearer.get) == ("t", "the Authorization header")
+    assert presented_at(spec, {"cookie": "kr=t"}.get) == ("t", "the cookie kr")
+    socket = {"upgrade": "websocket", "sec-websocket-protocol": "keyrelay, keyrelay-token.t"}
+    assert presented_at(spec, socket.get) == ("t", "a WebSocket subprotocol")
+    custom = AuthSpec(mode="tokens", header="x-keyrelay-token")
+    own = {"x-keyrelay-token": "t"}
+    assert presented_at(custom, own.get) == ("t", "the x-keyrelay-token header")
