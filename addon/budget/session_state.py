@@ -41,6 +41,7 @@ class Session:
     cost: int = 0  # nano-dollars settled so far
     ended: bool = False  # keyrelay ended it: nothing more from the client goes on
     ga: bool = True  # OpenAI's GA interface (`max_output_tokens`), else the beta's
+    latest: Usage | None = None  # Gemini Live: the running turn's usage as last reported
     leases_made: int = 0
 
     def worst(self) -> int:
