@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,11 +72,14 @@ def start(
     upstream: ElevenLabsUpstream,
     daily: float,
     redis: str | None = None,
+    log: Path | None = None,
 ) -> KeyrelayProcess:
+    logged = ["--set", "keyrelay_access_log=json", "--set", f"keyrelay_access_log_file={log}"]
     return factory(
         rules(daily=daily, redis=redis),
         env={"KR_TOKENS": token_entry("alice", ALICE)},
         upstream_port=upstream.port,
+        extra_args=logged if log else (),
     )
 
 
@@ -110,9 +114,10 @@ def closes(upstream: ElevenLabsUpstream) -> list[int]:
 
 
 def test_a_session_is_metered_by_the_characters_the_fake_billed(
-    keyrelay_factory: KeyrelayFactory, elevenlabs: ElevenLabsUpstream
+    keyrelay_factory: KeyrelayFactory, elevenlabs: ElevenLabsUpstream, tmp_path: Path
 ) -> None:
-    relay = start(keyrelay_factory, elevenlabs, daily=50.0)
+    log = tmp_path / "access.log"
+    relay = start(keyrelay_factory, elevenlabs, daily=50.0, log=log)
     audio = speak(relay, ["Hello there. ", "How are you today? ", "Fine, thanks."])
     assert audio and all(chunk.startswith(b"ID3") for chunk in audio)
     sent = "".join(m["text"] for m in elevenlabs.received)
@@ -126,6 +131,15 @@ def test_a_session_is_metered_by_the_characters_the_fake_billed(
     assert headers["xi-api-key"] == KEY
     assert ALICE not in json.dumps(headers) + json.dumps(elevenlabs.received)
     assert KEY not in relay.output()
+    # The access log: the handshake's line at the 101, the session's at its end, with its cost.
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    handshake, ended = [line for line in lines if line["path"].endswith("/stream-input")]
+    assert handshake["status"] == ended["status"] == 101
+    assert "cost" not in handshake
+    assert ended["usage"] == {"characters": elevenlabs.characters}
+    assert ended["cost"] == pytest.approx(elevenlabs.billed, abs=1e-9)
+    assert ended["model"] == MODEL
+    assert KEY not in log.read_text() and ALICE not in log.read_text()
 
 
 def test_a_budget_that_runs_out_ends_the_session_at_the_message_it_cannot_cover(
