@@ -24,6 +24,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from addon.metering import messages
 from addon.metering.realtime import AUDIO_CACHE_READ, AUDIO_INPUT, AUDIO_OUTPUT
 from addon.metering.usage import CACHE_READ, INPUT, OUTPUT, Usage
 
@@ -41,13 +42,7 @@ GO_AWAY = json.dumps({"goAway": {"timeLeft": "0s"}}).encode()
 
 def message_of(content: bytes) -> dict[str, Any] | None:
     """A JSON object message, or None."""
-    if len(content) > MAX_MESSAGE or content.lstrip()[:1] != b"{":
-        return None
-    try:
-        data = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return messages.json_object(content, MAX_MESSAGE)
 
 
 def field(data: Mapping[str, Any], camel: str, snake: str) -> Any:

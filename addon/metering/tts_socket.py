@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from addon.metering import messages
+
 # Fields of the first message that carry a credential: the key is on the handshake, and a
 # client's own (or keyrelay's token) has no business reaching ElevenLabs.
 CREDENTIAL_FIELDS = ("xi-api-key", "xi_api_key", "authorization")
@@ -26,13 +28,8 @@ MAX_MESSAGE = 1 << 20  # a client message larger than this is not read (ElevenLa
 def message_of(content: bytes) -> dict[str, Any] | None:
     """A client message as ElevenLabs reads it: a JSON object whose `text`, when present, is a
     string; None for anything else (not forwarded: keyrelay would not know what it costs)."""
-    if len(content) > MAX_MESSAGE or content.lstrip()[:1] != b"{":
-        return None
-    try:
-        data = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
+    data = messages.json_object(content, MAX_MESSAGE)
+    if data is None or not isinstance(data.get("text", ""), str):
         return None
     return data
 

@@ -7,21 +7,18 @@ rules forbid or do not price is refused at the handshake, and the key never reac
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import KeyrelayFactory
 from elevenlabs.client import ElevenLabs
 from elevenlabs.core.api_error import ApiError
-from support.client import HttpClient
+from support import session_books
 from support.elevenlabs_upstream import ElevenLabsUpstream
 from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
-from support.redis_server import RedisServer
 from support.tls import TlsMaterial
 from websockets.exceptions import InvalidStatus
 
@@ -38,27 +35,16 @@ def rules(*, daily: float, redis: str | None = None) -> str:
         "prices": [{"model": "eleven_flash*", "characters": PER_MILLION}],
         "validation": {"models": ["eleven_flash*", "eleven_turbo*"]},
     }
-    doc: dict[str, Any] = {
-        # The SDK sends its api_key as ElevenLabs' header: keyrelay's token, read there.
-        "defaults": {
-            "auth": {"mode": "tokens", "tokens": {"env": "KR_TOKENS"}, "header": "xi-api-key"}
-        },
-        "budget": {"daily": daily},
-        "providers": {"elevenlabs": provider},
-    }
-    if redis:
-        doc["limits_backend"] = {"redis": redis}
-    return yaml.safe_dump(doc, sort_keys=False)
+    # The SDK sends its api_key as ElevenLabs' header: keyrelay's token, read there.
+    return session_books.rules(
+        "elevenlabs", provider, daily=daily, redis=redis, header="xi-api-key"
+    )
 
 
 @pytest.fixture(params=["memory", "redis"])
 def books(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """Where the books are kept: keyrelay's memory, or a shared redis-server."""
-    if request.param == "memory":
-        yield None
-        return
-    with RedisServer() as server:
-        yield server.url
+    with session_books.kept_in(request.param) as url:
+        yield url
 
 
 @pytest.fixture
@@ -93,24 +79,7 @@ def speak(relay: KeyrelayProcess, texts: list[str], model: str = MODEL) -> list[
 
 
 def spent(relay: KeyrelayProcess, until: float | None = None) -> dict[str, Any]:
-    """The caller's day in the books, once nothing is reserved (and, given, `until` is spent):
-    the last settlements land just after the socket closes."""
-    figures: dict[str, Any] = {}
-    for _ in range(100):
-        reply = HttpClient(relay.port).get("/_keyrelay/usage", [("xi-api-key", ALICE)])
-        figures = reply.json()
-        if figures["reserved"] == 0 and (until is None or figures["spent"] >= until - 1e-9):
-            return figures
-        time.sleep(0.05)
-    return figures
-
-
-def closes(upstream: ElevenLabsUpstream) -> list[int]:
-    for _ in range(100):
-        if upstream.closes:
-            break
-        time.sleep(0.05)
-    return [code for code, _ in upstream.closes]
+    return session_books.spent(relay.port, ("xi-api-key", ALICE), until)
 
 
 def test_a_session_is_metered_by_the_characters_the_fake_billed(
@@ -152,7 +121,7 @@ def test_a_budget_that_runs_out_ends_the_session_at_the_message_it_cannot_cover(
         speak(relay, [CHUNK] * 6)
     assert ended.value.status_code == 4402
     assert "budget" in str(ended.value.body)  # ElevenLabs' error, or the close's reason
-    assert closes(elevenlabs) == [4402]  # the upstream's session ends too
+    assert session_books.closes(elevenlabs) == [4402]  # the upstream's session ends too
     assert [m["text"] for m in elevenlabs.received] == [" ", CHUNK, CHUNK, CHUNK]
     assert elevenlabs.characters == 37
     day = spent(relay, until=elevenlabs.billed)

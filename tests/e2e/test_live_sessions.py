@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from conftest import KeyrelayFactory
-from support.client import HttpClient
+from support import session_books
 from support.gemini_live_upstream import GeminiLiveUpstream, LiveRates
 from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
-from support.redis_server import RedisServer
 from support.tls import TlsMaterial
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -43,23 +40,13 @@ def rules(rates: LiveRates, *, daily: float, redis: str | None = None) -> str:
         "prices": [rates.prices("gemini-live*")],
         "validation": {"models": ["gemini-live*"], "max_tokens": CAP},
     }
-    doc: dict[str, Any] = {
-        "defaults": {"auth": {"mode": "tokens", "tokens": {"env": "KR_TOKENS"}}},
-        "budget": {"daily": daily},
-        "providers": {"gemini": provider},
-    }
-    if redis:
-        doc["limits_backend"] = {"redis": redis}
-    return yaml.safe_dump(doc, sort_keys=False)
+    return session_books.rules("gemini", provider, daily=daily, redis=redis)
 
 
 @pytest.fixture(params=["memory", "redis"])
 def books(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "memory":
-        yield None
-        return
-    with RedisServer() as server:
-        yield server.url
+    with session_books.kept_in(request.param) as url:
+        yield url
 
 
 @pytest.fixture
@@ -107,24 +94,7 @@ def until_usage(ws: ClientConnection) -> list[dict[str, Any]]:
 
 
 def spent(relay: KeyrelayProcess, until: float | None = None) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    for _ in range(100):
-        reply = HttpClient(relay.port).get(
-            "/_keyrelay/usage", [("Authorization", f"Bearer {ALICE}")]
-        )
-        figures = reply.json()
-        if figures["reserved"] == 0 and (until is None or figures["spent"] >= until - 1e-9):
-            return figures
-        time.sleep(0.05)
-    return figures
-
-
-def closes(upstream: GeminiLiveUpstream) -> list[int]:
-    for _ in range(100):
-        if upstream.closes:
-            break
-        time.sleep(0.05)
-    return [code for code, _ in upstream.closes]
+    return session_books.spent(relay.port, ("Authorization", f"Bearer {ALICE}"), until)
 
 
 def test_a_session_is_metered_by_what_the_fake_billed(
@@ -185,7 +155,7 @@ def test_a_budget_that_runs_out_ends_the_session_within_one_turn(
                 ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4402
     assert closed.value.rcvd.reason.startswith("budget-exhausted")
-    assert closes(gemini) == [4402]
+    assert session_books.closes(gemini) == [4402]
     assert len(gemini.bills) == 2  # nothing was made past the budget
     asked = [m for m in gemini.received if "clientContent" in m]
     assert len(asked) == 2
@@ -218,7 +188,7 @@ def test_a_setup_the_rules_or_the_budget_refuse_ends_the_session_before_gemini_s
                 ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == code
     assert closed.value.rcvd.reason.startswith(reason)
-    assert closes(gemini) == [code]
+    assert session_books.closes(gemini) == [code]
     assert gemini.received == []
     assert gemini.bills == []
     assert spent(relay)["spent"] == 0

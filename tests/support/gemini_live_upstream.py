@@ -18,18 +18,11 @@ bill is recorded in USD (`bills`).
 from __future__ import annotations
 
 import base64
-import json
-import socket
-import ssl
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import CloseConnection, Message, TextMessage
-
+from support.session_upstream import Send, SessionUpstream
 from support.tls import TlsMaterial
-from support.transport import WebSocketUpstream
 
 
 @dataclass(frozen=True)
@@ -66,58 +59,27 @@ class _Conversation:
     last_text: str = ""
 
 
-class GeminiLiveUpstream(WebSocketUpstream):
+class GeminiLiveUpstream(SessionUpstream):
     def __init__(self, tls: TlsMaterial, rates: LiveRates = LiveRates()) -> None:
         super().__init__(tls)
         self.rates = rates
-        self.received: list[dict[str, Any]] = []  # every client message, in order
         self.bills: list[float] = []
-        self.closes: list[tuple[int, str]] = []
-        self._lock = threading.Lock()
 
     @property
     def billed(self) -> float:
         with self._lock:
             return sum(self.bills)
 
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            with self._ctx.wrap_socket(raw, server_side=True) as sock:
-                sock.settimeout(10)
-                self._session(sock)
-        except (OSError, ssl.SSLError):
-            return
+    def _message(self, session: dict[str, Any], got: dict[str, Any], send: Send) -> None:
+        if "setup" in got:
+            setup = got["setup"]
+            conv = session["conversation"] = _Conversation(setup["model"])
+            conv.cap = setup.get("generationConfig", {}).get("maxOutputTokens", conv.cap)
+            send({"setupComplete": {}})
+        elif "conversation" in session:
+            self._said(session["conversation"], got, send)
 
-    def _session(self, sock: ssl.SSLSocket) -> None:
-        ws = WSConnection(ConnectionType.SERVER)
-        conv: _Conversation | None = None
-        parts: list[str] = []
-
-        def send(message: dict[str, Any]) -> None:
-            sock.sendall(ws.send(Message(data=json.dumps(message))))
-
-        for event in self.events(sock, ws):
-            if isinstance(event, TextMessage):
-                parts.append(event.data)
-                if not event.message_finished:
-                    continue
-                got = json.loads("".join(parts))
-                parts.clear()
-                self.received.append(got)
-                if "setup" in got:
-                    setup = got["setup"]
-                    conv = _Conversation(setup["model"])
-                    conv.cap = setup.get("generationConfig", {}).get("maxOutputTokens", conv.cap)
-                    send({"setupComplete": {}})
-                elif conv is not None:
-                    self._message(conv, got, send)
-            elif isinstance(event, CloseConnection):
-                self.closes.append((event.code, event.reason))
-                if ws.state.name == "REMOTE_CLOSING":
-                    sock.sendall(ws.send(event.response()))
-                return
-
-    def _message(self, conv: _Conversation, got: dict[str, Any], send: Any) -> None:
+    def _said(self, conv: _Conversation, got: dict[str, Any], send: Send) -> None:
         if "clientContent" in got:
             content = got["clientContent"]
             text = "".join(
@@ -133,7 +95,7 @@ class GeminiLiveUpstream(WebSocketUpstream):
             if given.get("audioStreamEnd"):
                 self._turn(conv, send, usage_apart=True)
 
-    def _turn(self, conv: _Conversation, send: Any, *, usage_apart: bool) -> None:
+    def _turn(self, conv: _Conversation, send: Send, *, usage_apart: bool) -> None:
         out = min(conv.cap, 3 * max(1, len(conv.last_text)))
         audio = base64.b64encode(b"\x00" * 64).decode()
         chunk = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": audio}}
