@@ -37,7 +37,8 @@ class LiveSessions:
         provider, operation = call.provider, call.operation
         assert operation is not None
         rules = provider.validation
-        if not limited and rules.models is None and rules.max_tokens is None:
+        held = rules.models is not None or rules.max_tokens is not None
+        if not (limited or provider.prices or held):
             return None  # nothing to meter or hold it to: its messages pass as any WebSocket's
         context = int(operation.reserve or realtime.CONTEXT_TOKENS)
         session = Session(flow.id, "", None, live.MAX_OUTPUT, context, limited)

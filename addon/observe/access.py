@@ -153,12 +153,13 @@ class AccessLog:
         self._finish(flow, None, failed=True)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
-        """A metered session's second line, at its end (its first went out at the 101): the
-        session's usage, cost and model (budget/sessions.py put them in the flow's state), its
-        whole duration. Counted in the usage metrics and traced, not as another request."""
+        """A metered session's second line, at its end, when it used anything (its first went
+        out at the 101): the session's usage, cost and model (budget/sessions.py put them in
+        the flow's state), its whole duration. Counted in the usage metrics and traced, not as
+        another request."""
         state = flowstate.of(flow)
-        if state.get("cost") is None and state.get("usage") is None:
-            return
+        if not (state.get("usage") or state.get("cost")):
+            return  # nothing used (or a WebSocket no session meters)
         entry = self._entry(flow, None, None)
         entry.duration_ms = (time.time() - entry.time) * 1000
         masks = self._masks(flow)
