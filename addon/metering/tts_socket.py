@@ -6,7 +6,8 @@ client message is a JSON object with a `text` string: `" "` first (`InitializeCo
 which may also carry a key in `xi-api-key` or `authorization`), then the text to speak
 (`SendText`, with `flush` and `try_trigger_generation`), `""` last (`CloseConnection`). The
 server answers `{"audio": ...}` chunks and a last `{"isFinal": true}`; an error is a
-`{"message", "error", "code"}` object before the close, which the SDK raises as an `ApiError`.
+`{"message", "error", "code"}` object (the SDK's `TextToDialogueWebsocketError`: `code` is the
+close code that follows) before the close, which the SDK raises as an `ApiError`.
 
 ElevenLabs bills the characters of the text it is sent, at the model's `characters:` price
 (per million): every `text` character is counted, the first message's space too.
