@@ -1,11 +1,11 @@
 """Gemini Live sessions metered through the real mitmdump. The client speaks the Live protocol at
 the WebSocket level (the `websockets` library; messages as @google/genai's live module types
 them), to send what the SDK's text turns do not (voice input, whose usage comes after
-`turnComplete`); @google/genai's own
-Live client is driven in tests/clients/test_gemini_live_client.py. The books move by what the
-fake billed from the usage it reports, a budget that runs out ends the session within one turn
-(Gemini's `goAway`, close 4402), a setup naming a model the rules forbid ends it (1008) before
-anything reaches Gemini, and the key never reaches the client."""
+`turnComplete`); @google/genai's own Live client is driven in
+tests/clients/test_gemini_live_client.py. The books move by what the fake billed from the usage
+it reports, a budget that runs out ends the session within one turn (Gemini's `goAway`, close
+4402), a setup naming a model the rules forbid ends it (1008) before anything reaches Gemini,
+and the key never reaches the client."""
 
 from __future__ import annotations
 
