@@ -433,6 +433,7 @@ class KeyRelay:
             self.transport.error,
             self.guard.websocket_end,
             self.budget.websocket_end,
+            self.access.websocket_end,  # a metered session's usage and cost, once settled
             self.masking.websocket_end,  # messages echoing a key, before Save writes them
         )
 

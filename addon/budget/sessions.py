@@ -20,9 +20,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import deque
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,13 +29,14 @@ from mitmproxy import flow as mitmflow
 from mitmproxy import http
 
 from addon import flowstate
+from addon.budget import live_sessions, tts_sessions
 from addon.budget.books import LEASE_SECONDS, BudgetStore, Lease
 from addon.budget.calls import Call, retrying
-from addon.config.budget import Price
+from addon.budget.session_state import Glue, Held, Session, Writes
+from addon.budget.session_state import unpriced as _unpriced_what
 from addon.flowlocal import FlowLocal
 from addon.guard import body_rules
 from addon.metering import prices, realtime
-from addon.metering.usage import Usage
 from addon.problems import Refusal
 from addon.ratelimit.backend import StoreError
 from addon.transport import websocket_close
@@ -46,43 +46,6 @@ logger = logging.getLogger(__name__)
 # What a store failure means for a session (the budget's on_error): a refusal, or None (go on
 # unreserved).
 OnStoreError = Callable[[StoreError, Call], Refusal | None]
-Held = tuple[str, int]  # a lease and the nano-dollars it holds
-
-
-@dataclass
-class Session:
-    """One metered session's state, on its call."""
-
-    flow_id: str
-    model: str
-    price: Price | None  # None: not metered (no budget, no price), but held to the rules
-    cap: int  # output tokens a response may make (sent to the provider as the session's cap)
-    context: int  # input tokens a response may be billed at most
-    limited: bool  # under a budget: reservations are taken
-    ready: Held | None = None  # the next response's reservation
-    creating: deque[Held] = field(default_factory=deque)  # forwarded response.create, unstarted
-    running: dict[str, Held] = field(default_factory=dict)  # by response id
-    usage: Usage = field(default_factory=dict)
-    cost: int = 0  # nano-dollars settled so far
-    ended: bool = False  # keyrelay ended it: nothing more from the client goes on
-    ga: bool = True  # OpenAI's GA interface (`max_output_tokens`), else the beta's
-    leases_made: int = 0
-
-    def worst(self) -> int:
-        return realtime.worst_case(self.price, self.cap, self.context) if self.price else 0
-
-    def cost_of(self, usage: Usage) -> int:
-        return realtime.cost(self.price, usage) if self.price else 0
-
-    def next_lease(self) -> str:
-        self.leases_made += 1
-        return f"{self.flow_id}#{self.leases_made}"
-
-    def leases(self) -> list[str]:
-        held = [*self.creating, *self.running.values()]
-        if self.ready is not None:
-            held.append(self.ready)
-        return [lease for lease, amount in held if amount]
 
 
 @dataclass
@@ -107,12 +70,18 @@ class Sessions:
         self._books = books
         self._on_store_error = on_store_error
         self._sessions: FlowLocal[Session] = FlowLocal("budget.sessions")
+        # The other protocols' sessions (config/operations.py's SessionProtocol), through Core.
+        self._protocols: dict[str, Glue] = {
+            "elevenlabs-stream-input": tts_sessions.TtsSessions(self),
+            "gemini-live": live_sessions.LiveSessions(self),
+        }
 
     def of(self, flow: mitmflow.Flow) -> Session | None:
         return self._sessions.get(flow)
 
     def keep(self, flow: http.HTTPFlow, session: Session) -> None:
-        """A WebRTC call's session, held on its offer until the answer (budget/sideband.py)."""
+        """A session kept with its flow (a WebRTC call's: held on its offer until the answer,
+        budget/sideband.py; the other protocols' sessions: budget/session_state.py's Core)."""
         self._sessions.set(flow, session)
 
     def take(self, flow: http.HTTPFlow) -> Session | None:
@@ -124,6 +93,8 @@ class Sessions:
         """The handshake: the model priced, the first response's worst case reserved."""
         provider, operation = call.provider, call.operation
         assert operation is not None
+        if other := self._protocols.get(operation.protocol):
+            return await other.open(flow, call, limited)
         query = flow.request.path.partition("?")[2]
         model = model_of(query)
         if limited and ("intent", "transcription") in parse_qsl(query):
@@ -174,23 +145,27 @@ class Sessions:
     async def _hold(self, call: Call, session: Session) -> Refusal | None:
         """Reserve the next response's worst case as `ready`; a refusal when the store failed
         and the rules fail closed."""
+        held = await self.reserve(call, session, session.worst())
+        if isinstance(held, Refusal):
+            return held
+        if held is not None:
+            session.ready = held
+        return None
+
+    async def reserve(self, call: Call, session: Session, amount: int) -> Held | Refusal | None:
+        """`amount` reserved under a lease of its own; None when the budget cannot cover it."""
         books = self._books()
         if books is None or not session.limited:
-            session.ready = (session.next_lease(), 0)
-            return None
-        amount, lease = session.worst(), session.next_lease()
+            return (session.next_lease(), 0)
+        lease = session.next_lease()
         try:
             blocked = await books.reserve(
                 call.accounts, call.provider.name, amount, Lease(lease, LEASE_SECONDS)
             )
         except StoreError as e:
             refusal = self._on_store_error(e, call)
-            if refusal is None:
-                session.ready = (lease, 0)  # forwarded unreserved, as a call is
-            return refusal
-        if not blocked:
-            session.ready = (lease, amount)
-        return None
+            return (lease, 0) if refusal is None else refusal  # unreserved, as a call goes on
+        return None if blocked else (lease, amount)
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -199,7 +174,10 @@ class Sessions:
         if session is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
-        if message.from_client:
+        assert call.operation is not None
+        if other := self._protocols.get(call.operation.protocol):
+            await other.message(flow, call, session, message)
+        elif message.from_client:
             await self._from_client(flow, call, session, message)
         elif not message.injected:
             await self._from_server(flow, call, session, message)
@@ -377,9 +355,7 @@ class Sessions:
             held = session.creating.popleft()
         usage = realtime.usage_of(event)
         cost = held[1] if usage is None else session.cost_of(usage)
-        for name, n in (usage or {}).items():
-            session.usage[name] = session.usage.get(name, 0) + n
-        session.cost += cost
+        session.add(usage or {}, cost)
         await self._settle(call, held, cost)
         settled = Settled(reservation=usage is None)
         if session.ready is None and not session.ended:
@@ -389,10 +365,6 @@ class Sessions:
             )
         return settled
 
-    async def start(self, call: Call, session: Session) -> Held | None:
-        """A response starts (budget/sideband.py: one seen on a call's sideband)."""
-        return await self._start(call, session)
-
     async def _settle(self, call: Call, held: Held, cost: int) -> None:
         books = self._books()
         if books is None or not call.accounts:
@@ -401,19 +373,29 @@ class Sessions:
         await retrying(lambda: books.settle(call.accounts, call.provider.name, lease, cost))
 
     def _end(self, flow: http.HTTPFlow, session: Session, refused: realtime.Refused) -> None:
+        message = refused.event("keyrelay_" + refused.code)
+        self.close(flow, session, message, refused.close, refused.message)
+
+    # -- Core: what the other protocols' sessions take on the books (budget/session_state.py) -
+
+    def drop(self, flow: http.HTTPFlow) -> None:
+        self._sessions.pop(flow)
+
+    start = _start  # a response starts (also one seen on a call's sideband: budget/sideband.py)
+    settle = _settle
+
+    def close(
+        self, flow: http.HTTPFlow, session: Session, message: bytes, code: int, reason: str
+    ) -> None:
         if session.ended:
             return  # its close is on its way
         session.ended = True
-        logger.info("keyrelay: session ended: %s", refused.code)
-        websocket_close.say_and_close(
-            flow, refused.event("keyrelay_" + refused.code), refused.close, refused.message
-        )
+        logger.info("keyrelay: session ended: %s", reason)
+        websocket_close.say_and_close(flow, message, code, reason)
 
     # -- the end ------------------------------------------------------------------------------
 
-    def end(
-        self, flow: http.HTTPFlow, call: Call
-    ) -> list[Callable[[], Coroutine[Any, Any, None]]] | None:
+    def end(self, flow: http.HTTPFlow, call: Call) -> Writes | None:
         """websocket_end (or shutdown): responses still running charged their reservations,
         the reserve released; the session's figures into the flow's state. Returns the
         settlements to run; None for a flow that is no session."""
@@ -430,9 +412,7 @@ class Sessions:
         state["model"] = session.model[:100]
         return writes
 
-    def release(
-        self, call: Call, session: Session
-    ) -> tuple[int, list[Callable[[], Coroutine[Any, Any, None]]]]:
+    def release(self, call: Call, session: Session) -> tuple[int, Writes]:
         """A session's end, flow-free: responses still running charged their reservations
         (returned: nano-dollars), the reserve released; the settlements to run."""
         unread = [*session.creating, *session.running.values()]
@@ -444,9 +424,7 @@ class Sessions:
         session.creating.clear()
         session.running.clear()
         session.ready = None
-        writes: list[Callable[[], Coroutine[Any, Any, None]]] = [
-            functools.partial(self._settle, call, h, cost) for h, cost in held
-        ]
+        writes: Writes = [functools.partial(self._settle, call, h, cost) for h, cost in held]
         return charged, writes
 
 
@@ -475,10 +453,6 @@ def _unreadable() -> realtime.Refused:
 
 def _unpriced(provider: str, model: str) -> Refusal:
     return _unpriced_what(provider, f"a session with {model[:100]!r} has no price in rules.yaml")
-
-
-def _unpriced_what(provider: str, why: str) -> Refusal:
-    return Refusal(403, "unpriced", f"{provider}: {why}, so under a budget it is refused")
 
 
 def _from_refusal(refusal: Refusal, close: int = realtime.POLICY_CLOSE) -> realtime.Refused:

@@ -59,6 +59,10 @@ KINDS: tuple[str, ...] = get_args(Kind)
 # `minutes`: a minted credential, by the minutes it can be spent (addon/guard/mints.py).
 Meter = Literal["tokens", "characters", "units", "images", "seconds", "session", "minutes", "free"]
 METERS: tuple[str, ...] = get_args(Meter)
+# What a `meter: session` WebSocket's messages speak, so how they are metered (addon/budget/):
+# OpenAI Realtime's response usage (the default), Gemini Live's usageMetadata, or the characters
+# an ElevenLabs text-to-speech `stream-input` client sends.
+SessionProtocol = Literal["openai-realtime", "gemini-live", "elevenlabs-stream-input"]
 ANY_METHOD = "*"
 _METHOD = re.compile(r"[A-Z]+")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?|\*")
@@ -237,6 +241,7 @@ class Operation:
     # In the meter's unit, when the request names no count; for `session`, the input tokens
     # one response may be billed at most (the model's context window).
     reserve: float | None = None
+    protocol: SessionProtocol = "openai-realtime"  # a `meter: session`'s messages
     # The body field the provider reads as its output cap: under a budget, a request that names
     # none is sent with the cap its reservation assumed (the provider's default may be higher).
     output_cap: str | None = None
@@ -346,6 +351,7 @@ class OperationEntry:
     creates_if: Text | None = None
     meter: Meter | None = None
     reserve: Annotated[Number, Field(gt=0)] | None = None
+    protocol: SessionProtocol | None = None
     output_cap: Text | None = None
     tools_prompt: Whole = 0
     clients: Texts = ()
@@ -361,6 +367,8 @@ class OperationEntry:
         for name in ("output_cap", "tools_prompt"):
             if getattr(self, name) and self.meter != "tokens":
                 fail("for `meter: tokens` only", name)
+        if self.protocol is not None and self.meter != "session":
+            fail("for `meter: session` only", "protocol")
         if self.reserve is not None and self.meter not in ("seconds", "session"):
             fail(
                 "a positive number: seconds for `meter: seconds`, the input tokens one response "
@@ -409,6 +417,7 @@ def build_operations(
                 creates_if=entry.creates_if,
                 meter=entry.meter,
                 reserve=entry.reserve,
+                protocol=entry.protocol or "openai-realtime",
                 output_cap=entry.output_cap,
                 tools_prompt=entry.tools_prompt,
                 clients=entry.clients,

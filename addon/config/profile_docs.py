@@ -76,6 +76,8 @@ def _meter(op: Operation) -> str:
         notes.append(f"sent `{op.output_cap}` if it names none")
     if op.tools_prompt:
         notes.append(f"{op.tools_prompt} input tokens more with tools")
+    if op.meter == "session" and op.protocol != "openai-realtime":
+        notes.append(f"`{op.protocol}` messages")
     if op.reserve is not None and op.meter == "session":
         notes.append(f"a response billed up to {op.reserve:g} input tokens")
     elif op.reserve is not None:

@@ -105,9 +105,13 @@ class Guard:
 
         path, _, query = route.path.partition("?")
         # A metered session's messages are read: its model changes and output caps are held
-        # to the rules there (budget/sessions.py); any other WebSocket's are not.
+        # to the rules there (budget/sessions.py); any other WebSocket's are not, nor those of
+        # an ElevenLabs text-to-speech session, whose model is its URL's.
+        operation = route.operation
         unread = header_index.asks_for_websocket(request.headers) and not (
-            route.operation is not None and route.operation.meter == "session"
+            operation is not None
+            and operation.meter == "session"
+            and operation.protocol != "elevenlabs-stream-input"
         )
         if refusal := body_rules.check_path(provider.validation, path):
             return refusal

@@ -152,6 +152,21 @@ class AccessLog:
         (502, 504), and goes out without one when no page is sent (the client left)."""
         self._finish(flow, None, failed=True)
 
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """A metered session's second line, at its end, when it used anything (its first went
+        out at the 101): the session's usage, cost and model (budget/sessions.py put them in
+        the flow's state), its whole duration. Counted in the usage metrics and traced, not as
+        another request."""
+        state = flowstate.of(flow)
+        if not (state.get("usage") or state.get("cost")):
+            return  # nothing used (or a WebSocket no session meters)
+        entry = self._entry(flow, None, None)
+        entry.duration_ms = (time.time() - entry.time) * 1000
+        masks = self._masks(flow)
+        traced = self._telemetry is not None and self._telemetry.exporter is not None
+        call = self._call(flow, entry, None) if traced else None
+        _Line(self, entry, state.get("key_id"), masks, call, session_end=True).write()
+
     def done(self) -> None:
         for flow, _ in self._live.items():
             self._finish(flow, "still open at shutdown")  # type: ignore[arg-type]
@@ -176,7 +191,10 @@ class AccessLog:
     def _write(self, line: _Line) -> None:
         """The line, its counts, and its span: once its status is known."""
         entry = line.entry
-        self._count(entry, line.key_id)
+        if line.session_end:
+            _count_usage(entry)
+        else:
+            self._count(entry, line.key_id)
         text = accesslog.render(entry, self._format)  # None, at no cost, when the log is off
         if text is not None:
             self._output.write(redaction.scrub_text(text, line.masks))
@@ -288,8 +306,7 @@ class AccessLog:
         if key_id and entry.provider and entry.decision == "forwarded":
             metrics.key_used(entry.provider, key_id, entry.status)
         metrics.body_bytes(entry.provider, entry.bytes_in, entry.bytes_out)
-        if entry.provider and entry.usage is not None:
-            metrics.usage(entry.provider, entry.model or "-", entry.usage, entry.cost or 0.0)
+        _count_usage(entry)
         if entry.provider and entry.decision in ("forwarded", "replayed"):
             metrics.upstream_timing(
                 entry.provider,
@@ -308,6 +325,7 @@ class _Line:
     key_id: str | None
     masks: redaction.Masks
     call: telemetry_attrs.Call | None = None  # a span's facts, when telemetry is on
+    session_end: bool = False  # a metered WebSocket's line at its end: its usage, not a request
     written: bool = False
 
     def answered(self, status: int) -> None:
@@ -321,6 +339,11 @@ class _Line:
         if not self.written:
             self.written = True
             self.log._write(self)
+
+
+def _count_usage(entry: accesslog.Entry) -> None:
+    if entry.provider and entry.usage is not None:
+        metrics.usage(entry.provider, entry.model or "-", entry.usage, entry.cost or 0.0)
 
 
 def _hook_task() -> asyncio.Task[Any] | None:

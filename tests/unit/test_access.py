@@ -171,3 +171,31 @@ def test_the_comment_shows_what_the_client_sent_masked_and_escaped(access: Acces
         "x-api-key: <client credential>"
     )
     assert flow.request.url == "https://localhost:8080/api/openai/x\x1b[31m"  # as called
+
+
+def test_a_metered_session_has_a_second_line_at_its_end_not_counted_as_a_request(
+    access: AccessLog, log_file: Path
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    flow = openai_flow(access, "/v1/realtime?model=gpt-realtime")
+    flow.response = http.Response.make(101)
+    state = flowstate.of(flow)
+    state["decision"] = "forwarded"
+    access.response(flow)  # the handshake's line
+    requests = sample("keyrelay_requests_total", provider="openai", status="101")
+    assert requests >= 1  # the handshake, counted as a request
+    spent = sample("keyrelay_spend_usd_total", provider="openai", model="gpt-realtime")
+    access.websocket_end(flow)  # nothing used yet: no line
+    state.update(model="gpt-realtime", cost=0.25)
+    state["usage"] = {"audio_output_tokens": 1000}
+    access.websocket_end(flow)
+    handshake, ended = lines(log_file)
+    assert "cost" not in handshake and handshake["status"] == ended["status"] == 101
+    assert ended["usage"] == {"audio_output_tokens": 1000} and ended["cost"] == 0.25
+    assert ended["path"] == "/v1/realtime" and ended["model"] == "gpt-realtime"
+    assert sample("keyrelay_requests_total", provider="openai", status="101") == requests
+    assert sample("keyrelay_spend_usd_total", provider="openai", model="gpt-realtime") - spent == (
+        pytest.approx(0.25)
+    )
