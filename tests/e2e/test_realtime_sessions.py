@@ -6,7 +6,6 @@ that runs out ends the session within one response (the error event, close 4402)
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from conftest import KeyrelayFactory
 from openai import OpenAI
-from support.client import HttpClient
+from support import session_books
 from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
 from support.realtime_upstream import Rates, RealtimeUpstream
@@ -95,28 +94,11 @@ def client(relay: KeyrelayProcess) -> OpenAI:
 
 
 def spent(relay: KeyrelayProcess, until: float | None = None) -> dict[str, Any]:
-    """The caller's day in the books, once nothing is reserved (and, given, `until` is spent):
-    settlements land just after the socket closes."""
-    figures: dict[str, Any] = {}
-    for _ in range(100):
-        reply = HttpClient(relay.port).get(
-            "/_keyrelay/usage", [("Authorization", f"Bearer {ALICE}")]
-        )
-        figures = reply.json()
-        if figures["reserved"] == 0 and (until is None or figures["spent"] >= until - 1e-9):
-            return figures
-        time.sleep(0.05)
-    return figures
+    """The caller's day in the books, once settled (settlements land just after a close)."""
+    return session_books.spent(relay.port, ("Authorization", f"Bearer {ALICE}"), until)
 
 
-def closes(upstream: RealtimeUpstream) -> list[int]:
-    """The close codes the upstream received (its thread records one just after the client
-    saw it)."""
-    for _ in range(100):
-        if upstream.closes:
-            break
-        time.sleep(0.05)
-    return [code for code, _ in upstream.closes]
+closes = session_books.closes
 
 
 def until_done(events: Iterator[Any]) -> list[Any]:

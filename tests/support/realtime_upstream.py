@@ -33,7 +33,6 @@ import email.policy
 import itertools
 import json
 import queue
-import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -146,15 +145,9 @@ class RealtimeUpstream(WebSocketUpstream):
         with self._lock:
             return sum(self.bills)
 
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            with self._ctx.wrap_socket(raw, server_side=True) as sock:
-                sock.settimeout(10)
-                self._connection(sock)
-        except (OSError, ssl.SSLError):
-            return
+    timeout = 10.0
 
-    def _connection(self, sock: ssl.SSLSocket) -> None:
+    def _handle(self, sock: ssl.SSLSocket) -> None:
         """HTTP/1.1 requests (kept alive) until one asks for a WebSocket."""
         buffer = b""
         while True:

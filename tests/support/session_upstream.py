@@ -5,7 +5,6 @@ handed to `_message`, the close frames the client sent recorded, bills kept unde
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -34,15 +33,9 @@ class SessionUpstream(WebSocketUpstream):
     def _message(self, session: dict[str, Any], got: dict[str, Any], send: Send) -> None:
         raise NotImplementedError
 
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            with self._ctx.wrap_socket(raw, server_side=True) as sock:
-                sock.settimeout(10)
-                self._session(sock)
-        except (OSError, ssl.SSLError):
-            return
+    timeout = 10.0
 
-    def _session(self, sock: ssl.SSLSocket) -> None:
+    def _handle(self, sock: ssl.SSLSocket) -> None:
         ws = WSConnection(ConnectionType.SERVER)
         parts: list[str] = []
         session: dict[str, Any] = {}  # what a subclass keeps for one connection

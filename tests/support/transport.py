@@ -158,21 +158,27 @@ class WebSocketUpstream(_TlsServer):
                     sock.sendall(ws.send(AcceptConnection()))
                 yield event
 
+    timeout = 5.0  # seconds a connection may stay silent
+
     def _serve(self, raw: socket.socket) -> None:
         try:
             with self._ctx.wrap_socket(raw, server_side=True) as sock:
-                sock.settimeout(5)
-                ws = WSConnection(ConnectionType.SERVER)
-                for event in self.events(sock, ws):
-                    if isinstance(event, TextMessage):
-                        sock.sendall(ws.send(Message(data="echo: " + event.data)))
-                    elif isinstance(event, BytesMessage):
-                        sock.sendall(ws.send(Message(data=bytes(event.data)[::-1])))
-                    elif isinstance(event, CloseConnection):
-                        sock.sendall(ws.send(event.response()))
-                        return
+                sock.settimeout(self.timeout)
+                self._handle(sock)
         except (OSError, ssl.SSLError):
             return
+
+    def _handle(self, sock: ssl.SSLSocket) -> None:
+        """One connection: here, an echo of every message (subclasses speak a protocol)."""
+        ws = WSConnection(ConnectionType.SERVER)
+        for event in self.events(sock, ws):
+            if isinstance(event, TextMessage):
+                sock.sendall(ws.send(Message(data="echo: " + event.data)))
+            elif isinstance(event, BytesMessage):
+                sock.sendall(ws.send(Message(data=bytes(event.data)[::-1])))
+            elif isinstance(event, CloseConnection):
+                sock.sendall(ws.send(event.response()))
+                return
 
 
 class Http2Upstream(_TlsServer):

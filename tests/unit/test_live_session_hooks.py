@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mitmproxy import http, websocket
-from mitmproxy.test import taddons, tflow
-from wsproto.frame_protocol import Opcode
+from mitmproxy import http
+from support.session_hooks import handshake, held, opened, run, send
 
 from addon.budget.component import Budget
-from addon.caller import Caller
-from addon.config.rules import load
-from addon.resources import Resources
-from addon.routing.router import Route, Router
+from addon.routing.router import Route
 
-ALICE = Caller("token:alice")
 PRICE = {
     "model": "gemini-live*",
     "input": 1.0,
@@ -57,53 +50,7 @@ def setup(tmp_path: Path) -> tuple[Budget, Route, http.HTTPFlow]:
     }
     doc = {"budget": {"daily": 10.0}, "providers": {"gemini": provider}}
     path.write_text(yaml.safe_dump(doc))
-    loaded = load(path, {"GEMINI_API_KEY": "k"})
-    budget = Budget()
-    with Resources().reload() as resources:
-        install = budget.prepare(loaded, resources)
-    install()
-    flow = tflow.twebsocketflow()
-    flow.websocket, flow.response = None, None  # the handshake first
-    flow.request.method, flow.request.path = "GET", PATH
-    flow.request.headers.clear()
-    flow.request.headers.update(upgrade="websocket", connection="Upgrade")
-    route = Router(loaded).route("GET", flow.request.path, flow.request.headers.get)
-    assert isinstance(route, Route), route
-    return budget, route, flow
-
-
-def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    async def within_mitmproxy() -> None:
-        with taddons.context():
-            await scenario()
-
-    asyncio.run(within_mitmproxy())
-
-
-async def held(budget: Budget) -> tuple[int, int]:
-    """(spent, reserved) in alice's day."""
-    assert budget.books is not None and budget.rules is not None
-    gemini = budget.rules.providers[0]
-    accounts = budget.accounts(ALICE.identity, gemini, datetime.now(UTC))
-    fields = (await budget.books.read((accounts[0].key,)))[0]
-    return fields.get("spent", 0), fields.get("reserved", 0)
-
-
-async def send(
-    budget: Budget, flow: http.HTTPFlow, message: dict[str, Any], *, client: bool
-) -> Any:
-    assert flow.websocket is not None
-    sent = websocket.WebSocketMessage(Opcode.TEXT, client, json.dumps(message).encode())
-    flow.websocket.messages.append(sent)
-    await budget.websocket_message(flow)
-    return sent
-
-
-async def opened(budget: Budget, route: Route, flow: http.HTTPFlow) -> None:
-    assert budget.requestheaders(flow, route, ALICE) is None
-    assert await budget.request(flow) is None
-    flow.response = http.Response.make(101)
-    flow.websocket = websocket.WebSocketData()
+    return handshake(path, {"GEMINI_API_KEY": "k"}, PATH)
 
 
 def usage(text_in: int, audio_out: int) -> dict[str, Any]:

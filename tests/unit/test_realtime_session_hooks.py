@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import http, websocket
-from mitmproxy.test import taddons, tflow
+from mitmproxy import http
+from support import session_hooks
 from support.guard import rules
-from wsproto.frame_protocol import Opcode
+from support.session_hooks import handshake, held, run, send
 
 from addon.budget import component as budget_component
 from addon.budget.component import Budget
-from addon.caller import Caller
-from addon.config.rules import load
 from addon.metering import prices
-from addon.resources import Resources
-from addon.routing.router import Route, Router
+from addon.routing.router import Route
 
-ALICE = Caller("token:alice")
 PRICE = {"model": "gpt-realtime*", "input": 1.0, "output": 10.0, "audio_input": 2.0}
 CAP = 100
 # One response's worst case: 128,000 input tokens (the profile's bound) at $2 per million, 100
@@ -41,51 +35,12 @@ def setup(tmp_path: Path, daily: float) -> tuple[Budget, Route, http.HTTPFlow]:
         "validation": {"max_tokens": CAP},
     }
     path.write_text(rules(top={"budget": {"daily": daily}}, openai=provider))
-    loaded = load(path, {})
-    budget = Budget()
-    with Resources().reload() as live:
-        install = budget.prepare(loaded, live)
-    install()
-    flow = tflow.twebsocketflow()
-    flow.websocket, flow.response = None, None  # the handshake first
-    flow.request.method, flow.request.path = "GET", "/api/openai/realtime?model=gpt-realtime"
-    flow.request.headers.clear()
-    flow.request.headers.update(upgrade="websocket", connection="Upgrade")
-    route = Router(loaded).route("GET", flow.request.path, flow.request.headers.get)
-    assert isinstance(route, Route), route
-    return budget, route, flow
-
-
-def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    async def within_mitmproxy() -> None:
-        with taddons.context():
-            await scenario()
-
-    asyncio.run(within_mitmproxy())
-
-
-async def held(budget: Budget) -> tuple[int, int]:
-    """(spent, reserved) in alice's day."""
-    assert budget.books is not None and budget.rules is not None
-    openai = budget.rules.providers[0]
-    accounts = budget.accounts(ALICE.identity, openai, datetime.now(UTC))
-    fields = (await budget.books.read((accounts[0].key,)))[0]
-    return fields.get("spent", 0), fields.get("reserved", 0)
-
-
-async def send(budget: Budget, flow: http.HTTPFlow, event: dict[str, Any], *, client: bool) -> Any:
-    assert flow.websocket is not None
-    message = websocket.WebSocketMessage(Opcode.TEXT, client, json.dumps(event).encode())
-    flow.websocket.messages.append(message)
-    await budget.websocket_message(flow)
-    return message
+    return handshake(path, {}, "/api/openai/realtime?model=gpt-realtime")
 
 
 async def opened(budget: Budget, route: Route, flow: http.HTTPFlow) -> None:
-    assert budget.requestheaders(flow, route, ALICE) is None
-    assert await budget.request(flow) is None
-    flow.response = http.Response.make(101)
-    flow.websocket = websocket.WebSocketData()
+    """Open, and OpenAI's session.created come back."""
+    await session_hooks.opened(budget, route, flow)
     await send(budget, flow, _created(), client=False)
 
 
