@@ -125,7 +125,7 @@ def test_a_browser_agent_with_only_the_token_is_metered_by_what_the_fake_billed(
     assert result["ok"], (result.get("error"), page, result["console"], result["page_errors"])
     assert page["origin"] == f"http://localhost:{page_port}"
     assert page["protocol"] == "realtime"  # the upstream's answer, as OpenAI's
-    assert page["errors"] == []
+    assert page["errors"] == [] and page["session_errors"] == []
     # The agent closed it at the end (`session.close()` sends no code: 1005), not keyrelay.
     assert page["close"]["code"] == 1005
     # The browser got each response, with the usage the fake billed it by.
@@ -169,6 +169,7 @@ def test_a_budget_that_runs_out_ends_the_browser_agents_session(
     assert [t["done"]["status"] for t in turns[:2]] == ["completed", "completed"]
     assert "done" not in turns[2]  # the third response was never made
     assert [e["code"] for e in page["errors"]] == ["budget-exhausted"]
+    assert page["session_errors"] == ["budget-exhausted"]  # the app's session.on("error")
     assert page["close"]["code"] == 4402
     assert session_books.closes(realtime) == [4402]  # the upstream's session ends too
     assert len(realtime.bills) == 2

@@ -9,14 +9,14 @@
 //   first     what the user says on the first turn instead, `repeat` times (default: text, once)
 //   turns     how many turns to take, each `session.sendMessage(text)` (default 1)
 // window.__results = {ok, origin, protocol, turns: [{done: {id, status, usage}} | {error} | {closed}],
-//                     errors, close: {code, reason}, events} once every turn has ended (or the session has).
+//                     errors, session_errors, close: {code, reason}, events} once every turn has ended (or the session has).
 import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } from "@openai/agents-realtime";
 
 const params = new URLSearchParams(location.search);
 const text = params.get("text") || "hi";
 const first = (params.get("first") || text).repeat(Number(params.get("repeat") || 1));
 const turns = Number(params.get("turns") || 1);
-const out = { ok: false, origin: location.origin, protocol: null, turns: [], errors: [], close: null, events: [] };
+const out = { ok: false, origin: location.origin, protocol: null, turns: [], errors: [], session_errors: [], close: null, events: [] };
 
 // What ends a turn: the response's `response.done`, an `error` event, or the socket's close.
 let waiting = null;
@@ -39,6 +39,8 @@ try {
     // it under a budget (`unpriced`), so this agent does without.
     config: { audio: { input: { transcription: null } } },
   });
+  // What an app sees: the session's `error` events (keyrelay's refusal among them).
+  session.on("error", (event) => out.session_errors.push(event.error?.error?.code ?? String(event.error)));
   transport.on("*", (event) => {
     out.events.push(event.type);
     if (event.type === "response.done") {
@@ -64,11 +66,12 @@ try {
     session.sendMessage(i === 0 ? first : text);
     out.turns.push(await outcome);
   }
-  if (out.errors.length && !out.close) {
-    // keyrelay has refused a response: its close follows.
-    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 10000))]);
+  const closedWithin = () => Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 10000))]);
+  if (out.errors.length && !out.close) await closedWithin(); // keyrelay refused a response: its close follows
+  if (!out.close) {
+    session.close();
+    await closedWithin();
   }
-  session.close();
   out.ok = out.turns.length === turns && out.turns.every((t) => t.done?.status === "completed");
 } catch (error) {
   out.error = String(error?.message ?? error);
