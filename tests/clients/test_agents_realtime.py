@@ -48,53 +48,74 @@ def page_port() -> int:
     return port
 
 
-def start(
-    factory: KeyrelayFactory, upstream: RealtimeUpstream, page_port: int, daily: float
-) -> KeyrelayProcess:
-    """The configuration docs/realtime.md gives for a browser, with the page's origin allowed."""
-    provider = {
-        "profile": "openai",
-        "allow": ["browser", "realtime.socket"],
-        "operations": {
-            "realtime.socket": {
-                "op": "GET api.openai.com/v1/realtime",
-                "kind": "stream",
-                "meter": "session",
-                "reserve": CONTEXT,
-            }
-        },
-        "prices": [upstream.rates.prices("gpt-realtime*")],
-        "validation": {"models": ["gpt-realtime*"], "max_tokens": CAP},
-    }
-    doc = yaml.safe_load(session_books.rules("openai", provider, daily=daily, redis=None))
-    doc["defaults"]["cors"] = {"origins": [f"http://localhost:{page_port}"]}
-    return factory(
-        yaml.safe_dump(doc, sort_keys=False),
-        env={"KR_TOKENS": token_entry("alice", ALICE)},
-        upstream_port=upstream.port,
-    )
+class Agent:
+    """keyrelay with the configuration docs/realtime.md gives for a browser (the page's origin
+    allowed), and the page's agent run against it."""
+
+    def __init__(
+        self,
+        factory: KeyrelayFactory,
+        upstream: RealtimeUpstream,
+        node: str,
+        chromium: str,
+        page_port: int,
+    ) -> None:
+        self.factory, self.upstream = factory, upstream
+        self.node, self.chromium, self.page_port = node, chromium, page_port
+
+    def start(self, daily: float) -> KeyrelayProcess:
+        provider = {
+            "profile": "openai",
+            "allow": ["browser", "realtime.socket"],
+            "operations": {
+                "realtime.socket": {
+                    "op": "GET api.openai.com/v1/realtime",
+                    "kind": "stream",
+                    "meter": "session",
+                    "reserve": CONTEXT,
+                }
+            },
+            "prices": [self.upstream.rates.prices("gpt-realtime*")],
+            "validation": {"models": ["gpt-realtime*"], "max_tokens": CAP},
+        }
+        doc = yaml.safe_load(session_books.rules("openai", provider, daily=daily, redis=None))
+        doc["defaults"]["cors"] = {"origins": [f"http://localhost:{self.page_port}"]}
+        return self.factory(
+            yaml.safe_dump(doc, sort_keys=False),
+            env={"KR_TOKENS": token_entry("alice", ALICE)},
+            upstream_port=self.upstream.port,
+        )
+
+    def run(
+        self, relay: KeyrelayProcess, turns: int, first: str = "hi", repeat: int = 1
+    ) -> dict[str, Any]:
+        """The page's agent says `first` (`repeat` times), then "hi", for `turns` turns."""
+        query = {
+            "url": f"ws://127.0.0.1:{relay.port}/api/openai/realtime?model={MODEL}",
+            "token": ALICE,
+            "first": first,
+            "repeat": str(repeat),
+            "turns": str(turns),
+        }
+        env = {
+            "PAGE_PORT": str(self.page_port),
+            "PAGE_QUERY": urlencode(query),
+            "CHROMIUM": self.chromium,
+        }
+        result = run_driver(self.node, "agents_realtime.mjs", [], env, timeout=90)
+        assert result["results"] is not None, (result.get("error"), result["stderr"])
+        return result
 
 
-def open_agent(
+@pytest.fixture
+def agent(
     node: str,
     chromium: str,
-    relay: KeyrelayProcess,
+    keyrelay_factory: KeyrelayFactory,
+    realtime: RealtimeUpstream,
     page_port: int,
-    turns: int,
-    first: str = "hi",
-    repeat: int = 1,
-) -> dict[str, Any]:
-    query = {
-        "url": f"ws://127.0.0.1:{relay.port}/api/openai/realtime?model={MODEL}",
-        "token": ALICE,
-        "first": first,
-        "repeat": str(repeat),
-        "turns": str(turns),
-    }
-    env = {"PAGE_PORT": str(page_port), "PAGE_QUERY": urlencode(query), "CHROMIUM": chromium}
-    result = run_driver(node, "agents_realtime.mjs", [], env, timeout=90)
-    assert result["results"] is not None, (result.get("error"), result["stderr"], result["console"])
-    return result
+) -> Agent:
+    return Agent(keyrelay_factory, realtime, node, chromium, page_port)
 
 
 def spent(relay: KeyrelayProcess, until: float) -> dict[str, Any]:
@@ -113,14 +134,10 @@ def assert_key_upstream_only(relay: KeyrelayProcess, upstream: RealtimeUpstream)
 
 
 def test_a_browser_agent_with_only_the_token_is_metered_by_what_the_fake_billed(
-    node: str,
-    chromium: str,
-    keyrelay_factory: KeyrelayFactory,
-    realtime: RealtimeUpstream,
-    page_port: int,
+    agent: Agent, realtime: RealtimeUpstream, page_port: int
 ) -> None:
-    relay = start(keyrelay_factory, realtime, page_port, daily=50.0)
-    result = open_agent(node, chromium, relay, page_port, turns=2)
+    relay = agent.start(daily=50.0)
+    result = agent.run(relay, turns=2)
     page = result["results"]
     assert result["ok"], (result.get("error"), page, result["console"], result["page_errors"])
     assert page["origin"] == f"http://localhost:{page_port}"
@@ -149,20 +166,16 @@ def test_a_browser_agent_with_only_the_token_is_metered_by_what_the_fake_billed(
 
 
 def test_a_budget_that_runs_out_ends_the_browser_agents_session(
-    node: str,
-    chromium: str,
-    keyrelay_factory: KeyrelayFactory,
-    realtime: RealtimeUpstream,
-    page_port: int,
+    agent: Agent, realtime: RealtimeUpstream
 ) -> None:
     worst = (CONTEXT * 32 + CAP * 64) / 1e6  # a response's whole context and cap, dearest rates
     first = (30000 * 32 + CAP * 64) / 1e6
     daily = 2.5  # room for two responses, not a third
     assert 2 * worst < daily < first + 2 * worst
-    relay = start(keyrelay_factory, realtime, page_port, daily=daily)
+    relay = agent.start(daily=daily)
     # The first turn says 30,000 characters, the next "hi": each response reads them all (within
     # the context), costing near its worst case.
-    result = open_agent(node, chromium, relay, page_port, turns=3, first="x", repeat=30000)
+    result = agent.run(relay, turns=3, first="x", repeat=30000)
     page = result["results"]
     assert page.get("error") is None, (page, result["console"], result["page_errors"])
     turns = page["turns"]
