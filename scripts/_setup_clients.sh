@@ -49,7 +49,8 @@ _keyrelay_setup_clients() {
     { _kr_fail "Node >= 20 is needed, found $(node --version)"; return 1; }
 
   # --- node_modules: the clients, and apart the CE.SDK editor with its AI plugins ---
-  _kr_npm_ci "$clients" @fal-ai/client @google/genai @inferencesh/sdk playwright-core esbuild || return 1
+  _kr_npm_ci "$clients" @fal-ai/client @google/genai @inferencesh/sdk @openai/agents-realtime playwright-core esbuild ||
+    return 1
   _kr_npm_ci "$clients/cesdk" @cesdk/cesdk-js @cesdk/engine @imgly/plugin-ai-image-generation-web \
     @imgly/plugin-ai-video-generation-web @imgly/plugin-ai-audio-generation-web @imgly/plugin-ai-text-generation-web || return 1
 

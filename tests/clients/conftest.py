@@ -21,7 +21,14 @@ from clients.drivers import CLIENTS
 from clients.provider_fakes import install_upload_server
 
 SETUP = "scripts/_setup_clients.sh"
-NODE_MODULES = ("@fal-ai/client", "@google/genai", "@inferencesh/sdk", "playwright-core")
+NODE_MODULES = (
+    "@fal-ai/client",
+    "@google/genai",
+    "@inferencesh/sdk",
+    "@openai/agents-realtime",
+    "playwright-core",
+    "esbuild",
+)
 # Installed apart, in tests/clients/cesdk: the CE.SDK editor and its AI plugins.
 CESDK_PLUGINS = (
     "@cesdk/cesdk-js",

@@ -147,6 +147,11 @@ class RealtimeUpstream(WebSocketUpstream):
 
     timeout = 10.0
 
+    def subprotocol(self, offered: list[str]) -> str | None:
+        """OpenAI answers `realtime` when a client offers it (its browser SDKs do, beside the
+        key): a browser fails a socket whose answer names none of those it offered."""
+        return "realtime" if "realtime" in offered else None
+
     def _handle(self, sock: ssl.SSLSocket) -> None:
         """HTTP/1.1 requests (kept alive) until one asks for a WebSocket."""
         buffer = b""

@@ -155,8 +155,13 @@ class WebSocketUpstream(_TlsServer):
                     if event.subprotocols:  # and these
                         headers["sec-websocket-protocol"] = ", ".join(event.subprotocols)
                     self.handshakes.append((event.target, headers))
-                    sock.sendall(ws.send(AcceptConnection()))
+                    chosen = self.subprotocol(event.subprotocols)
+                    sock.sendall(ws.send(AcceptConnection(subprotocol=chosen)))
                 yield event
+
+    def subprotocol(self, offered: list[str]) -> str | None:
+        """The subprotocol a handshake is answered with (here none: the echo speaks none)."""
+        return None
 
     timeout = 5.0  # seconds a connection may stay silent
 
