@@ -4,7 +4,8 @@ node_modules) in headless Chromium, with its AI plugins, unmodified, configured 
 provider that sends no header, the app's session cookie with keyrelay under the app's origin).
 A user types a prompt into the plugin's panel and presses Generate (driver: cesdk/editor.mjs);
 the request goes through keyrelay, with auth on, to a fake provider, and the result comes back
-into the editor: a block on the page and an entry in the plugin's history."""
+into the editor: a block on the page and an entry in the plugin's history. The text plugin has
+no panel: a quick action in the canvas menu of a selected text block rewrites its text."""
 
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ class Pair:
     the editor's page sends keyrelay's credential."""
 
     install: Callable[[UpstreamServer, str], object]
-    result: str | None  # the file the editor shows (text: the block's text); None: made in the browser (blob:)
+    # the file the editor shows (text: the block's text); None: made in the browser (blob:)
+    result: str | None
     host: str
     submit: str  # the path of the request that starts the generation
     credential: tuple[str, str]  # how the provider's key reached the upstream
@@ -246,7 +248,7 @@ def test_the_plugin_generates_through_keyrelay_into_the_editor(
     blocks, history = result_uris(result)
     if name.startswith("text"):  # the answer, applied, is the text block's text
         [text] = [b for b in result["result"]["blocks"] if b["id"] == result["editor"]["textBlock"]]
-        assert (text["text"], text["state"]) == (pair.result, "Ready")
+        assert (text["text"], text["state"], text["ai"]) == (pair.result, "Ready", None)  # applied
         assert result["result"]["editMode"] != "ly.img.ai.editMode"
     elif pair.result is None:  # the plugin made a blob: URL of the bytes keyrelay passed on
         assert history and all(uri.startswith("blob:") for uri in history)

@@ -43,7 +43,9 @@ function snapshot() {
     const type = block.getType(id);
     let uri = null;
     if (type === "//ly.img.ubq/text") {
-      blocks.push({ id, type, kind: block.getKind(id), uri, state: block.getState(id).type, text: block.getString(id, "text/text") });
+      // The text plugin keeps its state of a block in the block's metadata: "processing", "confirmation".
+      const ai = block.hasMetadata(id, "ly.img.ai.metadata") ? JSON.parse(block.getMetadata(id, "ly.img.ai.metadata")).status : null;
+      blocks.push({ id, type, kind: block.getKind(id), uri, state: block.getState(id).type, text: block.getString(id, "text/text"), ai });
       continue;
     }
     if (type === "//ly.img.ubq/audio") uri = block.getString(id, "audio/fileURI");
@@ -204,21 +206,17 @@ async function rewriteText(page, act) {
   await act('button[name*="ly.img.ai.text"][name$=".popover"]', [""]);
   await act("button", [quickAction]);
   const pressed = Date.now();
-  const apply = 'button[name*="ly.img.ai.text.confirmation.apply"]';
-  const applicable = () => page.evaluate(([selector]) => {
-    const all = (root) => [...root.querySelectorAll(selector), ...[...root.querySelectorAll("*")].flatMap((e) => (e.shadowRoot ? all(e.shadowRoot) : []))];
-    return all(document).some((b) => !b.disabled);
-  }, [apply]);
+  const textBlock = () => out.result.blocks.find((b) => b.id === block);
   // Pressing the quick action locks the block in the AI edit mode at once; the plugin leaves it without
-  // offering Apply when the generation failed (it logs "[Generate]: <reason>" to the console).
+  // asking to confirm when the generation failed (it logs "[Generate]: <reason>" to the console).
   const AI_MODE = "ly.img.ai.editMode";
-  await poll(async () => out.result.editMode !== AI_MODE || (await applicable()), "no text to apply");
+  await poll(() => out.result.editMode !== AI_MODE || textBlock()?.ai === "confirmation", "no text to apply");
   if (out.result.editMode !== AI_MODE) out.error = "the generation ended without a text to apply (see console)";
   else if (!failed()) {
     out.result.generated_ms = Date.now() - pressed;
-    await act(apply, [""]);
+    await act('button[name*="ly.img.ai.text.confirmation.apply"]', [""]);
     await poll(() => out.result.editMode !== AI_MODE, "the AI edit mode did not end");
-    const text = out.result.blocks.find((b) => b.id === block)?.text;
+    const text = textBlock()?.text;
     out.ok = !failed() && Boolean(text) && text !== out.editor.text;
   }
   out.notifications = out.result.notifications;
