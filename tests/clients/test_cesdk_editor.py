@@ -4,7 +4,8 @@ node_modules) in headless Chromium, with its AI plugins, unmodified, configured 
 provider that sends no header, the app's session cookie with keyrelay under the app's origin).
 A user types a prompt into the plugin's panel and presses Generate (driver: cesdk/editor.mjs);
 the request goes through keyrelay, with auth on, to a fake provider, and the result comes back
-into the editor: a block on the page and an entry in the plugin's history."""
+into the editor: a block on the page and an entry in the plugin's history. The text plugin has
+no panel: a quick action in the canvas menu of a selected text block rewrites its text."""
 
 from __future__ import annotations
 
@@ -33,7 +34,15 @@ from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
 
 from clients.app_server import AppServer
 from clients.drivers import CLIENTS, run_driver
-from clients.provider_fakes import FLUX_RESULT, PIXEL, install_fal
+from clients.provider_fakes import (
+    ANTHROPIC_DELTAS,
+    FLUX_RESULT,
+    OPENAI_DELTAS,
+    PIXEL,
+    anthropic_messages,
+    install_fal,
+    openai_chat_stream,
+)
 
 TOKEN = "editor-token-5c1e"
 COOKIE = "kr"
@@ -73,7 +82,7 @@ def generate(
     """Runs one generation in the editor. `token`: given in the provider's `headers` option;
     `same_origin`: the provider's proxyUrl is the app's /api/ (keyrelay behind the app) and the
     session is the app's cookie."""
-    query = {"pair": pair, "proxy": "" if same_origin else relay.url}
+    query = {"pair": pair, "proxy": "" if same_origin else relay.url, "text": PROMPT}
     if token is not None:
         query["token"] = token
     env = {
@@ -90,7 +99,7 @@ def generate(
 def result_uris(result: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The files the editor's blocks show, and those in the plugin's history."""
     found = result["result"] or {"blocks": [], "history": []}
-    return [b["uri"] for b in found["blocks"]], [a["uri"] for a in found["history"]]
+    return [b["uri"] for b in found["blocks"] if b["uri"]], [a["uri"] for a in found["history"]]
 
 
 def explain(result: dict[str, Any]) -> Any:
@@ -99,6 +108,7 @@ def explain(result: dict[str, Any]) -> Any:
 
 FAL_VIDEO = {"video": {"url": "https://v3.fal.media/files/zebra/keyrelay.mp4"}}
 OPENAI_HOST = "api.openai.com"
+ANTHROPIC_HOST = "api.anthropic.com"
 ELEVENLABS_HOST = "api.elevenlabs.io"
 
 
@@ -132,7 +142,8 @@ class Pair:
     the editor's page sends keyrelay's credential."""
 
     install: Callable[[UpstreamServer, str], object]
-    result: str | None  # the file the editor shows; None: made in the browser (blob:)
+    # the file the editor shows (text: the block's text); None: made in the browser (blob:)
+    result: str | None
     host: str
     submit: str  # the path of the request that starts the generation
     credential: tuple[str, str]  # how the provider's key reached the upstream
@@ -195,6 +206,24 @@ PAIRS = {
         "/v1/text-to-speech/",
         ("xi-api-key", TEST_KEYS["ELEVENLABS_API_KEY"]),
     ),
+    # The text plugin rewrites the selected text block (its "Improve Writing" quick action) with the
+    # streamed answer.
+    "text:anthropic": Pair(
+        lambda up, _: up.route("POST", "/v1/messages", anthropic_messages(), host=ANTHROPIC_HOST),
+        "".join(ANTHROPIC_DELTAS),
+        ANTHROPIC_HOST,
+        "/v1/messages",
+        ("x-api-key", TEST_KEYS["ANTHROPIC_API_KEY"]),
+    ),
+    "text:openai": Pair(
+        lambda up, _: up.route(
+            "POST", "/v1/chat/completions", openai_chat_stream, host=OPENAI_HOST
+        ),
+        "".join(OPENAI_DELTAS),
+        OPENAI_HOST,
+        "/v1/chat/completions",
+        ("authorization", f"Bearer {TEST_KEYS['OPENAI_API_KEY']}"),
+    ),
 }
 
 
@@ -217,7 +246,11 @@ def test_the_plugin_generates_through_keyrelay_into_the_editor(
     assert result["ok"], explain(result)
 
     blocks, history = result_uris(result)
-    if pair.result is None:  # the plugin made a blob: URL of the bytes keyrelay passed on
+    if name.startswith("text"):  # the answer, applied, is the text block's text
+        [text] = [b for b in result["result"]["blocks"] if b["id"] == result["editor"]["textBlock"]]
+        assert (text["text"], text["state"], text["ai"]) == (pair.result, "Ready", None)  # applied
+        assert result["result"]["editMode"] != "ly.img.ai.editMode"
+    elif pair.result is None:  # the plugin made a blob: URL of the bytes keyrelay passed on
         assert history and all(uri.startswith("blob:") for uri in history)
     else:
         assert set(history) == {pair.result}  # the provider's history and the panel's

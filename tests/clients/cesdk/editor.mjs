@@ -3,6 +3,8 @@
 // Chromium, types a prompt into the plugin's panel and presses Generate, as a user does; then waits until
 // the result is in the editor (a block whose fill, or an audio block whose file, is the provider's answer)
 // and prints ONE JSON line: the blocks, the plugin's history assets and what the browser reported.
+// The text plugin has no panel: on its page a text block is selected, and the driver opens the AI menu
+// over it in the canvas menu, picks a quick action (QUICK_ACTION), waits for the rewritten text and applies it.
 // Exit code 0 when a result arrived, 1 otherwise (2 on bad usage).
 //
 // Usage: PAGE_URL='http://localhost:PORT/editor.html?proxy=http://127.0.0.1:8080&pair=image:fal&token=T' node cesdk/editor.mjs
@@ -10,6 +12,7 @@
 //   PAGE_URL    (required) the page, served from tests/clients/cesdk (see editor.html for its parameters)
 //   COOKIE      NAME=VALUE: a cookie of the page's origin (the app's session), set before the page loads
 //   PROMPT      what is typed into the panel (default "a red fox in the snow")
+//   QUICK_ACTION  text pairs: the label of the quick action pressed (default "Improve Writing")
 //   CHROMIUM    browser executable (default /usr/bin/chromium)
 //   TIMEOUT_MS  overall time limit (default 60000)
 //   SCREENSHOT  a path: where a screenshot of the page goes when the run failed
@@ -22,6 +25,7 @@ const env = process.env;
 const pageUrl = env.PAGE_URL;
 const timeoutMs = Number(env.TIMEOUT_MS || 60000);
 const prompt = env.PROMPT || "a red fox in the snow";
+const quickAction = env.QUICK_ACTION || "Improve Writing";
 const PNG = Buffer.from(
   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==",
   "base64",
@@ -38,6 +42,12 @@ function snapshot() {
   for (const id of block.findAll()) {
     const type = block.getType(id);
     let uri = null;
+    if (type === "//ly.img.ubq/text") {
+      // The text plugin keeps its state of a block in the block's metadata: "processing", "confirmation".
+      const ai = block.hasMetadata(id, "ly.img.ai.metadata") ? JSON.parse(block.getMetadata(id, "ly.img.ai.metadata")).status : null;
+      blocks.push({ id, type, kind: block.getKind(id), uri, state: block.getState(id).type, text: block.getString(id, "text/text"), ai });
+      continue;
+    }
     if (type === "//ly.img.ubq/audio") uri = block.getString(id, "audio/fileURI");
     else if (block.supportsFill(id)) {
       const fill = block.getFill(id);
@@ -48,12 +58,13 @@ function snapshot() {
     if (uri) blocks.push({ id, type, kind: block.getKind(id), uri, state: block.getState(id).type });
   }
   const sources = asset.findAllSources().filter((s) => s.includes("history"));
+  const editMode = window.cesdk.engine.editor.getEditMode();
   return Promise.all(
     sources.map(async (source) => {
       const found = await asset.findAssets(source, { page: 0, perPage: 10 });
       return found.assets.map((a) => ({ source, id: a.id, uri: a.meta?.uri ?? null }));
     }),
-  ).then((lists) => ({ blocks, history: lists.flat(), notifications: window.__notifications }));
+  ).then((lists) => ({ blocks, history: lists.flat(), notifications: window.__notifications, editMode }));
 }
 
 // In the page: the first `selector` (inside the editor's shadow roots too) -- for a button, the one whose text is
@@ -154,6 +165,8 @@ async function generate(context, page) {
   out.editor.started_ms = timeoutMs - (deadline - Date.now());
   if (!out.editor.ready) throw new Error(`the editor did not start: ${out.editor.error}`);
 
+  if (out.editor.textBlock !== null) return rewriteText(page, act);
+
   // Each step finds its element and acts on it in one task of the page: a video scene re-renders the panel
   // continuously, replacing its elements, so Playwright's locators (which find, then act) never settle there.
   // On Linux a video scene opens with a dialog (no H.264 encoder: video export unavailable); a user closes it.
@@ -174,4 +187,37 @@ async function generate(context, page) {
   out.result.generated_ms = Date.now() - pressed;
   out.notifications = out.result.notifications;
   out.ok = out.result.history.some((a) => a.uri) && !out.notifications.some((n) => n?.type === "error");
+}
+
+// The text plugin: its sparkle button in the canvas menu over the selected text block opens the quick actions;
+// one of them sends the block's text to the provider and streams the answer into the block. The plugin then
+// asks to confirm (its canvas menu in the AI edit mode: cancel, before/after, apply); Apply keeps the text.
+async function rewriteText(page, act) {
+  const block = out.editor.textBlock;
+  const failed = () => out.result.notifications.some((n) => n?.type === "error");
+  // Polls the editor until `until()` holds or the plugin reported an error.
+  const poll = async (until, what) => {
+    for (out.result = await page.evaluate(snapshot); !failed() && !(await until()); out.result = await page.evaluate(snapshot)) {
+      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms`);
+      await page.waitForTimeout(200);
+    }
+  };
+  // The button's name is the plugin's component id, "ly.img.ai.text}.popover" (sic: 1.69 has a stray brace).
+  await act('button[name*="ly.img.ai.text"][name$=".popover"]', [""]);
+  await act("button", [quickAction]);
+  const pressed = Date.now();
+  const textBlock = () => out.result.blocks.find((b) => b.id === block);
+  // Pressing the quick action locks the block in the AI edit mode at once; the plugin leaves it without
+  // asking to confirm when the generation failed (it logs "[Generate]: <reason>" to the console).
+  const AI_MODE = "ly.img.ai.editMode";
+  await poll(() => out.result.editMode !== AI_MODE || textBlock()?.ai === "confirmation", "no text to apply");
+  if (out.result.editMode !== AI_MODE) out.error = "the generation ended without a text to apply (see console)";
+  else if (!failed()) {
+    out.result.generated_ms = Date.now() - pressed;
+    await act('button[name*="ly.img.ai.text.confirmation.apply"]', [""]);
+    await poll(() => out.result.editMode !== AI_MODE, "the AI edit mode did not end");
+    const text = textBlock()?.text;
+    out.ok = !failed() && Boolean(text) && text !== out.editor.text;
+  }
+  out.notifications = out.result.notifications;
 }
