@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json as jsonlib
 import socket
@@ -130,7 +131,10 @@ class HttpClient:
         conn.putrequest(method, path, skip_host="host" in names, skip_accept_encoding=True)
         for k, v in hdrs:
             conn.putheader(k, v)
-        conn.endheaders(payload, encode_chunked=chunked)
+        # The server may answer (a refusal) and close before the whole body is sent: its answer
+        # is still there to read, as a browser or curl reads it.
+        with contextlib.suppress(BrokenPipeError):
+            conn.endheaders(payload, encode_chunked=chunked)
         return conn.getresponse()
 
     def request(
