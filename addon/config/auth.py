@@ -24,7 +24,8 @@ from addon.config.secret_ref import SecretRef
 
 MODES = ("none", "tokens", "jwt", "forward")
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110: header and cookie names
+# RFC 9110 tokens: header and cookie names, methods (config/provider.py).
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _http_url(url: str) -> str:
@@ -36,7 +37,7 @@ def _http_url(url: str) -> str:
 Names = Annotated[frozenset[StrictStr], ONE_OR_MANY]
 # Lower-case once read.
 HeaderName = Annotated[
-    Text, matching(_TOKEN, "is not a valid header name"), AfterValidator(str.lower)
+    Text, matching(TOKEN, "is not a valid header name"), AfterValidator(str.lower)
 ]
 HttpUrl = Annotated[Text, AfterValidator(_http_url)]
 
@@ -85,7 +86,7 @@ class ForwardSpec:
 class AuthSpec:
     mode: Literal["none", "tokens", "jwt", "forward"] = "none"
     header: HeaderName = "authorization"  # "Bearer <credential>" there; the raw value elsewhere
-    cookie: Annotated[Text, matching(_TOKEN, "is not a valid cookie name")] | None = None
+    cookie: Annotated[Text, matching(TOKEN, "is not a valid cookie name")] | None = None
     allow: Names | None = None  # only these identities; others get a 403
     tokens: SecretRef | None = None
     jwt: JwtSpec | None = None

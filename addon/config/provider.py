@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictStr
 
-from addon.config.auth import AuthSpec, HeaderName
+from addon.config.auth import TOKEN, AuthSpec, HeaderName
 from addon.config.budget import Budget, BudgetSpec, Price
 from addon.config.cors import NO_CORS, Cors, CorsPolicy
 from addon.config.credential import Credential
@@ -33,13 +33,12 @@ from addon.config.validation import ValidationSpec
 
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PREFIX = re.compile(r"(/[A-Za-z0-9\-._~]+)+")
 
 
 def _methods(methods: frozenset[str]) -> frozenset[str]:
     upper = frozenset(m.upper() for m in methods)
-    if bad := sorted(m for m in upper if not _TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
+    if bad := sorted(m for m in upper if not TOKEN.fullmatch(m) or m in ("CONNECT", "TRACE")):
         fail(f"'{bad[0]}' is not a method keyrelay forwards")
     return upper
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from addon import dotted
 from addon.config.operations import MintSpec
 from addon.config.validation import ValidationSpec
 from addon.guard import body_rules
@@ -59,7 +60,7 @@ def check(
 def model_of(spec: MintSpec, data: dict[str, Any]) -> str | None:
     """The model the credential is for: the first of the declared paths the body has."""
     for path in spec.model:
-        value = _get(data, path)
+        value = dotted.at(data, path)
         if isinstance(value, str):
             return value.removeprefix("models/")  # Google names models `models/gemini-...`
     return None
@@ -68,11 +69,11 @@ def model_of(spec: MintSpec, data: dict[str, Any]) -> str | None:
 def lifetime(spec: MintSpec, data: dict[str, Any], now: datetime) -> int | None:
     """Seconds the credential will live: what the body asks for, else the provider's default.
     None: the body's lifetime is not one (a string, a negative number, a time past)."""
-    if spec.expires is not None and (given := _get(data, spec.expires)) is not None:
+    if spec.expires is not None and (given := dotted.at(data, spec.expires)) is not None:
         if type(given) is not int or given <= 0:
             return None
         return given
-    if spec.expires_at is not None and (given := _get(data, spec.expires_at)) is not None:
+    if spec.expires_at is not None and (given := dotted.at(data, spec.expires_at)) is not None:
         at = _time(given)
         if at is None or at <= now:
             return None
@@ -88,15 +89,6 @@ def usable_seconds(spec: MintSpec, data: dict[str, Any], now: datetime) -> int:
 
 def _field(spec: MintSpec) -> str:
     return spec.expires or spec.expires_at or "the lifetime"
-
-
-def _get(data: dict[str, Any], path: str) -> Any:
-    value: Any = data
-    for key in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _put(data: dict[str, Any], path: str, value: Any) -> None:

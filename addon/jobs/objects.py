@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from addon import dotted
 from addon.config.operations import Catalogue, ObjectSpec, loosen
 from addon.guard import multipart
 from addon.problems import Refusal
@@ -152,7 +153,7 @@ def id_in_answer(spec: ObjectSpec, body: bytes, header: Callable[[str], str | No
     """The id a creating call's (whole, JSON) answer carries, if it is of the object's form."""
     data = _json(body)
     for place in spec.in_answer:
-        raw = header(place[7:]) if place.startswith("header:") else _at(data, place)
+        raw = header(place[7:]) if place.startswith("header:") else dotted.at(data, place)
         if not isinstance(raw, str):
             continue
         if spec.fits(raw):
@@ -191,14 +192,6 @@ class StreamTap:
                 if found is not None:
                     self.id = found
                     return
-
-
-def _at(data: Any, place: str) -> Any:
-    for name in place.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(name)
-    return data
 
 
 def _json(body: bytes) -> Any:
