@@ -51,7 +51,7 @@ def test_a_burst_against_a_generous_limit_all_pass(
 ) -> None:
     proxy = keyrelay_factory(redis_rules(redis_server), extra_args=ONE_ADDRESS)
     statuses = burst(proxy.port, BURST)
-    assert statuses == {200: BURST}, statuses
+    assert statuses == {200: BURST}, (statuses, proxy.output()[-6000:])
     assert len(upstream.requests) == BURST
     assert "limits: the store failed" not in proxy.output()
 

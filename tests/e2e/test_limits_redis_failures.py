@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis as redislib
 from support.client import HttpClient
 from support.guard import rules
 from support.redis_server import RedisServer
@@ -146,11 +147,22 @@ def test_redis_restarted_while_idle_costs_no_request(
     proxy = keyrelay_factory(text)
     with HttpClient(proxy.port) as c:
         assert [c.get(MODELS).status for _ in range(3)] == [200] * 3
+        # Idle means the last slot is given back too: a release that met the dead Redis would
+        # rightly open the breaker for the requests after it (the test raced that once).
+        wait_until_no_slot_is_held(redis_server)
         redis_server.kill()
         redis_server.start()  # empty: its script cache too
         statuses = [c.get(MODELS).status for _ in range(10)]
     assert statuses == [200] * 10, (statuses, proxy.output()[-3000:])
     assert "store failed" not in proxy.output()
+
+
+def wait_until_no_slot_is_held(redis: RedisServer, seconds: float = 5.0) -> None:
+    with redislib.Redis.from_url(redis.url) as r:
+        deadline = time.monotonic() + seconds
+        while sum(r.zcard(k) for k in r.scan_iter("*:open")):
+            assert time.monotonic() < deadline, "a concurrency slot was never given back"
+            time.sleep(0.01)
 
 
 def paused(redis: RedisServer) -> Callable[[], None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,6 +128,38 @@ def test_a_hung_server_fails_calls_as_slow_and_answers_again_once_it_resumes(
     assert all(isinstance(o, RedisFailed) for o in outcomes), outcomes
     assert {o.kind for o in outcomes} <= {"slow", "busy"}, outcomes
     assert back == b"back"
+
+
+def test_a_loop_held_up_by_other_work_does_not_make_a_healthy_redis_fail(redis_server) -> None:
+    """Calls whose replies arrive while the loop is busy elsewhere (longer than the timeout)
+    are answered: with wall-clock socket timeouts some of these failed as "slow"."""
+
+    async def main() -> list[object]:
+        redis = RedisConnection(redis_server.url, timeout=0.2, size=8)
+        loop = asyncio.get_running_loop()
+        stalls = 0
+
+        def stall() -> None:  # the loop held for 1.5 timeouts, every 50 ms
+            nonlocal stalls
+            time.sleep(0.3)
+            stalls += 1
+            loop.call_later(0.05, stall)
+
+        async def one(i: int) -> int:
+            await asyncio.sleep(i / 200)  # spread over a second, across several stalls
+            return await redis.call(lambda: redis.client.incr("stalled"))
+
+        loop.call_later(0.01, stall)
+        try:
+            return await asyncio.gather(*map(one, range(200)), return_exceptions=True)
+        finally:
+            await redis.close()
+            assert stalls >= 3, stalls
+
+    outcomes = run(main())
+    failed = [o for o in outcomes if not isinstance(o, int)]
+    assert not failed, failed
+    assert sorted(outcomes) == list(range(1, 201))  # type: ignore[type-var]
 
 
 def test_an_error_reply_fails_the_call_only(redis_server) -> None:
