@@ -6,7 +6,7 @@ The one place those options live: `pip install .` puts both commands on PATH (py
 container image and the systemd unit in deploy/ run `keyrelay`. Arguments go to mitmproxy after
 the base options, so they override them (`--listen-port 9000`, `--set keyrelay_rules=...`).
 
-- `--mode reverse:https://keyrelay.invalid`: keyrelay routes every request itself; the target
+- `--mode reverse:http://keyrelay.invalid`: keyrelay routes every request itself; the target
   is a placeholder that is never reached.
 - `--listen-host`/`--listen-port`: `KEYRELAY_HOST` (127.0.0.1) and `KEYRELAY_PORT` (8080).
 - `connection_strategy=lazy`: eager mode would connect to the placeholder before keyrelay routes.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NoReturn
 
 ADDON_SCRIPT = Path(__file__).resolve().with_name("proxy.py")
-REVERSE_MODE = "reverse:https://keyrelay.invalid"
+REVERSE_MODE = "reverse:http://keyrelay.invalid"
 TOOLS = ("mitmdump", "mitmweb")
 
 

@@ -27,7 +27,7 @@ MITMDUMP = [
     LAUNCH,
     UNCHECKED,
     "--mode",
-    "reverse:https://keyrelay.invalid",
+    "reverse:http://keyrelay.invalid",
     "--set",
     "connection_strategy=lazy",
     "-s",

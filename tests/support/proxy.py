@@ -1,7 +1,7 @@
 """Run the real keyrelay (scripts/_mitm mitmdump ...) as a subprocess wired to the fake upstream.
 
 mitmdump prints, on stdout, one line per listening server, e.g.
-    [06:30:44.461] reverse proxy to https://keyrelay.invalid listening at 127.0.0.1:37871.
+    [06:30:44.461] reverse proxy to http://keyrelay.invalid listening at 127.0.0.1:37871.
 and that line is how we learn the port chosen for --listen-port 0. It is printed as soon as the
 socket is bound, before mitmdump checks for errors logged during start-up (a failing addon or
 option): then it prints "Error logged during startup, exiting..." to stderr and exits 1. So

@@ -9,7 +9,7 @@ from addon import cli
 
 def test_the_base_options_come_first_so_arguments_override_them() -> None:
     args = cli.mitmproxy_args("mitmdump", ["--listen-port", "9000"], {})
-    assert args[:2] == ["--mode", "reverse:https://keyrelay.invalid"]
+    assert args[:2] == ["--mode", "reverse:http://keyrelay.invalid"]
     assert args[-2:] == ["--listen-port", "9000"]  # argparse: the last one wins
     assert args[args.index("-s") + 1] == str(cli.ADDON_SCRIPT)
     assert cli.ADDON_SCRIPT.is_file()
