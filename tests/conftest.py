@@ -16,6 +16,7 @@ from support.proxy import TEST_KEYS as _TEST_KEYS
 from support.proxy import KeyrelayProcess
 from support.tls import PROVIDER_HOSTS, TlsMaterial, make_test_ca
 from support.upstream import UpstreamServer
+from xdist.scheduler import LoadFileScheduling
 
 
 @pytest.fixture(scope="session")
@@ -179,3 +180,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         spawns = _PROCESSES.intersection(getattr(item, "fixturenames", ()))
         if kind == "unit" and spawns:
             raise pytest.UsageError(f"{item.nodeid}: a unit test starts nothing ({sorted(spawns)})")
+
+
+# -- scheduling on several workers (scripts/test: `--dist loadfile`) -------------------------------
+
+# Files whose tests share no module fixture and are long enough to be the suite's last worker
+# alone when kept together: a test to a worker. (The CE.SDK editor's ten runs in Chromium were
+# six of the suite's eight minutes on one worker.)
+SPREAD = frozenset({"tests/clients/test_cesdk_editor.py"})
+
+
+class FilesExceptSpread(LoadFileScheduling):
+    """xdist's loadfile (a file to a worker, so its module fixtures are made once), except for
+    the files in SPREAD, whose tests go to whichever worker is free."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        if nodeid.split("::", 1)[0] in SPREAD:
+            return nodeid
+        return super()._split_scope(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadFileScheduling | None:
+    if config.getvalue("dist") != "loadfile":
+        return None  # another --dist asked for by name: xdist's own
+    return FilesExceptSpread(config, log)
