@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.client import HttpClient
@@ -185,22 +186,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # -- scheduling on several workers (scripts/test: `--dist loadfile`) -------------------------------
 
 # Files whose tests share no module fixture and are long enough to be the suite's last worker
-# alone when kept together: a test to a worker. (The CE.SDK editor's ten runs in Chromium were
-# six of the suite's eight minutes on one worker.)
+# alone when kept together: split in PARTS, dealt out in turn, which go to workers first (the
+# CE.SDK editor's ten runs in Chromium were six of the suite's eight minutes on one worker; in
+# two parts, two editors run at a time, beside the other files).
 SPREAD = frozenset({"tests/clients/test_cesdk_editor.py"})
+PARTS = 2
 
 
 class FilesExceptSpread(LoadFileScheduling):
     """xdist's loadfile (a file to a worker, so its module fixtures are made once), except for
-    the files in SPREAD, whose tests go to whichever worker is free."""
+    the files in SPREAD, which are handed out first, in PARTS: xdist hands out the files with
+    the most tests first, which would leave these long ones for the end."""
+
+    def __init__(self, config: pytest.Config, log: Any) -> None:
+        super().__init__(config, log)
+        self._parts: dict[str, str] = {}
 
     def _split_scope(self, nodeid: str) -> str:
-        if nodeid.split("::", 1)[0] in SPREAD:
-            return nodeid
-        return super()._split_scope(nodeid)
+        path = nodeid.split("::", 1)[0]
+        if path not in SPREAD:
+            return super()._split_scope(nodeid)
+        if nodeid not in self._parts:  # dealt in turn, in the order collected
+            dealt = sum(seen.startswith(f"{path}::") for seen in self._parts)
+            self._parts[nodeid] = f"{path}::part{dealt % PARTS}"
+        return self._parts[nodeid]
+
+    def _assign_work_unit(self, node: Any) -> None:
+        if spread := next((scope for scope in self.workqueue if "::part" in scope), None):
+            self.workqueue.move_to_end(spread, last=False)
+        super()._assign_work_unit(node)
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadFileScheduling | None:
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadFileScheduling | None:
     if config.getvalue("dist") != "loadfile":
         return None  # another --dist asked for by name: xdist's own
     return FilesExceptSpread(config, log)

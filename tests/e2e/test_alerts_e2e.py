@@ -101,6 +101,13 @@ def key(identity: str, which: str) -> str:
     return alert_key(identity, daily.ident, which, None)
 
 
+def logged(proc: KeyrelayProcess, alerts: int) -> str:
+    """proc's output once it has logged `alerts` alerts: a log line may reach the output after
+    the webhook has its POST (mitmproxy prints log entries from its event loop, later)."""
+    proc.wait_for_output(f"(?s)(?:keyrelay: alert:.*?){{{alerts}}}", timeout=10)
+    return proc.output()
+
+
 def ids(deliveries: list[Delivery]) -> list[str]:
     return [d.json()["id"] for d in deliveries]
 
@@ -143,7 +150,7 @@ def test_each_threshold_reaches_the_webhook_once_signed_and_retried(
     assert rate["type"] == "spend-rate" and rate["window_spent"] == 0.05
     assert rate["hour_before_spent"] == 0 and rate["times"] == 5
     # Each is logged once, the identity quoted; the secret nowhere.
-    out = proc.output()
+    out = logged(proc, 6)
     assert out.count("keyrelay: alert: budget-threshold") == 4
     assert out.count("keyrelay: alert: spend-rate") == 2
     assert '"token:alice" reached 80% of its daily budget ($0.080000 of $0.100000)' in out
@@ -181,5 +188,5 @@ def test_once_per_period_across_two_instances_sharing_redis(
         delivered = hook.wait_for(6)
         assert ids(delivered) == ALICE_ALERTS + BOB_ALERTS
         assert all(d.signed for d in delivered)
-        logged = [p.output().count("keyrelay: alert:") for p in (a, b)]
-        assert logged == [5, 1]  # b raised only the 100% it saw first
+        counts = [logged(p, n).count("keyrelay: alert:") for p, n in ((a, 5), (b, 1))]
+        assert counts == [5, 1]  # b raised only the 100% it saw first
