@@ -144,16 +144,20 @@ class KeyRelay:
         self.engine = engine.Gate()  # an unchecked mitmproxy stops start-up (or runs unprotected)
         self.head_limit = HeadLimit()  # HTTP/1 request heads: 431 past a size
         self.connections = Connections()  # head deadlines, a cap per address, descriptors
-        self.drain = Drain(self.connections.in_flight, self._reload)  # SIGTERM, SIGHUP
         self.guard = Guard()  # auth, limits, body rules
         self.jobs = Ownership()  # whatever a caller creates, only they may read or act on
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
         self.budget.sidebands.where = self.connect_to.address  # a call's sideband, as flows go
+        self.drain = Drain(self._in_flight, self._reload)  # SIGTERM, SIGHUP
         self._rules_stamp: tuple[float, ...] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._watched: tuple[Path, ...] = ()  # token and key files the rules name (revocation)
         # The engine tuned: hooks through a table (dispatch.py), per-request steps (fast_paths.py).
         self.addons = [FastDispatch(), FastPaths()]
+
+    def _in_flight(self) -> int:
+        """What a drain waits for: requests and streams, and the WebRTC calls keyrelay meters."""
+        return self.connections.in_flight() + len(self.budget.sidebands)
 
     def _current(self) -> tuple[Rules | None, KeyStore | None]:
         return self.rules, self.keys

@@ -267,8 +267,9 @@ Where = Callable[[str, int], tuple[str, int]]  # the address keyrelay connects t
 
 class Sidebands:
     """The calls keyrelay brokers: each offer's session held until its answer, then each call's
-    sideband while it lasts (its leases renewed with the others'); at shutdown each call is hung
-    up, since keyrelay would no longer meter it."""
+    sideband while it lasts (its leases renewed with the others'); at shutdown each call still
+    running is hung up, since keyrelay would no longer meter it (a SIGTERM's drain first waits
+    for calls as for requests in flight, up to keyrelay_drain_timeout)."""
 
     def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
@@ -358,6 +359,10 @@ class Sidebands:
             return
         self._running[task] = sideband
         task.add_done_callback(self._running.pop)
+
+    def __len__(self) -> int:
+        """Calls running: a drain waits for them as for requests in flight."""
+        return len(self._running)
 
     def held(self) -> list[tuple[Call, list[str]]]:
         """Each call's leases, for the budget's renewals."""

@@ -7,6 +7,8 @@ from it, and hangs the call up when the budget, the rules or the time cap say so
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -68,12 +70,17 @@ def realtime(test_ca: TlsMaterial) -> Iterator[RealtimeUpstream]:
 
 
 def start(
-    factory: KeyrelayFactory, upstream: RealtimeUpstream, daily: float = 50.0, seconds: int = 300
+    factory: KeyrelayFactory,
+    upstream: RealtimeUpstream,
+    daily: float = 50.0,
+    seconds: int = 300,
+    drain: int = 30,
 ) -> KeyrelayProcess:
     return factory(
         rules(upstream.rates, daily=daily, seconds=seconds),
         env={"KR_TOKENS": ",".join([token_entry("alice", ALICE), token_entry("bob", BOB)])},
         upstream_port=upstream.port,
+        extra_args=["--set", f"keyrelay_drain_timeout={drain}"],
     )
 
 
@@ -262,12 +269,49 @@ def test_a_call_is_hung_up_at_its_time_cap(
     assert ended(relay, realtime)["reserved"] == 0
 
 
+def exited(relay: KeyrelayProcess, seconds: float = 10) -> int | None:
+    """The exit code once the process has ended by itself (stop() would signal it again)."""
+    deadline = time.monotonic() + seconds
+    while relay.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return relay.returncode
+
+
+def test_a_drain_lets_a_call_go_on_until_its_deadline_then_hangs_it_up(
+    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+) -> None:
+    relay = start(keyrelay_factory, realtime, drain=3)
+    call_id = place(relay, realtime, session=SESSION)
+    assert relay.pid is not None
+    os.kill(relay.pid, signal.SIGTERM)
+    relay.wait_for_output("draining: 1 in flight")
+    assert realtime.respond(call_id, "still talking")  # the call goes on
+    assert not [h for c, h in realtime.hangups if c == call_id]
+    assert hung_up(realtime, call_id)  # at the drain's deadline: no longer metered after it
+    assert "hung up: shutdown" in relay.output()
+    assert exited(relay) == 0
+
+
+def test_a_call_that_ends_during_a_drain_lets_the_process_exit(
+    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+) -> None:
+    relay = start(keyrelay_factory, realtime)  # a drain of 30 s
+    call_id = place(relay, realtime, session=SESSION)
+    assert relay.pid is not None
+    os.kill(relay.pid, signal.SIGTERM)
+    relay.wait_for_output("draining: 1 in flight")
+    assert relay.alive()  # waiting for the call
+    realtime.leave(call_id)  # the browser hangs up
+    assert exited(relay) == 0  # well before the drain's 30 s
+    assert "hung up: shutdown" not in relay.output()  # it ended as calls do, not cut by keyrelay
+
+
 def test_shutdown_hangs_every_call_up(
     keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
 ) -> None:
-    relay = start(keyrelay_factory, realtime)
+    relay = start(keyrelay_factory, realtime, drain=0)
     call_id = place(relay, realtime, session=SESSION)
-    relay.stop()
+    assert relay.stop() == 0
     assert hung_up(realtime, call_id)  # keyrelay would no longer meter it
     assert "hung up: shutdown" in relay.output()
 
