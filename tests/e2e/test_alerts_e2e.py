@@ -205,7 +205,8 @@ def test_an_alert_raised_by_the_last_request_is_posted_at_sigterm(
     """The webhook holds the first POST, so the last request's alert is still queued when
     SIGTERM comes: the shutdown gives each queued alert one attempt before the process exits."""
     hook.hang_next = 1
-    proc = keyrelay_factory(rules(hook, timeout=3), env=ENV)
+    # Its timeout outlasts the steps to the close (the held POST must still be held then).
+    proc = keyrelay_factory(rules(hook, timeout=5), env=ENV)
     assert spend(proc, ALICE, 50) == 200  # 50% and the pace alarm: the first POST hangs
     assert hook.hanging.wait(20)
     assert spend(proc, ALICE, 30) == 200  # 80%: the last request's alert, queued
