@@ -9,6 +9,7 @@ instances) and, when this instance won the claim, logged and handed to the webho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ class AlertWatch:
         self._log = Every(LOG_EVERY)
         self._current: dict[str, Period] = {}
         self._periods_end = 0.0
+        self._closed = False
 
     async def settled(
         self,
@@ -156,6 +158,12 @@ class AlertWatch:
             self.webhook.post(alert.key, alert.payload(when))
 
     async def close(self) -> None:
+        """At shutdown (Budget.done, once the last settlements raised theirs) and when a reload
+        drops this watch: what is queued is posted, within the webhook's bound. Twice: once."""
+        if self._closed:
+            return
+        self._closed = True
         if self.webhook is not None:
             self.webhook.stop()
+            await asyncio.to_thread(self.webhook.join)  # up to its timeout: not on the loop
         await self.ledger.close()

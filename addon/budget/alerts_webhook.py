@@ -6,6 +6,11 @@ One daemon thread sends them in order: a JSON POST signed with HMAC-SHA256 of it
 doubling pause after a failure it may recover from (no connection, a timeout, 408, 429, 5xx).
 A webhook that hangs holds up later alerts, never a request.
 
+When keyrelay stops (or a reload drops this webhook), `stop` takes no more alerts and the
+thread gets one grace period, the spec's `timeout` (one attempt's bound), for what is still
+queued: one attempt each, no retries, no pauses. `join` waits for it, that long at most; what
+is left after it is dropped with one log line.
+
 The URL may itself be a secret (many chat webhooks are), so no log line names it.
 """
 
@@ -19,6 +24,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -50,47 +56,89 @@ class Webhook:
         self.spec = spec
         self._secret = secret
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(spec.queue)
-        self._stopping = threading.Event()
+        self._closing = threading.Event()
+        self._deadline = 0.0  # monotonic; set by `stop`: the end of the flush
+        self._sending: str | None = None  # the alert the thread is posting
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # a post and a stop in turn: nothing queued after a stop
         # No proxy from the environment, no redirects: the alert goes where the rules say.
         self._open = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect).open
 
     def post(self, alert_id: str, payload: dict[str, Any]) -> bool:
-        """Queue an alert; False when the queue is full (it is dropped, and logged)."""
+        """Queue an alert; False when it is dropped (the queue is full, or the webhook is
+        stopping), with a log line."""
         body = json.dumps(payload, separators=(",", ":")).encode()
-        self._start()
-        try:
-            self._queue.put_nowait((alert_id, body))
-        except queue.Full:
-            logger.warning(
-                "keyrelay: alerts: the webhook queue is full (%d waiting); dropped %s",
-                self.spec.queue,
-                alert_id,
-            )
-            return False
+        with self._lock:
+            if self._closing.is_set():
+                logger.warning("keyrelay: alerts: the webhook is closing; dropped %s", alert_id)
+                return False
+            self._start()
+            try:
+                self._queue.put_nowait((alert_id, body))
+            except queue.Full:
+                logger.warning(
+                    "keyrelay: alerts: the webhook queue is full (%d waiting); dropped %s",
+                    self.spec.queue,
+                    alert_id,
+                )
+                return False
         return True
 
     def _start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._stopping.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="keyrelay-alerts-webhook", daemon=True
-                )
-                self._thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="keyrelay-alerts-webhook", daemon=True
+            )
+            self._thread.start()
 
     def stop(self) -> None:
-        """End the thread (what is still queued is dropped: every alert was logged)."""
-        self._stopping.set()
-        with contextlib.suppress(queue.Full):  # full: it sees _stopping after its alert
-            self._queue.put_nowait(None)
+        """Take no more alerts: the thread posts what is queued, one attempt each, until the
+        spec's `timeout` from now. Never blocks; a second call changes nothing."""
+        with self._lock:
+            if self._closing.is_set():
+                return
+            self._deadline = time.monotonic() + self.spec.timeout
+            self._closing.set()  # also cuts a retry's pause short
+            with contextlib.suppress(queue.Full):  # full: the thread is not waiting on it
+                self._queue.put_nowait(None)
+
+    def join(self) -> None:
+        """After `stop`: wait for the flush, until its deadline at most, then log what it did
+        not post. Blocks (call it off the event loop). A thread still in a hanging POST is a
+        daemon: it ends with the process."""
+        if self._thread is not None:
+            self._thread.join(max(0.0, self._deadline - time.monotonic()))
+        self._log_unposted()
+
+    def _log_unposted(self) -> None:
+        left = [self._sending] if self._sending is not None else []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (item := self._queue.get_nowait()) is not None:
+                    left.append(item[0])
+        if left:  # ids only: the URL may hold a secret
+            logger.error(
+                "keyrelay: alerts: %d alert(s) not posted within %ds of closing: %s",
+                len(left),
+                self.spec.timeout,
+                ", ".join(left),
+            )
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            item = self._queue.get()
-            if item is None:
-                return
+        while (item := self._next()) is not None:
+            self._sending = item[0]
             self._deliver(*item)
+            self._sending = None
+
+    def _next(self) -> tuple[str, bytes] | None:
+        """The next alert to post; None once stopped and the queue is empty or time is up."""
+        if not self._closing.is_set():
+            return self._queue.get()  # None: `stop` woke it
+        if time.monotonic() >= self._deadline:
+            return None
+        with contextlib.suppress(queue.Empty):
+            return self._queue.get_nowait()
+        return None
 
     def _deliver(self, alert_id: str, body: bytes) -> None:
         pause = FIRST_PAUSE
@@ -98,7 +146,7 @@ class Webhook:
             outcome, again = self._attempt(alert_id, body)
             if outcome is None:
                 return
-            if not again or attempt == self.spec.retries or self._stopping.is_set():
+            if not again or attempt == self.spec.retries or self._closing.is_set():
                 logger.error(
                     "keyrelay: alerts: the webhook did not take %s after %d attempt(s): %s",
                     alert_id,
@@ -112,8 +160,7 @@ class Webhook:
                 alert_id,
                 pause,
             )
-            if self._stopping.wait(pause):
-                return
+            self._closing.wait(pause)  # a stop cuts it short: one last attempt, in the flush
             pause = min(pause * 2, MOST_PAUSE)
 
     def _attempt(self, alert_id: str, body: bytes) -> tuple[str | None, bool]:

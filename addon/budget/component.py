@@ -366,7 +366,8 @@ class Budget(TaskArrays):
 
     async def done(self) -> None:
         """Shutdown: calls still open (a drain's deadline passed) are settled as cut ones are,
-        and their settlements awaited; a renewal loop ends (their leases would outlive us)."""
+        and their settlements awaited; a renewal loop ends (their leases would outlive us). Then
+        the alerts those settlements raised are posted (within the webhook's bound)."""
         await self.sidebands.stop(SHUTDOWN_WAIT)  # each call hung up: no longer metered
         if self._renewing is not None:
             self._renewing.cancel()
@@ -377,6 +378,8 @@ class Budget(TaskArrays):
             self._calls.pop(flow)
             self._settle(flow, call, cut=True)  # type: ignore[arg-type]  # HTTP flows only
         await tasks.settled(SHUTDOWN_WAIT)
+        if self.alerts is not None:  # now, while the log still prints: not after, in the background
+            await self.alerts.close()
 
     def error(self, flow: http.HTTPFlow) -> None:
         """A flow that failed: one that never reached the upstream costs nothing; a stream cut

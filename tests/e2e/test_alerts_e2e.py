@@ -1,9 +1,13 @@
 """Spend alerts through the real mitmdump: a fake Anthropic that bills each call its whole
 `max_tokens`, a loopback webhook receiver that checks every signature, and a real
-redis-server shared by two instances."""
+redis-server shared by two instances. The webhook's own thread is also driven in-process
+against the receiver (its queue and its flush at close)."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +23,10 @@ from support.upstream import RecordedRequest, ResponseWriter, UpstreamServer
 from support.webhook import Delivery, WebhookReceiver
 
 from addon.budget.alerts import alert_key
+from addon.budget.alerts_webhook import Webhook
 from addon.budget.books import periods
+from addon.config.alerts import WebhookSpec
+from addon.config.secret_ref import SecretRef
 
 ALICE, BOB = "alice-token-71c2", "bob-token-0e9d"
 SECRET = "alert-secret-5f2a9c41"
@@ -190,3 +197,104 @@ def test_once_per_period_across_two_instances_sharing_redis(
         assert all(d.signed for d in delivered)
         counts = [logged(p, n).count("keyrelay: alert:") for p, n in ((a, 5), (b, 1))]
         assert counts == [5, 1]  # b raised only the 100% it saw first
+
+
+def test_an_alert_raised_by_the_last_request_is_posted_at_sigterm(
+    keyrelay_factory, billing, hook
+) -> None:
+    """The webhook holds the first POST, so the last request's alert is still queued when
+    SIGTERM comes: the shutdown gives each queued alert one attempt before the process exits."""
+    hook.hang_next = 1
+    # Its timeout outlasts the steps to the close (the held POST must still be held then).
+    proc = keyrelay_factory(rules(hook, timeout=5), env=ENV)
+    assert spend(proc, ALICE, 50) == 200  # 50% and the pace alarm: the first POST hangs
+    assert hook.hanging.wait(20)
+    assert spend(proc, ALICE, 30) == 200  # 80%: the last request's alert, queued
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.stop(timeout=20) == 0
+    # The held one timed out (one attempt, no retry at close); the queued two were posted.
+    assert ids(hook.deliveries) == [ALICE_ALERTS[1], ALICE_ALERTS[2]]
+    assert all(d.signed for d in hook.deliveries)
+    out = proc.output()
+    assert f"the webhook did not take {ALICE_ALERTS[0]} after 1 attempt(s)" in out
+    assert "not posted" not in out
+    assert SECRET not in out and hook.url not in out
+
+
+# -- the webhook's thread, in-process against the receiver ---------------------------------------
+
+
+def webhook(hook: WebhookReceiver, timeout: int, queue: int = 1000) -> Webhook:
+    return Webhook(WebhookSpec(hook.url, SecretRef(env="X"), timeout=timeout, queue=queue), SECRET)
+
+
+def held(hook: WebhookReceiver, sender: Webhook, *names: str) -> None:
+    """Post `names`: the receiver holds the first, so the others wait in the queue."""
+    hook.hang_next = 1
+    assert sender.post(names[0], {"id": names[0]})
+    assert hook.hanging.wait(20)
+    for name in names[1:]:
+        assert sender.post(name, {"id": name})
+
+
+def test_a_full_webhook_queue_drops_and_logs(hook, caplog: pytest.LogCaptureFixture) -> None:
+    sender = webhook(hook, timeout=10, queue=2)
+    held(hook, sender, "a", "b", "c")  # a is being posted; b and c fill the queue
+    assert not sender.post("d", {"id": "d"})
+    assert "the webhook queue is full (2 waiting); dropped d" in caplog.text
+    hook.release.set()
+    assert ids(hook.wait_for(3)) == ["a", "b", "c"]
+    sender.stop()
+    sender.join()
+
+
+def test_alerts_queued_at_close_are_posted_once_each_signed(
+    hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = webhook(hook, timeout=10)
+    held(hook, sender, "a", "b", "c")
+    sender.stop()
+    assert not sender.post("d", {"id": "d"})  # closing: no new ones
+    hook.release.set()
+    sender.join()
+    assert ids(hook.attempts) == ["a", "b", "c"]
+    assert ids(hook.deliveries) == ["a", "b", "c"] and all(d.signed for d in hook.deliveries)
+    assert all(d.headers["x-keyrelay-alert"] == d.json()["id"] for d in hook.deliveries)
+    assert "not posted" not in caplog.text
+
+
+def test_a_failing_webhook_gets_one_attempt_per_alert_at_close(
+    hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = webhook(hook, timeout=10)  # three retries each, were it not closing
+    held(hook, sender, "a", "b", "c")
+    hook.fail_next = 10
+    sender.stop()
+    hook.release.set()
+    sender.join()
+    assert ids(hook.attempts) == ["a", "b", "c"] and not hook.deliveries
+    for name in "abc":
+        assert f"the webhook did not take {name} after 1 attempt(s): status 500" in caplog.text
+    assert "retrying" not in caplog.text and "not posted" not in caplog.text
+
+
+def test_a_hanging_webhook_holds_the_close_for_its_timeout_at_most(
+    hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    sender = webhook(hook, timeout=1)
+    held(hook, sender, "a", "b", "c")
+    hook.hang_next = 10  # and every POST after it
+    started = time.monotonic()
+    sender.stop()
+    sender.join()
+    # Generous: the retries of one alert alone would pause 1 + 2 + 4 s.
+    assert time.monotonic() - started < 6
+    assert not hook.deliveries
+    # What was queued (and, had its attempt not ended yet, the one being posted) is reported.
+    found = re.search(r"(\d+) alert\(s\) not posted within 1s of closing: (.*)", caplog.text)
+    assert found is not None, caplog.text
+    named = found[2].split(", ")
+    assert int(found[1]) == len(named) and "c" in named
+    assert named in (["b", "c"], ["a", "b", "c"])
+    assert SECRET not in caplog.text and hook.url not in caplog.text

@@ -191,12 +191,16 @@ def test_the_memory_ledger_lets_one_claim_through_per_period() -> None:
 class Posted:
     def __init__(self) -> None:
         self.alerts: list[tuple[str, dict[str, Any]]] = []
+        self.closes = 0
 
     def post(self, alert_id: str, payload: dict[str, Any]) -> bool:
         self.alerts.append((alert_id, payload))
         return True
 
     def stop(self) -> None:
+        self.closes += 1
+
+    def join(self) -> None:
         pass
 
 
@@ -254,15 +258,30 @@ def test_the_webhook_signs_its_body(tmp_path: Path) -> None:
     assert signature("s3cret", body) == "sha256=" + expected
 
 
-def test_a_full_webhook_queue_drops_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    """The queue is bounded: an alert past it is dropped at once, with a log line. (The
-    thread is stopped before it starts, so nothing is sent.)"""
-    hook = Webhook(WebhookSpec("http://127.0.0.1:9/", SecretRef(env="X"), queue=2), "s")
+def test_a_stopped_webhook_takes_no_more_alerts(caplog: pytest.LogCaptureFixture) -> None:
+    """After `stop` (keyrelay closing), an alert is dropped with a log line, and no thread is
+    started for it; `join` then has nothing to wait for or report."""
+    hook = Webhook(WebhookSpec("http://127.0.0.1:9/", SecretRef(env="X")), "s")
     hook.stop()
-    hook._queue.get_nowait()  # the stop's marker
-    assert hook.post("a", {}) and hook.post("b", {})
-    assert not hook.post("c", {})
-    assert "the webhook queue is full (2 waiting); dropped c" in caplog.text
+    hook.stop()  # twice: the same
+    assert not hook.post("a", {})
+    assert "the webhook is closing; dropped a" in caplog.text
+    assert hook._thread is None
+    hook.join()
+    assert "not posted" not in caplog.text
+
+
+def test_the_watch_closes_its_webhook_once() -> None:
+    """Budget.done closes the watch at shutdown, and the resources again as they stop."""
+    posted = Posted()
+    watch = AlertWatch(AlertsSpec((50,)), MemoryLedger(), posted, "daily")  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await watch.close()
+        await watch.close()
+
+    asyncio.run(run())
+    assert posted.closes == 1
 
 
 def test_a_webhook_secret_that_is_not_set_stops_the_load(tmp_path: Path) -> None:
