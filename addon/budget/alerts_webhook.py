@@ -6,10 +6,10 @@ One daemon thread sends them in order: a JSON POST signed with HMAC-SHA256 of it
 doubling pause after a failure it may recover from (no connection, a timeout, 408, 429, 5xx).
 A webhook that hangs holds up later alerts, never a request.
 
-When keyrelay stops (or a reload drops this webhook), `stop` takes no more alerts and the
-thread gets one grace period, the spec's `timeout` (one attempt's bound), for what is still
-queued: one attempt each, no retries, no pauses. `join` waits for it, that long at most; what
-is left after it is dropped with one log line.
+When keyrelay stops (or a reload drops this webhook), `stop` takes no more alerts; an attempt
+under way ends as it would (within the spec's `timeout`), and then the thread gets one grace
+period of `timeout` for what is still queued: one attempt each, no retries, no pauses. `join`
+waits for it, twice `timeout` at most; what is left after it is dropped with one log line.
 
 The URL may itself be a secret (many chat webhooks are), so no log line names it.
 """
@@ -58,6 +58,7 @@ class Webhook:
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(spec.queue)
         self._closing = threading.Event()
         self._deadline = 0.0  # monotonic; set by `stop`: the end of the flush
+        self._attempt_ends = 0.0  # monotonic: when the attempt under way times out
         self._sending: str | None = None  # the alert the thread is posting
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # a post and a stop in turn: nothing queued after a stop
@@ -92,12 +93,14 @@ class Webhook:
             self._thread.start()
 
     def stop(self) -> None:
-        """Take no more alerts: the thread posts what is queued, one attempt each, until the
-        spec's `timeout` from now. Never blocks; a second call changes nothing."""
+        """Take no more alerts: the thread posts what is queued, one attempt each, for the spec's
+        `timeout` after the attempt under way (if any) ends. Never blocks; a second call changes
+        nothing."""
         with self._lock:
             if self._closing.is_set():
                 return
-            self._deadline = time.monotonic() + self.spec.timeout
+            # A hanging POST must not use up the grace of the alerts queued behind it.
+            self._deadline = max(time.monotonic(), self._attempt_ends) + self.spec.timeout
             self._closing.set()  # also cuts a retry's pause short
             with contextlib.suppress(queue.Full):  # full: the thread is not waiting on it
                 self._queue.put_nowait(None)
@@ -165,6 +168,7 @@ class Webhook:
 
     def _attempt(self, alert_id: str, body: bytes) -> tuple[str | None, bool]:
         """One POST: (None, _) when taken; else what went wrong and whether to try again."""
+        self._attempt_ends = time.monotonic() + self.spec.timeout
         request = urllib.request.Request(
             self.spec.url,
             data=body,
