@@ -38,8 +38,8 @@ def spent(port: int, credential: tuple[str, str], until: float | None = None) ->
 
 def closes(upstream: SessionUpstream) -> list[int]:
     """The close codes the upstream received (its thread records one just after the client
-    saw it)."""
-    for _ in range(100):
+    saw it; waited for up to 15 s, as a loaded machine may take)."""
+    for _ in range(300):
         if upstream.closes:
             break
         time.sleep(0.05)
