@@ -7,7 +7,10 @@ container image and the systemd unit in deploy/ run `keyrelay`. Arguments go to 
 the base options, so they override them (`--listen-port 9000`, `--set keyrelay_rules=...`).
 
 - `--mode reverse:http://keyrelay.invalid`: keyrelay routes every request itself; the target
-  is a placeholder that is never reached.
+  is a placeholder that is never reached. Its scheme is `http`: in front of an `https` target
+  mitmproxy listens for HTTP/3 on UDP as well, an entrance none of keyrelay's transport bounds
+  cover, and a drain that stopped that UDP server crashed the process as it exited (a thread of
+  mitmproxy_rs calling into a Python already finalizing: SIGSEGV, about one stop in two).
 - `--listen-host`/`--listen-port`: `KEYRELAY_HOST` (127.0.0.1) and `KEYRELAY_PORT` (8080).
 - `connection_strategy=lazy`: eager mode would connect to the placeholder before keyrelay routes.
 - `tcp_timeout=3600`: mitmproxy closes a silent connection after it (600 s by default), which
