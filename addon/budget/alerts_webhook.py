@@ -121,9 +121,8 @@ class Webhook:
                     left.append(item[0])
         if left:  # ids only: the URL may hold a secret
             logger.error(
-                "keyrelay: alerts: %d alert(s) not posted within %ds of closing: %s",
+                "keyrelay: alerts: %d alert(s) not posted in the time given at closing: %s",
                 len(left),
-                self.spec.timeout,
                 ", ".join(left),
             )
 
