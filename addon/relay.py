@@ -148,6 +148,7 @@ class KeyRelay:
         self.jobs = Ownership()  # whatever a caller creates, only they may read or act on
         self.budget = Budget()  # usage metered, priced; budgets reserved and settled
         self.budget.sidebands.where = self.connect_to.address  # a call's sideband, as flows go
+        self.budget.sidebands.refuse = answer  # an answered call it cannot meter
         self.drain = Drain(self._in_flight, self._reload)  # SIGTERM, SIGHUP
         self._rules_stamp: tuple[float, ...] | None = None
         self._watcher: asyncio.Task[None] | None = None

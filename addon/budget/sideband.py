@@ -263,6 +263,22 @@ async def _post(brokered: Brokered, path: str) -> int:
 
 
 Where = Callable[[str, int], tuple[str, int]]  # the address keyrelay connects to for a host
+Answer = Callable[[http.HTTPFlow, Refusal], None]  # relay.answer: the flow is answered instead
+
+
+def _answer_bare(flow: http.HTTPFlow, refusal: Refusal) -> None:
+    """Until relay.py sets relay.answer (which also logs the reason and adds CORS): the refusal
+    alone, never the provider's answer."""
+    headers = {"content-type": "application/json"}
+    flow.response = http.Response.make(refusal.status, refusal.body(), headers)
+
+
+UNMETERED_CALL = Refusal(
+    502,
+    "call-not-metered",
+    "the provider answered the call without its id, so keyrelay could neither meter nor end "
+    "it; its answer was not passed on, and the call does not start",
+)
 
 
 class Sidebands:
@@ -276,6 +292,7 @@ class Sidebands:
         self._credentials: FlowLocal[tuple[str, str]] = FlowLocal("budget.call_credentials")
         self._running: dict[asyncio.Task[None], Sideband] = {}
         self.where: Where = lambda host, port: (host, port)  # relay.py: keyrelay_connect_to
+        self.refuse: Answer = _answer_bare  # relay.py: relay.answer
 
     # -- the offer and its answer -------------------------------------------------------------
 
@@ -332,7 +349,10 @@ class Sidebands:
         flowstate.of(flow)["model"] = session.model[:100]
         if call_id is None or credential is None:
             if answered:
-                logger.error("keyrelay: a call was answered without its id: not metered")
+                # Neither metered nor ended without its id: the browser does not get the answer
+                # it would connect with (the call at the provider then never starts).
+                logger.error("keyrelay: a call was answered without its id: refused")
+                self.refuse(flow, UNMETERED_CALL)
             release(self._sessions, call, session)
             return True
         reach = Reach(request.host, self.where(request.host, request.port), upstream_tls())

@@ -280,7 +280,7 @@ def exited(relay: KeyrelayProcess, seconds: float = 10) -> int | None:
 def test_a_drain_lets_a_call_go_on_until_its_deadline_then_hangs_it_up(
     keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
 ) -> None:
-    relay = start(keyrelay_factory, realtime, drain=3)
+    relay = start(keyrelay_factory, realtime, drain=6)  # room for the checks before it ends
     call_id = place(relay, realtime, session=SESSION)
     assert relay.pid is not None
     os.kill(relay.pid, signal.SIGTERM)
@@ -326,3 +326,20 @@ def test_a_call_whose_sideband_cannot_be_opened_is_hung_up(
     assert hung_up(realtime, call_id)  # keyrelay could not meter it: it does not go on
     assert "hung up: sideband-ended" in relay.output()
     assert ended(relay, realtime)["reserved"] == 0  # the offer's reservation released
+
+
+def test_a_call_answered_without_its_id_is_not_passed_on(
+    keyrelay_factory: KeyrelayFactory, realtime: RealtimeUpstream
+) -> None:
+    # Without the id keyrelay can neither meter the call nor hang it up: the browser must not
+    # get the SDP answer it would connect with.
+    realtime.no_location = True
+    relay = start(keyrelay_factory, realtime)
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(relay).with_options(max_retries=0).realtime.calls.create(sdp=OFFER, session=SESSION)
+    assert refused.value.status_code == 502
+    assert refused.value.response.json()["type"].endswith("/call-not-metered")
+    assert ANSWER not in refused.value.response.text
+    assert len(realtime.offers) == 1 and not realtime.handshakes
+    assert ended(relay, realtime) == {**ended(relay, realtime), "spent": 0, "reserved": 0}
+    assert "a call was answered without its id: refused" in relay.output()

@@ -137,6 +137,7 @@ class RealtimeUpstream(WebSocketUpstream):
         self.calls: dict[str, _Call] = {}  # by call id
         self.hangups: list[tuple[str, dict[str, str]]] = []  # (call id, headers)
         self.sideband_refused: int | None = None  # the status a call's sideband is refused with
+        self.no_location = False  # a call answered without its Location (so without its id)
         self._lock = threading.Lock()
         self._call_ids = itertools.count(1)
 
@@ -215,8 +216,8 @@ class RealtimeUpstream(WebSocketUpstream):
         model = session.get("model") or query.get("model", [DEFAULT_MODEL])[0]
         call_id = f"rtc_{next(self._call_ids):04d}abcdef"
         self.calls[call_id] = _Call(_Conversation(model, session.get("max_output_tokens", "inf")))
-        location = f"/v1/realtime/calls/{call_id}"
-        return _answer(201, "application/sdp", ANSWER.encode(), [("location", location)])
+        location = [] if self.no_location else [("location", f"/v1/realtime/calls/{call_id}")]
+        return _answer(201, "application/sdp", ANSWER.encode(), location)
 
     def _sideband(self, sock: ssl.SSLSocket, first: bytes) -> None:
         ws = WSConnection(ConnectionType.SERVER)
