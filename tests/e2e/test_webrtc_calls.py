@@ -64,9 +64,11 @@ def rules(rates: Rates, *, daily: float, seconds: int = 300) -> str:
 
 
 @pytest.fixture
-def realtime(test_ca: TlsMaterial) -> Iterator[RealtimeUpstream]:
+def realtime(test_ca: TlsMaterial, keyrelay_factory: KeyrelayFactory) -> Iterator[RealtimeUpstream]:
     with RealtimeUpstream(test_ca, FLAT) as server:
         yield server
+        # keyrelay first: its idle connections to the fake would hold the fake's threads 5 s.
+        keyrelay_factory.stop_all()
 
 
 def start(
