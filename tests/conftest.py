@@ -196,7 +196,9 @@ PARTS = 2
 class FilesExceptSpread(LoadFileScheduling):
     """xdist's loadfile (a file to a worker, so its module fixtures are made once), except for
     the files in SPREAD, which are handed out first, in PARTS: xdist hands out the files with
-    the most tests first, which would leave these long ones for the end."""
+    the most tests first, which would leave these long ones for the end. It overrides two
+    private methods of pytest-xdist 3.8's LoadScopeScheduling; should a later xdist rename
+    them, the files are scheduled as loadfile does, slower but whole."""
 
     def __init__(self, config: pytest.Config, log: Any) -> None:
         super().__init__(config, log)
