@@ -14,7 +14,7 @@
 import { createServer } from "node:http";
 import { build } from "esbuild";
 import { withChromium } from "./lib/chromium.mjs";
-import { env, packageLabel } from "./lib/driver.mjs";
+import { emit, env, packageLabel } from "./lib/driver.mjs";
 
 const timeoutMs = Number(env.TIMEOUT_MS || 30000);
 const out = {
@@ -25,11 +25,6 @@ const out = {
   console: [],
   page_errors: [],
 };
-function emit(code) {
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exitCode = code;
-}
-
 async function bundle() {
   const result = await build({
     entryPoints: [new URL("./browser/agents_realtime.js", import.meta.url).pathname],
@@ -61,7 +56,7 @@ function serve(port, script) {
 
 if (!env.PAGE_PORT || !env.PAGE_QUERY) {
   out.error = "PAGE_PORT and PAGE_QUERY must be set";
-  emit(2);
+  emit(out, 2);
 } else {
   let server;
   try {
@@ -82,5 +77,5 @@ if (!env.PAGE_PORT || !env.PAGE_QUERY) {
   } finally {
     server?.close();
   }
-  emit(out.ok ? 0 : 1);
+  emit(out, out.ok ? 0 : 1);
 }

@@ -10,18 +10,15 @@
 //   CHROMIUM    browser executable (default /usr/bin/chromium)
 //   TIMEOUT_MS  time allowed for window.__results to appear (default 30000)
 import { withChromium } from "./lib/chromium.mjs";
+import { emit } from "./lib/driver.mjs";
 
 const env = process.env;
 const pageUrl = env.PAGE_URL || process.argv[2];
 const timeoutMs = Number(env.TIMEOUT_MS || 30000);
 const out = { ok: false, page_url: pageUrl, browser: null, results: null, console: [], page_errors: [], failed_requests: [] };
-function emit(code) {
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exitCode = code;
-}
 if (!pageUrl) {
   out.error = "PAGE_URL is not set";
-  emit(2);
+  emit(out, 2);
 } else {
   try {
     await withChromium({ timeoutMs }, async (context, page) => {
@@ -38,5 +35,5 @@ if (!pageUrl) {
   } catch (error) {
     out.error = String(error?.message ?? error).split("\n")[0];
   }
-  emit(out.ok ? 0 : 1);
+  emit(out, out.ok ? 0 : 1);
 }

@@ -19,7 +19,7 @@ from conftest import KeyrelayFactory
 from support import session_books
 from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
-from support.realtime_upstream import Rates, RealtimeUpstream
+from support.realtime_upstream import Rates, RealtimeUpstream, metered_socket
 from support.tls import TlsMaterial
 
 from clients.drivers import run_driver
@@ -67,14 +67,7 @@ class Agent:
         provider = {
             "profile": "openai",
             "allow": ["browser", "realtime.socket"],
-            "operations": {
-                "realtime.socket": {
-                    "op": "GET api.openai.com/v1/realtime",
-                    "kind": "stream",
-                    "meter": "session",
-                    "reserve": CONTEXT,
-                }
-            },
+            "operations": {"realtime.socket": metered_socket(CONTEXT)},
             "prices": [self.upstream.rates.prices("gpt-realtime*")],
             "validation": {"models": ["gpt-realtime*"], "max_tokens": CAP},
         }

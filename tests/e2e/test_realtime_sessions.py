@@ -16,7 +16,7 @@ from openai import OpenAI
 from support import session_books
 from support.guard import token_entry
 from support.proxy import TEST_KEYS, KeyrelayProcess
-from support.realtime_upstream import Rates, RealtimeUpstream
+from support.realtime_upstream import Rates, RealtimeUpstream, metered_socket
 from support.redis_server import RedisServer
 from support.tls import TlsMaterial
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -42,14 +42,7 @@ def rules(rates: Rates, *, daily: float, redis: str | None = None) -> str:
             "key": {"env": "OPENAI_API_KEY"},
         },
         "allow": ["browser", "realtime.socket"],
-        "operations": {
-            "realtime.socket": {
-                "op": "GET api.openai.com/v1/realtime",
-                "kind": "stream",
-                "meter": "session",
-                "reserve": CONTEXT,
-            }
-        },
+        "operations": {"realtime.socket": metered_socket(CONTEXT)},
         "prices": [rates.prices("gpt-realtime*")],
         "validation": {"models": ["gpt-realtime*"], "max_tokens": CAP},
     }

@@ -51,7 +51,18 @@ from wsproto.events import (
 )
 
 from support.tls import TlsMaterial
-from support.transport import WebSocketUpstream
+from support.transport import JsonMessages, WebSocketUpstream
+
+
+def metered_socket(reserve: int) -> dict[str, Any]:
+    """The OpenAI profile's `realtime.socket` operation metered as a session, each response
+    reserved at `reserve` input tokens (rules' `operations:`)."""
+    return {
+        "op": "GET api.openai.com/v1/realtime",
+        "kind": "stream",
+        "meter": "session",
+        "reserve": reserve,
+    }
 
 
 @dataclass(frozen=True)
@@ -301,7 +312,7 @@ class RealtimeUpstream(WebSocketUpstream):
     def _session(self, sock: ssl.SSLSocket, first: bytes) -> None:
         ws = WSConnection(ConnectionType.SERVER)
         conv: _Conversation | None = None
-        parts: list[str] = []  # a message's frames so far
+        messages = JsonMessages()
 
         def send(event: dict[str, Any]) -> None:
             sock.sendall(ws.send(Message(data=json.dumps(event))))
@@ -311,12 +322,11 @@ class RealtimeUpstream(WebSocketUpstream):
                 model = event.target.partition("model=")[2].partition("&")[0]
                 conv = _Conversation(model)
                 send(_created(conv))
-            elif isinstance(event, TextMessage) and conv is not None:
-                parts.append(event.data)
-                if not event.message_finished:
-                    continue
-                got = json.loads("".join(parts))
-                parts.clear()
+            elif (
+                isinstance(event, TextMessage)
+                and conv is not None
+                and (got := messages.add(event)) is not None
+            ):
                 self.received.append(got)
                 self._event(conv, got, send)
             elif isinstance(event, CloseConnection):

@@ -14,7 +14,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import CloseConnection, Message, TextMessage
 
 from support.tls import TlsMaterial
-from support.transport import WebSocketUpstream
+from support.transport import JsonMessages, WebSocketUpstream
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -37,19 +37,14 @@ class SessionUpstream(WebSocketUpstream):
 
     def _handle(self, sock: ssl.SSLSocket) -> None:
         ws = WSConnection(ConnectionType.SERVER)
-        parts: list[str] = []
+        messages = JsonMessages()
         session: dict[str, Any] = {}  # what a subclass keeps for one connection
 
         def send(message: dict[str, Any]) -> None:
             sock.sendall(ws.send(Message(data=json.dumps(message))))
 
         for event in self.events(sock, ws):
-            if isinstance(event, TextMessage):
-                parts.append(event.data)
-                if not event.message_finished:
-                    continue
-                got = json.loads("".join(parts))
-                parts.clear()
+            if isinstance(event, TextMessage) and (got := messages.add(event)) is not None:
                 self.received.append(got)
                 try:
                     self._message(session, got, send)

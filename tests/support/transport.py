@@ -3,6 +3,7 @@ streaming server does), a WebSocket upstream, rules with a transport section, an
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import ssl
@@ -11,7 +12,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import brotli
 import h2.config
@@ -131,6 +132,23 @@ class _TlsServer:
 
     def _serve(self, raw: socket.socket) -> None:
         raise NotImplementedError
+
+
+class JsonMessages:
+    """A WebSocket's JSON text messages, whole: a message sent in several frames is parsed once
+    its last frame is in."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def add(self, event: TextMessage) -> Any:
+        """The message `event` completes, parsed; None while frames are still to come."""
+        self._parts.append(event.data)
+        if not event.message_finished:
+            return None
+        whole = "".join(self._parts)
+        self._parts.clear()
+        return json.loads(whole)
 
 
 class WebSocketUpstream(_TlsServer):

@@ -20,6 +20,7 @@
 // The browser reaches nothing but 127.0.0.1/localhost: the editor's usage events (api.img.ly) are aborted and
 // the provider's result files (their CDNs) are answered here, an image as a 1x1 PNG, anything else 404.
 import { withChromium } from "../lib/chromium.mjs";
+import { emit } from "../lib/driver.mjs";
 
 const env = process.env;
 const pageUrl = env.PAGE_URL;
@@ -108,14 +109,9 @@ async function recordVideo(page) {
   return Buffer.from(base64, "base64");
 }
 
-function emit(code) {
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exitCode = code;
-}
-
 if (!pageUrl) {
   out.error = "PAGE_URL is not set";
-  emit(2);
+  emit(out, 2);
 } else {
   const viewport = { width: 1400, height: 900 };
   try {
@@ -129,7 +125,7 @@ if (!pageUrl) {
   } catch (error) {
     out.error = String(error?.message ?? error).split("\n").slice(0, Number(env.ERROR_LINES || 1)).join("\n");
   }
-  emit(out.ok ? 0 : 1);
+  emit(out, out.ok ? 0 : 1);
 }
 
 // Opens the page, presses Generate in the plugin's panel and waits for the result in the editor.

@@ -6,6 +6,13 @@ import { readFileSync } from "node:fs";
 
 export const env = process.env;
 
+/** Prints `out` as the driver's ONE JSON line and sets the exit code; the process ends when its work does
+ * (the browser drivers: browser.mjs, cesdk/editor.mjs, agents_realtime.mjs). */
+export function emit(out, code) {
+  process.stdout.write(JSON.stringify(out) + "\n");
+  process.exitCode = code;
+}
+
 /** `name@version` of a package installed in tests/clients/node_modules (or in `modules`, from lib/). */
 export function packageLabel(name, modules = "../node_modules/") {
   const url = new URL(`${modules}${name}/package.json`, import.meta.url);
@@ -22,7 +29,7 @@ export function startDriver({ client, allSteps, stepsVar, defaultSteps, fields =
   const timeoutMs = Number(env.TIMEOUT_MS || 30000);
   const out = { ok: false, client, proxy_url: proxyUrl, ...fields, steps: {}, requests: [] };
   const finish = (code) => {
-    process.stdout.write(JSON.stringify(out) + "\n");
+    emit(out, code);
     process.exit(code);
   };
   const bad = steps.filter((s) => !allSteps.includes(s));
